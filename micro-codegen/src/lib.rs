@@ -3,6 +3,9 @@
 use std::{io, path::Path};
 
 /// Compiles `protos` found under `includes`.
-pub fn compile_protos(_protos: &[impl AsRef<Path>], _includes: &[impl AsRef<Path>]) -> io::Result<()> {
+pub fn compile_protos(
+    _protos: &[impl AsRef<Path>],
+    _includes: &[impl AsRef<Path>],
+) -> io::Result<()> {
     Ok(())
 }

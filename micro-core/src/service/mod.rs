@@ -1,11 +1,359 @@
-//! The server side. (Stub: being implemented.)
+//! The server side: [`Service`] runs tonic services and makes them discoverable.
+//!
+//! Every service serves, next to the user's gRPC services:
+//! - `grpc.health.v1.Health`, reporting `SERVING` for each service and for `""`;
+//! - server reflection, as both `grpc.reflection.v1` and `grpc.reflection.v1alpha`.
+//!
+//! # Lifecycle
+//!
+//! bind → serve → register with a TTL → re-register every interval → on SIGINT/SIGTERM:
+//! health `NOT_SERVING` → deregister → stop accepting and drain in-flight calls for at most
+//! the grace period → return `Ok(())`, so `main` exits 0.
+//!
+//! # Configuration from the environment
+//!
+//! What the code leaves unset is read from the environment:
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `MICRO_REGISTRY` | registry: `local`, `memory`, `local:///dir` | `local` |
+//! | `MICRO_SERVER_ADDRESS` | address to listen on (`host:port`, `unix:/path`) | [`DEFAULT_ADDRESS`] |
+//! | `MICRO_SERVER_ADVERTISE` | address to register instead of the bound one | the bound address |
+//! | `MICRO_REGISTER_TTL` | registration TTL (`30s`, `500ms`, `2m`) | [`DEFAULT_REGISTER_TTL`] |
+//! | `MICRO_REGISTER_INTERVAL` | re-registration interval | [`DEFAULT_REGISTER_INTERVAL`] |
 
-/// A running micro service.
-#[derive(Debug)]
-pub struct Service {}
-/// Builds a [`Service`].
-#[derive(Debug)]
-pub struct ServiceBuilder {}
-/// An error starting or running a service.
-#[derive(Debug)]
-pub struct ServiceError {}
+mod env;
+mod error;
+mod reflection;
+mod running;
+
+pub use env::{REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, SERVER_ADDRESS_ENV, SERVER_ADVERTISE_ENV};
+pub use error::ServiceError;
+pub use running::RunningService;
+
+use std::{collections::BTreeMap, convert::Infallible, fmt, time::Duration};
+
+use http::{Request, Response};
+use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
+use tower_service::Service as TowerService;
+
+use crate::{
+    client::Client,
+    codegen::{DescribedService, ServiceDescriptor},
+    registry::{self, SharedRegistry},
+};
+
+/// The address a service listens on unless told otherwise: loopback, any free port.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:0";
+/// How long a registration lives without renewal. Default is 30 seconds.
+pub const DEFAULT_REGISTER_TTL: Duration = registry::DEFAULT_TTL;
+/// How often a service renews its registration. Default is 10 seconds.
+pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(10);
+/// How long in-flight calls may run on after a shutdown signal. Default is 10 seconds.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// A micro service: tonic services plus health, reflection and registration.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), micro_core::ServiceError> {
+/// use micro_core::Service;
+///
+/// Service::builder("greeter")
+///     .version("1.0.0")
+///     // .add_service(GreeterServer::new(MyGreeter))
+///     .run()
+///     .await
+/// # }
+/// ```
+pub struct Service {
+    config: Config,
+    registry: SharedRegistry,
+    client: Client,
+    node_id: String,
+    routes: RoutesBuilder,
+    descriptors: Vec<&'static ServiceDescriptor>,
+    file_descriptor_sets: Vec<Vec<u8>>,
+}
+
+/// Configures a [`Service`]; made by [`Service::builder`].
+#[must_use]
+pub struct ServiceBuilder {
+    config: Config,
+    registry: Option<SharedRegistry>,
+    routes: RoutesBuilder,
+    descriptors: Vec<&'static ServiceDescriptor>,
+    file_descriptor_sets: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    name: String,
+    version: String,
+    metadata: BTreeMap<String, String>,
+    node_metadata: BTreeMap<String, String>,
+    address: Option<String>,
+    advertise: Option<String>,
+    ttl: Option<Duration>,
+    interval: Option<Duration>,
+    grace_period: Duration,
+}
+
+// === impl Service ===
+
+impl Service {
+    /// Starts configuring the service registered as `name`.
+    pub fn builder(name: impl Into<String>) -> ServiceBuilder {
+        ServiceBuilder {
+            config: Config {
+                name: name.into(),
+                version: String::new(),
+                metadata: BTreeMap::new(),
+                node_metadata: BTreeMap::new(),
+                address: None,
+                advertise: None,
+                ttl: None,
+                interval: None,
+                grace_period: DEFAULT_GRACE_PERIOD,
+            },
+            registry: None,
+            routes: RoutesBuilder::default(),
+            descriptors: Vec::new(),
+            file_descriptor_sets: Vec::new(),
+        }
+    }
+
+    /// The name the service registers as.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The id of this process' node, unique per start.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// A client on the same registry, for handlers that call other services.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Binds, serves, registers and heartbeats; returns once the service is reachable.
+    ///
+    /// # Errors
+    /// When the address cannot be bound, the descriptors are broken or the first
+    /// registration fails.
+    pub async fn start(self) -> Result<RunningService, ServiceError> {
+        running::start(self).await
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully and returns `Ok(())`.
+    ///
+    /// # Errors
+    /// As [`Service::start`], or when the server fails while running.
+    pub async fn run(self) -> Result<(), ServiceError> {
+        self.start().await?.run_until_signal().await
+    }
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("config", &self.config)
+            .field("registry", &self.registry.name())
+            .field("node_id", &self.node_id)
+            .field("services", &self.service_names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    fn service_names(&self) -> Vec<&'static str> {
+        self.descriptors.iter().map(|d| d.name).collect()
+    }
+}
+
+// === impl ServiceBuilder ===
+
+impl ServiceBuilder {
+    /// Sets the version registered with the service. Default is empty.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.config.version = version.into();
+        self
+    }
+
+    /// Adds a label to the service's registry record. Default is none.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a label to this node's registry record. Default is `protocol=grpc` only.
+    pub fn node_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.node_metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the address to listen on: `host:port` or `unix:/path/to/socket`.
+    /// Default is `MICRO_SERVER_ADDRESS`, else [`DEFAULT_ADDRESS`].
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.config.address = Some(address.into());
+        self
+    }
+
+    /// Sets the address registered for clients when it differs from the bound one
+    /// (containers, NAT). Default is `MICRO_SERVER_ADVERTISE`, else the bound address.
+    pub fn advertise(mut self, address: impl Into<String>) -> Self {
+        self.config.advertise = Some(address.into());
+        self
+    }
+
+    /// Sets the registry. Default is the one named by `MICRO_REGISTRY`, `local` when unset.
+    pub fn registry(mut self, registry: SharedRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Sets how long a registration lives without renewal. Default is
+    /// `MICRO_REGISTER_TTL`, else [`DEFAULT_REGISTER_TTL`].
+    pub fn register_ttl(mut self, ttl: Duration) -> Self {
+        self.config.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets how often the registration is renewed; must be less than half the TTL.
+    /// Default is `MICRO_REGISTER_INTERVAL`, else [`DEFAULT_REGISTER_INTERVAL`], shortened
+    /// to a third of the TTL when the TTL is set shorter than its double.
+    pub fn register_interval(mut self, interval: Duration) -> Self {
+        self.config.interval = Some(interval);
+        self
+    }
+
+    /// Sets how long in-flight calls may run on after a shutdown signal. Default is
+    /// [`DEFAULT_GRACE_PERIOD`].
+    pub fn grace_period(mut self, grace_period: Duration) -> Self {
+        self.config.grace_period = grace_period;
+        self
+    }
+
+    /// Adds a gRPC service generated by `micro-codegen`: it is routed, its endpoints are
+    /// registered, its health is reported and its descriptors are served by reflection.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: TowerService<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + DescribedService
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.descriptors.push(S::DESCRIPTOR);
+        self
+    }
+
+    /// Adds an encoded `FileDescriptorSet` to serve through reflection, for services whose
+    /// descriptors do not come from `micro-codegen`.
+    pub fn file_descriptor_set(mut self, encoded: impl Into<Vec<u8>>) -> Self {
+        self.file_descriptor_sets.push(encoded.into());
+        self
+    }
+
+    /// Checks the configuration and opens the registry.
+    ///
+    /// # Errors
+    /// [`ServiceError`] naming what is wrong: the name, the TTL and interval, an
+    /// environment variable, or the registry.
+    pub fn build(self) -> Result<Service, ServiceError> {
+        let mut config = self.config;
+        validate_name(&config.name)?;
+        config.address = match config.address {
+            Some(address) => Some(address),
+            None => env::string(SERVER_ADDRESS_ENV)?,
+        };
+        config.advertise = match config.advertise {
+            Some(address) => Some(address),
+            None => env::string(SERVER_ADVERTISE_ENV)?,
+        };
+        let ttl = match config.ttl {
+            Some(ttl) => ttl,
+            None => env::duration(REGISTER_TTL_ENV)?.unwrap_or(DEFAULT_REGISTER_TTL),
+        };
+        let interval = match config.interval {
+            Some(interval) => interval,
+            None => match env::duration(REGISTER_INTERVAL_ENV)? {
+                Some(interval) => interval,
+                None => DEFAULT_REGISTER_INTERVAL.min(ttl / 3),
+            },
+        };
+        if interval.is_zero() || interval.saturating_mul(2) >= ttl {
+            return Err(ServiceError::InvalidInterval { interval, ttl });
+        }
+        config.ttl = Some(ttl);
+        config.interval = Some(interval);
+        config
+            .node_metadata
+            .entry("protocol".to_owned())
+            .or_insert_with(|| "grpc".to_owned());
+
+        let registry = match self.registry {
+            Some(registry) => registry,
+            None => registry::from_env()?,
+        };
+        let client = Client::new(registry.clone());
+        let node_id = format!("{}-{}", config.name, uuid::Uuid::new_v4());
+        Ok(Service {
+            config,
+            registry,
+            client,
+            node_id,
+            routes: self.routes,
+            descriptors: self.descriptors,
+            file_descriptor_sets: self.file_descriptor_sets,
+        })
+    }
+
+    /// Builds, then runs until SIGINT or SIGTERM; see [`Service::run`].
+    ///
+    /// # Errors
+    /// As [`ServiceBuilder::build`] and [`Service::run`].
+    pub async fn run(self) -> Result<(), ServiceError> {
+        self.build()?.run().await
+    }
+}
+
+impl fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("config", &self.config)
+            .field(
+                "services",
+                &self.descriptors.iter().map(|d| d.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), ServiceError> {
+    let reason = if name.is_empty() {
+        "must not be empty"
+    } else if name.len() > 200 {
+        "must be at most 200 bytes"
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "may only contain ASCII letters, digits, '.', '_' and '-'"
+    } else if name.starts_with('.') {
+        "must not start with '.'"
+    } else {
+        return Ok(());
+    };
+    Err(ServiceError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
+}

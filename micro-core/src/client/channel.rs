@@ -1,0 +1,290 @@
+//! [`Channel`]: a tower service that sends gRPC requests to the nodes of a named service.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Weak},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, Uri, uri};
+use tokio::sync::{OnceCell, watch};
+use tonic::{Status, body::Body};
+
+use super::{ClientInner, NodeInfo, deadline, pool::NodeConn};
+use crate::registry::{Node, Registry, RegistryError, Service};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A channel to every node of one named service; any tonic-generated client runs on it.
+///
+/// Each call resolves the name through the client's cached, watched registry, lets the
+/// selector pick a node and sends the request over that node's HTTP/2 connection (one per
+/// node, opened on first use, closed when the node leaves the registry). A node that cannot
+/// be reached before the request is sent is skipped for the next one; the error of a call
+/// that no node answered names the service and every address tried.
+///
+/// Cloning is cheap: clones share the nodes and connections.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(client: micro_core::Client) {
+/// let channel = client.channel("greeter");
+/// // let mut greeter = GreeterClient::new(channel);
+/// # let _ = channel;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    service: String,
+    client: Arc<ClientInner>,
+    nodes: ArcSwap<NodeSet>,
+    init: OnceCell<()>,
+}
+
+/// The nodes of the service at one moment, with their connections.
+#[derive(Default)]
+struct NodeSet {
+    nodes: Vec<Node>,
+    conns: Vec<Arc<NodeConn>>,
+}
+
+/// The future returned by [`Channel`]'s `call`.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
+
+// === impl Channel ===
+
+impl Channel {
+    pub(super) fn new(service: String, client: Arc<ClientInner>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                service,
+                client,
+                nodes: ArcSwap::from_pointee(NodeSet::default()),
+                init: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// The name of the service this channel calls.
+    pub fn service(&self) -> &str {
+        &self.shared.service
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("service", &self.shared.service)
+            .field("nodes", &self.shared.nodes.load().nodes.len())
+            .finish()
+    }
+}
+
+impl tower_service::Service<Request<Body>> for Channel {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness depends on the node, which is only known once the call is made.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        Box::pin(Arc::clone(&self.shared).call(request))
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    async fn call(self: Arc<Self>, mut request: Request<Body>) -> Result<Response<Body>, BoxError> {
+        let headers = request.headers_mut();
+        let timeout = match headers
+            .get(deadline::GRPC_TIMEOUT)
+            .and_then(deadline::parse)
+        {
+            Some(timeout) => timeout,
+            None => {
+                let timeout = self.client.timeout;
+                headers.insert(deadline::GRPC_TIMEOUT, deadline::encode(timeout));
+                timeout
+            }
+        };
+        match tokio::time::timeout(timeout, self.send(request)).await {
+            Ok(result) => result.map_err(BoxError::from),
+            Err(_) => Err(self.deadline_exceeded(timeout).into()),
+        }
+    }
+
+    async fn send(self: &Arc<Self>, mut request: Request<Body>) -> Result<Response<Body>, Status> {
+        self.init().await?;
+        let set = self.nodes.load_full();
+        if set.conns.is_empty() {
+            return Err(Status::unavailable(format!(
+                "service {} not found in registry {}",
+                self.service,
+                self.client.registry.name()
+            )));
+        }
+        let count = set.conns.len();
+        let first = self.client.selector.select(&set.nodes) % count;
+        let mut tried: Vec<String> = Vec::new();
+        // Nodes that failed recently go last, so one dead node costs no call a timeout.
+        for backing_off in [false, true] {
+            for offset in 0..count {
+                let conn = &set.conns[(first + offset) % count];
+                if conn.is_backing_off() != backing_off {
+                    continue;
+                }
+                match self.try_node(conn, request).await {
+                    Ok(response) => return Ok(response),
+                    Err(Attempt::Fatal(status)) => return Err(status),
+                    Err(Attempt::NotSent(returned, reason)) => {
+                        request = returned;
+                        tried.push(format!("{} ({reason})", conn.node.address));
+                    }
+                }
+            }
+        }
+        Err(Status::unavailable(format!(
+            "service {}: no node answered; tried {}",
+            self.service,
+            tried.join(", ")
+        )))
+    }
+
+    /// Sends `request` to one node. A request that never left is handed back.
+    async fn try_node(
+        &self,
+        conn: &NodeConn,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, Attempt> {
+        let mut sender = match conn.sender(self.client.connector.as_ref()).await {
+            Ok(sender) => sender,
+            Err(err) => return Err(Attempt::NotSent(request, err.0)),
+        };
+        if let Err(err) = sender.ready().await {
+            conn.mark_failed();
+            return Err(Attempt::NotSent(request, err.to_string()));
+        }
+        set_origin(&mut request, conn);
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                let mut response = response.map(Body::new);
+                response
+                    .extensions_mut()
+                    .insert(NodeInfo::new(Arc::clone(&conn.node)));
+                Ok(response)
+            }
+            Err(mut err) => match err.take_message() {
+                Some(request) => {
+                    conn.mark_failed();
+                    Err(Attempt::NotSent(request, err.into_error().to_string()))
+                }
+                None => Err(Attempt::Fatal(Status::unavailable(format!(
+                    "service {}: call to node {} at {} failed: {}",
+                    self.service,
+                    conn.node.id,
+                    conn.node.address,
+                    err.into_error()
+                )))),
+            },
+        }
+    }
+
+    fn deadline_exceeded(&self, timeout: Duration) -> Status {
+        Status::deadline_exceeded(format!(
+            "call to service {} exceeded its deadline of {timeout:?}",
+            self.service
+        ))
+    }
+
+    /// Subscribes to the registry on first use and keeps the node set current.
+    async fn init(self: &Arc<Self>) -> Result<(), Status> {
+        self.init
+            .get_or_try_init(|| async {
+                let mut updates = self
+                    .client
+                    .registry
+                    .subscribe(&self.service)
+                    .await
+                    .map_err(|err| self.registry_error(err))?;
+                let services = Arc::clone(&updates.borrow_and_update());
+                self.update(&services);
+                tokio::spawn(follow(Arc::downgrade(self), updates));
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn update(&self, services: &[Service]) {
+        let current = self.nodes.load();
+        let mut next = NodeSet::default();
+        for node in services.iter().flat_map(|service| &service.nodes) {
+            if next.nodes.iter().any(|known| known.id == node.id) {
+                continue;
+            }
+            // Keep the connection of a node whose record did not change.
+            let conn = current
+                .conns
+                .iter()
+                .find(|conn| *conn.node == *node)
+                .map(Arc::clone)
+                .unwrap_or_else(|| Arc::new(NodeConn::new(node.clone())));
+            next.nodes.push(node.clone());
+            next.conns.push(conn);
+        }
+        tracing::debug!(service = %self.service, nodes = next.nodes.len(), "nodes updated");
+        self.nodes.store(Arc::new(next));
+    }
+
+    fn registry_error(&self, err: RegistryError) -> Status {
+        Status::unavailable(format!(
+            "service {}: registry {} failed: {err}",
+            self.service,
+            self.client.registry.name()
+        ))
+    }
+}
+
+/// Applies registry changes to the channel until the channel or the registry goes away.
+async fn follow(shared: Weak<Shared>, mut updates: watch::Receiver<Arc<Vec<Service>>>) {
+    while updates.changed().await.is_ok() {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let services = Arc::clone(&updates.borrow_and_update());
+        shared.update(&services);
+    }
+}
+
+// Short-lived and moved, never stored: boxing the request would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    /// The request did not leave; try it elsewhere.
+    NotSent(Request<Body>, String),
+    /// The request may have reached the node; do not try it elsewhere.
+    Fatal(Status),
+}
+
+fn set_origin(request: &mut Request<Body>, conn: &NodeConn) {
+    let mut parts = uri::Parts::default();
+    parts.scheme = Some(uri::Scheme::HTTP);
+    parts.authority = Some(conn.authority.clone());
+    parts.path_and_query = request.uri().path_and_query().cloned();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}

@@ -1,0 +1,319 @@
+//! A started service: serving, registered, heartbeating; and its graceful shutdown.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::{
+    net::{TcpListener, UnixListener},
+    signal::unix::{Signal, SignalKind, signal},
+    sync::oneshot,
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use super::{Service, ServiceError, reflection};
+use crate::registry::{Endpoint, Node, RegisterOptions, Service as Record, SharedRegistry};
+
+/// A service that is serving and registered; made by [`Service::start`].
+///
+/// Dropping it without [`RunningService::shutdown`] stops heartbeats and the server
+/// abruptly; the node then expires from the registry after its TTL.
+#[derive(Debug)]
+pub struct RunningService {
+    record: Record,
+    local_address: String,
+    registry: SharedRegistry,
+    health: HealthReporter,
+    health_names: Vec<String>,
+    grace_period: Duration,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    heartbeat: JoinHandle<()>,
+    signals: Signals,
+}
+
+#[derive(Debug)]
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+pub(super) async fn start(service: Service) -> Result<RunningService, ServiceError> {
+    // Signal handlers go in before anything is announced, so a SIGTERM that follows the
+    // "ready" line is always handled gracefully.
+    let signals = Signals::install()?;
+    let Service {
+        config,
+        registry,
+        node_id,
+        mut routes,
+        descriptors,
+        file_descriptor_sets,
+        ..
+    } = service;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut health_names = vec![String::new()];
+    for descriptor in &descriptors {
+        health
+            .set_service_status(descriptor.name, ServingStatus::Serving)
+            .await;
+        health_names.push(descriptor.name.to_owned());
+    }
+    let files = reflection::merged_descriptors(&descriptors, &file_descriptor_sets)?;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_file_descriptor_set(files.clone())
+        .build_v1()
+        .map_err(|err| descriptor_error(&err))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_file_descriptor_set(files)
+        .build_v1alpha()
+        .map_err(|err| descriptor_error(&err))?;
+    routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let routes = routes.routes();
+
+    let address = config
+        .address
+        .clone()
+        .unwrap_or_else(|| super::DEFAULT_ADDRESS.to_owned());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let server_builder = Server::builder().add_routes(routes);
+    let (local_address, server) = if let Some(path) = address.strip_prefix("unix:") {
+        // A socket file left by a crashed run would make bind fail.
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(|source| ServiceError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let incoming = UnixListenerStream::new(listener);
+        let server = tokio::spawn(server_builder.serve_with_incoming_shutdown(incoming, shutdown));
+        (address.clone(), server)
+    } else {
+        let socket: SocketAddr = address.parse().map_err(|err: std::net::AddrParseError| {
+            ServiceError::InvalidAddress {
+                address: address.clone(),
+                reason: format!("{err}; expected host:port or unix:/path"),
+            }
+        })?;
+        let listener = TcpListener::bind(socket)
+            .await
+            .map_err(|source| ServiceError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| ServiceError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tokio::spawn(server_builder.serve_with_incoming_shutdown(incoming, shutdown));
+        (advertisable(bound), server)
+    };
+
+    let advertised = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| local_address.clone());
+    let record = Record {
+        name: config.name.clone(),
+        version: config.version.clone(),
+        metadata: config.metadata.clone(),
+        endpoints: descriptors
+            .iter()
+            .flat_map(|d| {
+                d.endpoints
+                    .iter()
+                    .map(|e| Endpoint::from_descriptor(d.name, e))
+            })
+            .collect(),
+        nodes: vec![Node {
+            id: node_id,
+            address: advertised,
+            metadata: config.node_metadata.clone(),
+        }],
+    };
+    let ttl = config.ttl.unwrap_or(super::DEFAULT_REGISTER_TTL);
+    let interval = config.interval.unwrap_or(super::DEFAULT_REGISTER_INTERVAL);
+    let options = RegisterOptions { ttl };
+    if let Err(err) = registry.register(&record, options).await {
+        let _ = stop.send(());
+        return Err(err.into());
+    }
+    tracing::info!(
+        service = %record.name,
+        node = %record.nodes[0].id,
+        address = %record.nodes[0].address,
+        registry = %registry.name(),
+        "service started"
+    );
+    let heartbeat = tokio::spawn(heartbeat(
+        registry.clone(),
+        record.clone(),
+        options,
+        interval,
+    ));
+
+    Ok(RunningService {
+        record,
+        local_address,
+        registry,
+        health,
+        health_names,
+        grace_period: config.grace_period,
+        stop: Some(stop),
+        server,
+        heartbeat,
+        signals,
+    })
+}
+
+// === impl RunningService ===
+
+impl RunningService {
+    /// The address the server listens on: `host:port` or `unix:/path`.
+    pub fn local_address(&self) -> &str {
+        &self.local_address
+    }
+
+    /// This node's registry record (its `nodes` holds this node alone).
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        self.node().id.as_str()
+    }
+
+    /// The address registered for clients.
+    pub fn advertised_address(&self) -> &str {
+        self.node().address.as_str()
+    }
+
+    fn node(&self) -> &Node {
+        // `start` always builds the record with exactly one node.
+        &self.record.nodes[0]
+    }
+
+    /// Waits for SIGINT or SIGTERM, then shuts down gracefully.
+    ///
+    /// # Errors
+    /// When the server failed before a signal came.
+    pub async fn run_until_signal(mut self) -> Result<(), ServiceError> {
+        let signal = tokio::select! {
+            _ = self.signals.interrupt.recv() => "SIGINT",
+            _ = self.signals.terminate.recv() => "SIGTERM",
+            result = &mut self.server => {
+                self.heartbeat.abort();
+                let _ = self.registry.deregister(&self.record).await;
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(ServiceError::Server(Box::new(err))),
+                    Err(join) => Err(server_error(join)),
+                };
+            }
+        };
+        tracing::info!(service = %self.record.name, %signal, "shutting down");
+        self.shutdown().await
+    }
+
+    /// Shuts down gracefully: health `NOT_SERVING`, deregister, stop accepting, and drain
+    /// in-flight calls for at most the grace period.
+    ///
+    /// # Errors
+    /// When the server had failed.
+    pub async fn shutdown(mut self) -> Result<(), ServiceError> {
+        for name in &self.health_names {
+            self.health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        self.heartbeat.abort();
+        if let Err(err) = self.registry.deregister(&self.record).await {
+            tracing::warn!(service = %self.record.name, error = %err, "deregistration failed; the node expires with its TTL");
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(self.grace_period, &mut self.server).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(err))) => Err(ServiceError::Server(Box::new(err))),
+            Ok(Err(join)) => Err(server_error(join)),
+            Err(_) => {
+                tracing::warn!(
+                    service = %self.record.name,
+                    grace_period = ?self.grace_period,
+                    "calls still in flight after the grace period were cut off"
+                );
+                self.server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        self.server.abort();
+    }
+}
+
+impl Signals {
+    fn install() -> Result<Self, ServiceError> {
+        let install = |kind: SignalKind| signal(kind).map_err(ServiceError::Signals);
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+}
+
+async fn heartbeat(
+    registry: SharedRegistry,
+    record: Record,
+    options: RegisterOptions,
+    every: Duration,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = registry.register(&record, options).await {
+            tracing::warn!(service = %record.name, error = %err, "re-registration failed; retrying next interval");
+        }
+    }
+}
+
+/// The address to register for a bound socket: a wildcard bind is registered as loopback,
+/// the one address every local client can reach.
+fn advertisable(bound: SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if bound.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        tracing::warn!(%bound, "bound to a wildcard address; advertising loopback (set an advertise address for other hosts)");
+        return SocketAddr::new(loopback, bound.port()).to_string();
+    }
+    bound.to_string()
+}
+
+fn descriptor_error(err: &tonic_reflection::server::Error) -> ServiceError {
+    ServiceError::Descriptor {
+        service: "reflection".to_owned(),
+        reason: err.to_string(),
+    }
+}
+
+fn server_error(join: tokio::task::JoinError) -> ServiceError {
+    ServiceError::Server(Box::new(join))
+}
