@@ -1,0 +1,186 @@
+//! Load benchmark: SayHello through micro's Channel vs a raw tonic Channel, same server,
+//! same run, at 1 and 64 concurrent calls. Prints rps and p50/p99 latency for both and the
+//! micro/raw ratios.
+//!
+//! ```text
+//! cargo bench --bench load                   # 5 s per measurement
+//! MICRO_BENCH_SECS=10 cargo bench --bench load
+//! ```
+//!
+//! The server runs on its own single-threaded runtime, the clients on another, so the two
+//! sides do not steal each other's core on a 2-core machine.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+
+use std::{sync::Arc, time::Duration};
+
+use micro::{Client, Service, registry::MemoryRegistry};
+use tokio::time::Instant;
+
+mod pb {
+    micro::include_proto!("greeter.v1");
+}
+
+use pb::{
+    HelloReply, HelloRequest,
+    greeter_client::GreeterClient,
+    greeter_server::{Greeter, GreeterServer},
+};
+
+struct Hello;
+
+#[tonic::async_trait]
+impl Greeter for Hello {
+    async fn say_hello(
+        &self,
+        request: tonic::Request<HelloRequest>,
+    ) -> Result<tonic::Response<HelloReply>, tonic::Status> {
+        Ok(tonic::Response::new(HelloReply {
+            message: format!("Hello, {}!", request.into_inner().name),
+        }))
+    }
+
+    type StreamHellosStream = tokio_stream::Empty<Result<HelloReply, tonic::Status>>;
+
+    async fn stream_hellos(
+        &self,
+        _request: tonic::Request<pb::StreamHellosRequest>,
+    ) -> Result<tonic::Response<Self::StreamHellosStream>, tonic::Status> {
+        Ok(tonic::Response::new(tokio_stream::empty()))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn measure<T>(client: GreeterClient<T>, concurrency: usize, duration: Duration) -> Figures
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    T::Future: Send,
+{
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            while Instant::now() < end {
+                let started = Instant::now();
+                let request = HelloRequest {
+                    name: "bench".into(),
+                    delay_ms: 0,
+                };
+                client.say_hello(request).await.expect("call");
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Figures {
+        rps: all.len() as f64 / duration.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+fn main() {
+    let secs: u64 = std::env::var("MICRO_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let duration = Duration::from_secs(secs);
+
+    let registry: micro::registry::SharedRegistry = Arc::new(MemoryRegistry::new());
+    let server_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server_registry = registry.clone();
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        server_rt.block_on(async move {
+            let running = Service::builder("greeter")
+                .registry(server_registry)
+                .add_service(GreeterServer::new(Hello))
+                .build()
+                .unwrap()
+                .start()
+                .await
+                .unwrap();
+            address_tx.send(running.local_address().to_owned()).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let address = address_rx.recv().unwrap();
+
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    client_rt.block_on(async move {
+        let raw_channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .unwrap();
+        let raw = GreeterClient::new(raw_channel);
+        let micro_client = Client::new(registry);
+        let micro = GreeterClient::new(micro_client.channel("greeter"));
+
+        // Warm both paths up: connections, allocator, caches.
+        measure(raw.clone(), 8, Duration::from_millis(500)).await;
+        measure(micro.clone(), 8, Duration::from_millis(500)).await;
+
+        println!("SayHello, {secs} s per measurement, server on 127.0.0.1 (other thread)");
+        println!(
+            "{:>11} | {:>10} {:>9} {:>9} | {:>10} {:>9} {:>9} | {:>9} {:>9} {:>9}",
+            "concurrency", "raw rps", "raw p50", "raw p99", "micro rps", "micro p50", "micro p99",
+            "rps ratio", "p50 ratio", "p99 ratio"
+        );
+        for concurrency in [1, 64] {
+            // Alternate the two paths so drift in the machine's load hits both alike.
+            let raw_a = measure(raw.clone(), concurrency, duration / 2).await;
+            let micro_a = measure(micro.clone(), concurrency, duration / 2).await;
+            let micro_b = measure(micro.clone(), concurrency, duration / 2).await;
+            let raw_b = measure(raw.clone(), concurrency, duration / 2).await;
+            let raw = average(raw_a, raw_b);
+            let micro = average(micro_a, micro_b);
+            println!(
+                "{:>11} | {:>10.0} {:>9.1?} {:>9.1?} | {:>10.0} {:>9.1?} {:>9.1?} | {:>9.3} {:>9.3} {:>9.3}",
+                concurrency,
+                raw.rps,
+                raw.p50,
+                raw.p99,
+                micro.rps,
+                micro.p50,
+                micro.p99,
+                micro.rps / raw.rps,
+                micro.p50.as_secs_f64() / raw.p50.as_secs_f64(),
+                micro.p99.as_secs_f64() / raw.p99.as_secs_f64(),
+            );
+        }
+    });
+}
+
+fn average(a: Figures, b: Figures) -> Figures {
+    Figures {
+        rps: (a.rps + b.rps) / 2.0,
+        p50: (a.p50 + b.p50) / 2,
+        p99: (a.p99 + b.p99) / 2,
+    }
+}
