@@ -69,7 +69,8 @@ fn tonic_client_and_server_with_transport() {
     assert!(code.contains("pub async fn connect<D>(dst: D)"));
     assert!(code.contains("pub struct GreeterServer<T> {"));
     assert!(code.contains("super::super::super::common::v1::Page"));
-    assert!(code.contains("::prost_types::Empty"));
+    // prost maps google.protobuf.Empty to `()`.
+    assert!(code.contains("request: tonic::Request<()>,"));
 }
 
 #[test]

@@ -18,7 +18,7 @@ fn syntax_error_names_file_line_and_column() {
     let text = err.to_string();
     assert_eq!(
         text,
-        "broken/syntax_error.proto:7:1: expected ';', but found '}'"
+        "broken/syntax_error.proto:7:1: expected ';' or '[', but found '}'"
     );
     assert!(matches!(
         &err,
