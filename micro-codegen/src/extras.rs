@@ -136,10 +136,10 @@ fn service_extras(service: &Service, micro: &str, build_server: bool) -> String 
     }
     out.push_str("], file_descriptor_set: FILE_DESCRIPTOR_SET, };\n");
     if build_server {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "impl<T> {micro}::codegen::DescribedService for {module}::{name}Server<T> {{ \
-             const DESCRIPTOR: &'static {micro}::codegen::ServiceDescriptor = &{const_name}; }}\n",
+             const DESCRIPTOR: &'static {micro}::codegen::ServiceDescriptor = &{const_name}; }}",
             module = format_args!("{}_server", tonic_snake_case(&service.name)),
             name = service.name,
         );

@@ -53,11 +53,22 @@
 //!
 //! ```text
 //! protoc -I proto --micro_out=src/gen proto/greeter.proto
-//! protoc -I proto --micro_out=micro_path=::micro_core,client=false:src/gen proto/greeter.proto
+//! protoc -I proto --micro_opt=micro_path=::micro_core,client=false --micro_out=src/gen proto/greeter.proto
 //! ```
 //!
-//! or, in `buf.gen.yaml`, `plugins: [{ local: protoc-gen-micro, out: src/gen }]`. Parameters
-//! are listed in [`plugin::run`].
+//! (pass options with `--micro_opt`: protoc would split `--micro_out=micro_path=::x:DIR`
+//! at its first `:`), or, in `buf.gen.yaml`:
+//!
+//! ```yaml
+//! version: v2
+//! plugins:
+//!   - local: protoc-gen-micro
+//!     out: src/gen
+//!     opt: [micro_path=::micro_core]
+//! ```
+//!
+//! protoc writes the packages of the files named on its command line only, so name the
+//! imported local files too. Parameters are listed in [`plugin::run`].
 //!
 //! # Contents
 //!

@@ -23,7 +23,8 @@ use crate::Builder;
 ///   [`Builder::build_server`];
 /// - `extern_path=PROTO_PATH=RUST_PATH`: as [`Builder::extern_path`], may repeat.
 ///
-/// With buf or protoc: `protoc --micro_out=micro_path=::micro_core,client=false:OUT ...`.
+/// With protoc: `protoc --micro_opt=micro_path=::micro_core,client=false --micro_out=OUT ...`
+/// (not `--micro_out=OPTIONS:OUT`, which protoc splits at the first `:`).
 pub fn run(request: CodeGeneratorRequest) -> CodeGeneratorResponse {
     let mut response = CodeGeneratorResponse {
         supported_features: Some(code_generator_response::Feature::Proto3Optional as u64),

@@ -1,5 +1,7 @@
 //! The `FILE_DESCRIPTOR_SET` const: the service's file and all its imports, for reflection.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 mod common;
 
 use prost::Message as _;
@@ -31,7 +33,11 @@ fn holds_the_service_file_and_its_imports_dependencies_first() {
     let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
     assert_eq!(
         names,
-        ["google/protobuf/empty.proto", "common/v1/types.proto", "greeter.proto"]
+        [
+            "google/protobuf/empty.proto",
+            "common/v1/types.proto",
+            "greeter.proto"
+        ]
     );
 
     let greeter = &set.file[2];

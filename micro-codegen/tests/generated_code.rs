@@ -20,12 +20,54 @@ fn descriptor_const_lists_every_endpoint() {
     let files = compile_greeter(micro_codegen::configure());
     let code = content(&files, "greeter.v1.rs");
     let expected = [
-        ("SayHello", "greeter.v1.HelloRequest", "greeter.v1.HelloReply", false, false, "Idempotent"),
-        ("StreamHellos", "greeter.v1.HelloRequest", "greeter.v1.HelloReply", false, true, "NoSideEffects"),
-        ("CollectHellos", "greeter.v1.HelloRequest", "greeter.v1.HelloReply", true, false, "Unknown"),
-        ("Chat", "greeter.v1.HelloRequest", "greeter.v1.HelloReply", true, true, "Unknown"),
-        ("Ping", "google.protobuf.Empty", "google.protobuf.Empty", false, false, "Unknown"),
-        ("List", "common.v1.Page", "greeter.v1.HelloReply", false, false, "Unknown"),
+        (
+            "SayHello",
+            "greeter.v1.HelloRequest",
+            "greeter.v1.HelloReply",
+            false,
+            false,
+            "Idempotent",
+        ),
+        (
+            "StreamHellos",
+            "greeter.v1.HelloRequest",
+            "greeter.v1.HelloReply",
+            false,
+            true,
+            "NoSideEffects",
+        ),
+        (
+            "CollectHellos",
+            "greeter.v1.HelloRequest",
+            "greeter.v1.HelloReply",
+            true,
+            false,
+            "Unknown",
+        ),
+        (
+            "Chat",
+            "greeter.v1.HelloRequest",
+            "greeter.v1.HelloReply",
+            true,
+            true,
+            "Unknown",
+        ),
+        (
+            "Ping",
+            "google.protobuf.Empty",
+            "google.protobuf.Empty",
+            false,
+            false,
+            "Unknown",
+        ),
+        (
+            "List",
+            "common.v1.Page",
+            "greeter.v1.HelloReply",
+            false,
+            false,
+            "Unknown",
+        ),
     ];
     let mut endpoints = String::new();
     for (name, request, response, client_streaming, server_streaming, idempotency) in expected {
@@ -54,7 +96,10 @@ impl<T> ::micro::codegen::DescribedService for greeter_server::GreeterServer<T> 
 }}
 "
     );
-    assert!(code.contains(&descriptor), "missing\n{descriptor}\nin\n{code}");
+    assert!(
+        code.contains(&descriptor),
+        "missing\n{descriptor}\nin\n{code}"
+    );
     assert!(code.contains("pub const FILE_DESCRIPTOR_SET: &[u8] = b\""));
     // Packages without services get no descriptor set.
     assert!(!content(&files, "common.v1.rs").contains("FILE_DESCRIPTOR_SET"));
@@ -87,7 +132,9 @@ fn proto_comments_become_doc_comments() {
 fn micro_path_is_configurable() {
     let files = compile_greeter(micro_codegen::configure().micro_path("::micro_core"));
     let code = content(&files, "greeter.v1.rs");
-    assert!(code.contains("pub const GREETER_DESCRIPTOR: ::micro_core::codegen::ServiceDescriptor"));
+    assert!(
+        code.contains("pub const GREETER_DESCRIPTOR: ::micro_core::codegen::ServiceDescriptor")
+    );
     assert!(code.contains("impl<T> ::micro_core::codegen::DescribedService for"));
     assert!(!code.contains("::micro::"));
 }

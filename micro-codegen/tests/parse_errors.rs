@@ -1,5 +1,7 @@
 //! Invalid protos fail with the location of the problem, `file:line:column`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 mod common;
 
 fn compile(proto: &str) -> micro_codegen::Error {
@@ -50,5 +52,10 @@ fn compile_protos_propagates_errors() {
         .out_dir(tempfile::tempdir().unwrap().path())
         .emit_rerun_if_changed(false)
         .compile(&["broken/syntax_error.proto"], &[&dir]);
-    assert!(result.unwrap_err().to_string().starts_with("broken/syntax_error.proto:7:1:"));
+    assert!(
+        result
+            .unwrap_err()
+            .to_string()
+            .starts_with("broken/syntax_error.proto:7:1:")
+    );
 }
