@@ -19,12 +19,16 @@
 //!
 //! ```rust,ignore
 //! pub mod greeter {
-//!     micro::include_proto!("greeter.v1");
+//!     pub mod v1 {
+//!         micro::include_proto!("greeter.v1");
+//!     }
 //! }
 //! ```
 //!
 //! `micro::include_proto!("greeter.v1")` is
-//! `include!(concat!(env!("OUT_DIR"), "/greeter.v1.rs"))`. Use [`configure`] for options
+//! `include!(concat!(env!("OUT_DIR"), "/greeter.v1.rs"))`. As with prost, types of other
+//! packages are named by relative paths (`super::super::common::v1::Page`), so nest the
+//! modules like the package names, siblings at the same level. Use [`configure`] for options
 //! (client or server only, output directory, `extern_path`, the path to micro).
 //!
 //! # What is generated
