@@ -17,6 +17,7 @@ use std::{sync::Arc, time::Duration};
 use micro::{Client, Service, registry::MemoryRegistry};
 use tokio::time::Instant;
 
+#[allow(unreachable_pub, missing_docs)]
 mod pb {
     micro::include_proto!("greeter.v1");
 }

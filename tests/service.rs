@@ -9,13 +9,22 @@ use futures_util::StreamExt;
 use micro::{
     Client, Service, ServiceError,
     client::{BoxIo, connector_fn},
-    registry::{MemoryRegistry, Node, RegisterOptions, Registry, Service as Record, SharedRegistry},
+    registry::{MemoryRegistry, Node, RegisterOptions, Service as Record, SharedRegistry},
 };
 use support::{
     TestGreeter, hello,
     pb::{greeter_client::GreeterClient, greeter_server::GreeterServer},
 };
 use tonic::Code;
+
+/// A plain tonic channel straight to one address, as a client we did not write would use.
+async fn connect(address: String) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(address)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
 
 fn memory() -> SharedRegistry {
     Arc::new(MemoryRegistry::new())
@@ -108,7 +117,7 @@ async fn health_serving_then_not_serving_on_shutdown() {
     let registry = memory();
     let running = greeter(&registry).build().unwrap().start().await.unwrap();
     let address = format!("http://{}", running.local_address());
-    let mut health = HealthClient::connect(address).await.unwrap();
+    let mut health = HealthClient::new(connect(address).await);
     for service in ["", "greeter.v1.Greeter"] {
         let status = health
             .check(HealthCheckRequest {
@@ -155,9 +164,7 @@ async fn reflection_v1_and_v1alpha_list_and_resolve() {
         "grpc.reflection.v1alpha.ServerReflection",
     ];
 
-    let mut client = v1::server_reflection_client::ServerReflectionClient::connect(address.clone())
-        .await
-        .unwrap();
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(connect(address.clone()).await);
     let request = v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
@@ -180,7 +187,7 @@ async fn reflection_v1_and_v1alpha_list_and_resolve() {
     assert_eq!(names, expected);
 
     let mut alpha =
-        v1alpha::server_reflection_client::ServerReflectionClient::connect(address).await.unwrap();
+        v1alpha::server_reflection_client::ServerReflectionClient::new(connect(address).await);
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(

@@ -12,6 +12,7 @@ use std::{process::ExitCode, time::Duration};
 
 use micro::{Client, NodeInfo};
 
+#[allow(unreachable_pub, missing_docs)]
 mod pb {
     micro::include_proto!("greeter.v1");
 }

@@ -9,6 +9,7 @@ use micro::Service;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+#[allow(unreachable_pub, missing_docs)]
 mod pb {
     micro::include_proto!("greeter.v1");
 }

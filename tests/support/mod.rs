@@ -14,6 +14,7 @@ use tokio::{
     process::{Child, ChildStdout, Command},
 };
 
+#[allow(unreachable_pub, missing_docs)]
 pub mod pb {
     micro::include_proto!("greeter.v1");
 }
