@@ -13,6 +13,9 @@
 //! watch and keeps serving the last known nodes while the backend fails.
 
 mod cache;
+mod common;
+#[cfg(test)]
+mod conformance;
 mod error;
 mod local;
 mod memory;
@@ -24,7 +27,7 @@ pub use error::RegistryError;
 pub use local::LocalRegistry;
 pub use memory::MemoryRegistry;
 pub use record::{Endpoint, Event, EventKind, Node, Service};
-pub use url::{from_env, from_url, REGISTRY_ENV};
+pub use url::{REGISTRY_ENV, from_env, from_url};
 
 use std::{fmt, pin::Pin, sync::Arc, time::Duration};
 

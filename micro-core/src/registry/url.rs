@@ -27,10 +27,10 @@ pub fn from_url(url: &str) -> Result<SharedRegistry, RegistryError> {
         "" | "local" => Ok(Arc::new(LocalRegistry::new()?)),
         "memory" => Ok(Arc::new(MemoryRegistry::new())),
         _ => {
-            if let Some(dir) = url.strip_prefix("local://") {
-                if dir.starts_with('/') {
-                    return Ok(Arc::new(LocalRegistry::with_dir(PathBuf::from(dir))?));
-                }
+            if let Some(dir) = url.strip_prefix("local://")
+                && dir.starts_with('/')
+            {
+                return Ok(Arc::new(LocalRegistry::with_dir(PathBuf::from(dir))?));
             }
             Err(RegistryError::UnknownRegistry {
                 url: url.to_owned(),
