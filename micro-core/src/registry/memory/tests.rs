@@ -110,7 +110,7 @@ async fn lagging_watcher_ends_with_error() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn sweeper_stops_when_watchers_and_registry_are_gone() {
+async fn sweeper_stops_when_watchers_are_gone() {
     let registry = MemoryRegistry::new();
     let watcher = registry.watch(WatchOptions::default()).await.unwrap();
     assert!(registry.inner.lock().sweeper_running);
