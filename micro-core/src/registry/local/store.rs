@@ -136,7 +136,15 @@ pub(super) fn service_names(dir: &Path) -> io::Result<Vec<String>> {
 pub(super) fn scan_service(dir: &Path, name: &str) -> io::Result<BTreeMap<String, Live>> {
     let service_dir = dir.join(name);
     let entries = match fs::read_dir(&service_dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        // Gone, or a stray file where a service directory would be: no nodes.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(BTreeMap::new());
+        }
         other => other?,
     };
     let now = now_ms();
@@ -161,12 +169,21 @@ pub(super) fn scan_service(dir: &Path, name: &str) -> io::Result<BTreeMap<String
     Ok(live)
 }
 
-/// All live records under `dir`.
+/// All live records under `dir`. A service directory that cannot be read is skipped (and
+/// logged), so one bad directory does not hide every other service.
 pub(super) fn scan_all(dir: &Path) -> io::Result<Snapshot> {
     let mut all = Snapshot::new();
     for name in service_names(dir)? {
-        for (id, live) in scan_service(dir, &name)? {
-            all.insert((name.clone(), id), live);
+        match scan_service(dir, &name) {
+            Ok(live) => {
+                all.extend(
+                    live.into_iter()
+                        .map(|(id, live)| ((name.clone(), id), live)),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.join(&name).display(), error = %e, "skipping unreadable registry service directory");
+            }
         }
     }
     Ok(all)

@@ -140,6 +140,7 @@ async fn watch_picks_up_new_service_dirs() {
 #[tokio::test]
 async fn corrupt_and_foreign_files_are_skipped() {
     let (_tmp, registry) = registry();
+    let mut watcher = registry.watch(WatchOptions::default()).await.unwrap();
     let good = service("svc", "1", &[node("good", "127.0.0.1:1")]);
     registry.register(&good, long()).await.unwrap();
     let dir = registry.dir().join("svc");
@@ -155,7 +156,15 @@ async fn corrupt_and_foreign_files_are_skipped() {
         registry.get_service("svc").await.unwrap(),
         vec![good.clone()]
     );
-    assert_eq!(registry.list_services().await.unwrap(), vec![good]);
+    assert_eq!(registry.list_services().await.unwrap(), vec![good.clone()]);
+
+    // The watch saw all of it and reports only the real record.
+    let event = next_event(&mut watcher).await;
+    assert_eq!((event.kind, &event.service), (EventKind::Create, &good));
+    let marker = service("marker", "1", &[node("m", "127.0.0.1:2")]);
+    registry.register(&marker, long()).await.unwrap();
+    let event = next_event(&mut watcher).await;
+    assert_eq!((event.kind, &event.service), (EventKind::Create, &marker));
 }
 
 #[tokio::test]

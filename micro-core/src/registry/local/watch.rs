@@ -195,21 +195,35 @@ async fn rescan(
     scope: Scope,
 ) -> Result<Vec<Event>, RegistryError> {
     let dir: PathBuf = inner.dir.clone();
-    let (scope, fresh) = inner
+    let (scope, fresh, unreadable) = inner
         .blocking(move || {
             let names = match &scope {
                 Scope::All => store::service_names(&dir)?,
                 Scope::Services(names) => names.iter().cloned().collect(),
             };
             let mut fresh = Snapshot::new();
+            let mut unreadable = BTreeSet::new();
             for name in names {
-                for (id, live) in store::scan_service(&dir, &name)? {
-                    fresh.insert((name.clone(), id), live);
+                match store::scan_service(&dir, &name) {
+                    Ok(live) => {
+                        fresh.extend(live.into_iter().map(|(id, l)| ((name.clone(), id), l)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.join(&name).display(), error = %e, "cannot read registry service directory; keeping its last known nodes");
+                        unreadable.insert(name);
+                    }
                 }
             }
-            Ok((scope, fresh))
+            Ok((scope, fresh, unreadable))
         })
         .await?;
+    // What could not be read stays as it was, rather than being reported deleted.
+    let mut fresh = fresh;
+    for (key, live) in snapshot.iter() {
+        if unreadable.contains(&key.0) {
+            fresh.insert(key.clone(), live.clone());
+        }
+    }
     Ok(diff(snapshot, fresh, &scope))
 }
 
