@@ -1,43 +1,251 @@
-//! Per-machine registry. (Stub: being implemented.)
+//! Per-machine registry: one JSON file per node in a per-user directory.
+
+use std::{
+    ffi::OsString,
+    fmt, io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use async_trait::async_trait;
 
-use super::{RegisterOptions, Registry, RegistryError, Service, WatchOptions, Watcher};
+use super::{RegisterOptions, Registry, RegistryError, Service, WatchOptions, Watcher, common};
 
-/// Files under a per-user runtime directory.
-#[derive(Debug, Clone, Default)]
-pub struct LocalRegistry {}
+mod store;
+mod watch;
+
+/// Processes of one user on one machine find each other through files: no server, no
+/// configuration, no network.
+///
+/// Each node is a file `<dir>/<service>/<node-id>.json` holding its record and its expiry
+/// (wall clock). Writes are atomic (a temp file renamed over the record), reads skip files
+/// that do not parse, and expired records are ignored and eventually deleted by readers.
+/// [`watch`](Registry::watch) turns filesystem notifications and expiry deadlines into
+/// events, so a crashed process' node is reported deleted shortly after its TTL.
+///
+/// The default directory is `$XDG_RUNTIME_DIR/micro/registry`, or
+/// `<temp dir>/micro-<uid>/registry` when `XDG_RUNTIME_DIR` is unset. Clones share the
+/// directory.
+#[derive(Clone)]
+pub struct LocalRegistry {
+    inner: Arc<LocalInner>,
+}
+
+#[derive(Debug)]
+struct LocalInner {
+    dir: PathBuf,
+    /// `local`, or `local://<dir>` for a directory given explicitly.
+    name: String,
+}
+
+// === impl LocalRegistry ===
 
 impl LocalRegistry {
     /// The registry in the per-user runtime directory.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or belongs to another user.
     pub fn new() -> Result<Self, RegistryError> {
-        todo!()
+        let (dir, private_parent) = default_dir();
+        Self::open(dir, private_parent, "local".to_owned())
     }
 
-    /// The registry in `dir`.
-    pub fn with_dir(_dir: std::path::PathBuf) -> Result<Self, RegistryError> {
-        todo!()
+    /// The registry in `dir`, created (mode 0700) if missing.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or belongs to another user.
+    pub fn with_dir(dir: PathBuf) -> Result<Self, RegistryError> {
+        let name = format!("local://{}", dir.display());
+        Self::open(dir, None, name)
+    }
+
+    /// The directory holding the records.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn open(
+        dir: PathBuf,
+        private_parent: Option<PathBuf>,
+        name: String,
+    ) -> Result<Self, RegistryError> {
+        let inner = LocalInner { dir, name };
+        store::create_private_dir(&inner.dir).map_err(|e| {
+            inner.error(
+                format!("cannot create registry directory {}", inner.dir.display()),
+                e,
+            )
+        })?;
+        if let Some(parent) = &private_parent {
+            inner.check_owned(parent)?;
+        }
+        inner.check_owned(&inner.dir)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+impl fmt::Debug for LocalRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalRegistry")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
 #[async_trait]
 impl Registry for LocalRegistry {
     fn name(&self) -> &str {
-        "local"
+        &self.inner.name
     }
-    async fn register(&self, _s: &Service, _o: RegisterOptions) -> Result<(), RegistryError> {
-        todo!()
+
+    async fn register(
+        &self,
+        service: &Service,
+        options: RegisterOptions,
+    ) -> Result<(), RegistryError> {
+        common::validate_register(service)?;
+        let records: Vec<Service> = service
+            .nodes
+            .iter()
+            .map(|node| common::single(service, node))
+            .collect();
+        let inner = self.inner.clone();
+        self.inner
+            .blocking(move || {
+                let expires_at_ms = store::expiry_ms(options.ttl);
+                for record in &records {
+                    store::write_record(&inner.dir, record, expires_at_ms).map_err(|e| {
+                        let id = record.nodes.first().map_or("", |n| n.id.as_str());
+                        io::Error::new(
+                            e.kind(),
+                            format!("writing node {id} of service {}: {e}", record.name),
+                        )
+                    })?;
+                }
+                Ok(())
+            })
+            .await
     }
-    async fn deregister(&self, _s: &Service) -> Result<(), RegistryError> {
-        todo!()
+
+    async fn deregister(&self, service: &Service) -> Result<(), RegistryError> {
+        common::validate_deregister(service)?;
+        let name = service.name.clone();
+        let ids: Vec<String> = service.nodes.iter().map(|n| n.id.clone()).collect();
+        let inner = self.inner.clone();
+        self.inner
+            .blocking(move || {
+                for id in &ids {
+                    store::remove_record(&inner.dir, &name, id)?;
+                }
+                Ok(())
+            })
+            .await
     }
-    async fn get_service(&self, _name: &str) -> Result<Vec<Service>, RegistryError> {
-        todo!()
+
+    async fn get_service(&self, name: &str) -> Result<Vec<Service>, RegistryError> {
+        // Names that cannot be registered cannot be found, and must not become paths.
+        if common::validate_deregister(&Service {
+            name: name.to_owned(),
+            ..Service::default()
+        })
+        .is_err()
+        {
+            return Ok(Vec::new());
+        }
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        let live = self
+            .inner
+            .blocking(move || store::scan_service(&inner.dir, &name))
+            .await?;
+        Ok(common::group(live.values().map(|(record, _)| record)))
     }
+
     async fn list_services(&self) -> Result<Vec<Service>, RegistryError> {
-        todo!()
+        let inner = self.inner.clone();
+        let live = self
+            .inner
+            .blocking(move || store::scan_all(&inner.dir))
+            .await?;
+        Ok(common::group(live.values().map(|(record, _)| record)))
     }
-    async fn watch(&self, _o: WatchOptions) -> Result<Watcher, RegistryError> {
-        todo!()
+
+    async fn watch(&self, options: WatchOptions) -> Result<Watcher, RegistryError> {
+        watch::start(self.inner.clone(), options.service).await
     }
 }
+
+// === impl LocalInner ===
+
+impl LocalInner {
+    fn error(
+        &self,
+        what: impl fmt::Display,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> RegistryError {
+        RegistryError::backend(&self.name, what, err)
+    }
+
+    /// Runs blocking file I/O off the async threads.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, RegistryError>
+    where
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.error(format!("in {}", self.dir.display()), e)),
+            Err(e) => Err(self.error("file I/O task failed", e)),
+        }
+    }
+
+    /// Fails unless `path` is a real directory (not a symlink) owned by this user: another
+    /// user could otherwise read our records or plant fake ones.
+    fn check_owned(&self, path: &Path) -> Result<(), RegistryError> {
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|e| self.error(format!("cannot inspect {}", path.display()), e))?;
+        let uid = nix::unistd::getuid().as_raw();
+        if !meta.is_dir() {
+            return Err(RegistryError::backend_msg(
+                &self.name,
+                format!(
+                    "{} is not a directory; remove it or choose another registry directory \
+                     with MICRO_REGISTRY=local:///some/dir",
+                    path.display()
+                ),
+            ));
+        }
+        if meta.uid() != uid {
+            return Err(RegistryError::backend_msg(
+                &self.name,
+                format!(
+                    "registry directory {} belongs to uid {}, not to this user (uid {uid}); \
+                     remove it or choose another directory with MICRO_REGISTRY=local:///some/dir",
+                    path.display(),
+                    meta.uid()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The default directory, and the per-user directory above it that must be private.
+fn default_dir() -> (PathBuf, Option<PathBuf>) {
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty())
+        && Path::new(&runtime).is_dir()
+    {
+        let micro = PathBuf::from(runtime).join("micro");
+        return (micro.join("registry"), Some(micro));
+    }
+    let mut user_dir = OsString::from("micro-");
+    user_dir.push(nix::unistd::getuid().to_string());
+    let user_dir = std::env::temp_dir().join(user_dir);
+    (user_dir.join("registry"), Some(user_dir))
+}
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,9 @@
 //! watch and keeps serving the last known nodes while the backend fails.
 
 mod cache;
+mod common;
+#[cfg(test)]
+mod conformance;
 mod error;
 mod local;
 mod memory;
@@ -65,9 +68,11 @@ pub struct WatchOptions {
 
 /// Service discovery: where the nodes of a named service are.
 ///
-/// Records are keyed by service name, version and node id. Registering a [`Service`]
+/// Records are keyed by service name and node id; the version is part of a node's record
+/// (re-registering a node under another version updates it). Registering a [`Service`]
 /// upserts each of its nodes (with the service's version, metadata and endpoints) and
-/// (re)starts their TTL; deregistering removes the listed nodes.
+/// (re)starts their TTL; deregistering removes the listed nodes. Service names and node ids
+/// are limited to `[A-Za-z0-9._-]` (they name files in the local registry).
 #[async_trait]
 pub trait Registry: fmt::Debug + Send + Sync + 'static {
     /// A short description of the registry for messages, for example `local` or

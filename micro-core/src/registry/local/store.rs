@@ -1,0 +1,242 @@
+//! The on-disk layout of the local registry: `<dir>/<service>/<node-id>.json`.
+//!
+//! Everything here is blocking file I/O; callers run it on a blocking thread.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, DirBuilder, File, OpenOptions},
+    io::{self, Read, Write},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::Service;
+
+/// Expired records are deleted by readers once they are this far past their expiry, so a
+/// process that renews a little late does not race a reader deleting its file.
+const DELETE_GRACE_MS: u64 = 1000;
+
+const RECORD_EXT: &str = "json";
+
+/// One file: a service record with exactly one node, and when it stops being valid.
+#[derive(Debug, Serialize, Deserialize)]
+struct FileRecord {
+    #[serde(flatten)]
+    service: Service,
+    /// Unix epoch milliseconds (wall clock: the file is shared between processes).
+    expires_at_ms: u64,
+}
+
+/// A live record with its expiry in unix epoch milliseconds.
+pub(super) type Live = (Service, u64);
+
+/// Live records by (service name, node id).
+pub(super) type Snapshot = BTreeMap<(String, String), Live>;
+
+/// Unix epoch milliseconds now.
+pub(super) fn now_ms() -> u64 {
+    to_ms(SystemTime::now())
+}
+
+/// Unix epoch milliseconds of now + `ttl`, saturating.
+pub(super) fn expiry_ms(ttl: Duration) -> u64 {
+    now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Creates `path` and its missing parents, private to this user.
+pub(super) fn create_private_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+fn record_path(dir: &Path, name: &str, id: &str) -> PathBuf {
+    dir.join(name).join(format!("{id}.{RECORD_EXT}"))
+}
+
+/// Atomically replaces the record of `record`'s (only) node.
+pub(super) fn write_record(dir: &Path, record: &Service, expires_at_ms: u64) -> io::Result<()> {
+    let id = record.nodes.first().map_or("", |n| n.id.as_str());
+    let service_dir = dir.join(&record.name);
+    let target = record_path(dir, &record.name, id);
+    let body = serde_json::to_vec(&FileRecord {
+        service: record.clone(),
+        expires_at_ms,
+    })
+    .map_err(io::Error::other)?;
+    let tmp = service_dir.join(format!(
+        ".{id}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    // The service directory may be missing (first node) or removed by a cleaner.
+    let mut file = match open_new(&tmp) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_private_dir(&service_dir)?;
+            open_new(&tmp)?
+        }
+        other => other?,
+    };
+    let written = file.write_all(&body).and_then(|()| {
+        drop(file);
+        fs::rename(&tmp, &target)
+    });
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn open_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Removes a node's record; a missing record is fine.
+pub(super) fn remove_record(dir: &Path, name: &str, id: &str) -> io::Result<()> {
+    match fs::remove_file(record_path(dir, name, id)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// The service directories under `dir`.
+pub(super) fn service_names(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other?,
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str()
+            && !name.starts_with('.')
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The live records of service `name` by node id. Skips files that do not parse and
+/// deletes records long expired.
+pub(super) fn scan_service(dir: &Path, name: &str) -> io::Result<BTreeMap<String, Live>> {
+    let service_dir = dir.join(name);
+    let entries = match fs::read_dir(&service_dir) {
+        // Gone, or a stray file where a service directory would be: no nodes.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(BTreeMap::new());
+        }
+        other => other?,
+    };
+    let now = now_ms();
+    let mut live = BTreeMap::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(RECORD_EXT) {
+            continue;
+        }
+        let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let Some((record, expires_at_ms, inode)) = read_record(&path, name, id) else {
+            continue;
+        };
+        if expires_at_ms > now {
+            live.insert(id.to_owned(), (record, expires_at_ms));
+        } else if now.saturating_sub(expires_at_ms) > DELETE_GRACE_MS {
+            remove_expired(&path, inode);
+        }
+    }
+    Ok(live)
+}
+
+/// All live records under `dir`. A service directory that cannot be read is skipped (and
+/// logged), so one bad directory does not hide every other service.
+pub(super) fn scan_all(dir: &Path) -> io::Result<Snapshot> {
+    let mut all = Snapshot::new();
+    for name in service_names(dir)? {
+        match scan_service(dir, &name) {
+            Ok(live) => {
+                all.extend(
+                    live.into_iter()
+                        .map(|(id, live)| ((name.clone(), id), live)),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.join(&name).display(), error = %e, "skipping unreadable registry service directory");
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Reads one record file; `None` (logged) when it is gone, unreadable or not a record of
+/// node `id` of service `name`.
+fn read_record(path: &Path, name: &str, id: &str) -> Option<(Service, u64, u64)> {
+    let mut body = Vec::new();
+    // Metadata and contents from the same open file, so the inode matches what we read.
+    let read = File::open(path).and_then(|mut file| {
+        let inode = file.metadata()?.ino();
+        file.read_to_end(&mut body)?;
+        Ok(inode)
+    });
+    let inode = match read {
+        Ok(inode) => inode,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "skipping unreadable registry record");
+            return None;
+        }
+    };
+    let record: FileRecord = match serde_json::from_slice(&body) {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "skipping malformed registry record");
+            return None;
+        }
+    };
+    let matches = record.service.name == name
+        && record.service.nodes.len() == 1
+        && record.service.nodes.first().is_some_and(|n| n.id == id);
+    if !matches {
+        tracing::debug!(path = %path.display(), "skipping registry record that does not match its file name");
+        return None;
+    }
+    Some((record.service, record.expires_at_ms, inode))
+}
+
+/// Deletes an expired record unless it was replaced since it was read. A writer renaming a
+/// fresh record in between the check and the delete loses that record until its next
+/// renewal; the window is a few microseconds after a record has been dead for a second.
+fn remove_expired(path: &Path, inode: u64) {
+    let unchanged = fs::symlink_metadata(path).is_ok_and(|m| m.ino() == inode);
+    if !unchanged {
+        return;
+    }
+    match fs::remove_file(path) {
+        Ok(()) => tracing::debug!(path = %path.display(), "removed expired registry record"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "cannot remove expired registry record");
+        }
+    }
+}
