@@ -10,7 +10,12 @@
 //! The server runs on its own single-threaded runtime, the clients on another, so the two
 //! sides do not steal each other's core on a 2-core machine.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
 
 use std::{sync::Arc, time::Duration};
 

@@ -34,7 +34,10 @@ async fn grpcio_reflection_call_and_health() {
         &[("MICRO_REGISTRY", &registry.url)],
     );
     let ready = server.ready().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/grpcio_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/grpcio_client.py"
+    );
     let output = tokio::process::Command::new(&python)
         .args([script, &ready.addr])
         .output()

@@ -73,15 +73,24 @@ async fn registers_name_version_metadata_endpoints_and_node() {
         ]
     );
     assert_eq!(
-        record.endpoints[0].metadata.get("idempotency").map(String::as_str),
+        record.endpoints[0]
+            .metadata
+            .get("idempotency")
+            .map(String::as_str),
         Some("no_side_effects")
     );
     assert_eq!(
-        record.endpoints[1].metadata.get("stream").map(String::as_str),
+        record.endpoints[1]
+            .metadata
+            .get("stream")
+            .map(String::as_str),
         Some("server")
     );
     running.shutdown().await.unwrap();
-    assert!(registry.get_service("greeter").await.unwrap().is_empty(), "deregistered");
+    assert!(
+        registry.get_service("greeter").await.unwrap().is_empty(),
+        "deregistered"
+    );
 }
 
 #[tokio::test]
@@ -148,6 +157,9 @@ async fn health_serving_then_not_serving_on_shutdown() {
     let shutdown = tokio::spawn(running.shutdown());
     let next = watch.next().await.unwrap().unwrap();
     assert_eq!(next.status, 2, "NOT_SERVING before the server stops");
+    // The watch is a call in flight: the drain waits for it to end (or the grace period).
+    drop(watch);
+    drop(health);
     shutdown.await.unwrap().unwrap();
 }
 
@@ -164,7 +176,8 @@ async fn reflection_v1_and_v1alpha_list_and_resolve() {
         "grpc.reflection.v1alpha.ServerReflection",
     ];
 
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(connect(address.clone()).await);
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(connect(address.clone()).await);
     let request = v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
@@ -218,11 +231,20 @@ async fn interval_of_half_the_ttl_or_more_is_rejected() {
         .register_interval(Duration::from_secs(5))
         .build()
         .unwrap_err();
-    assert!(matches!(err, ServiceError::InvalidInterval { .. }), "{err:?}");
+    assert!(
+        matches!(err, ServiceError::InvalidInterval { .. }),
+        "{err:?}"
+    );
     let message = err.to_string();
-    assert!(message.contains("5s") && message.contains("10s"), "{message}");
+    assert!(
+        message.contains("5s") && message.contains("10s"),
+        "{message}"
+    );
 
-    let err = Service::builder("bad name!").registry(memory()).build().unwrap_err();
+    let err = Service::builder("bad name!")
+        .registry(memory())
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("bad name!"), "{err}");
 }
 
@@ -232,7 +254,10 @@ async fn unknown_service_names_service_and_registry() {
     let mut greeter = GreeterClient::new(client.channel("nosuch"));
     let status = greeter.say_hello(hello("x")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert_eq!(status.message(), "service nosuch not found in registry memory");
+    assert_eq!(
+        status.message(),
+        "service nosuch not found in registry memory"
+    );
 }
 
 #[tokio::test]
@@ -254,20 +279,33 @@ async fn unreachable_nodes_are_named_and_a_live_one_still_answers() {
             }],
             ..Record::default()
         };
-        registry.register(&record, RegisterOptions::default()).await.unwrap();
+        registry
+            .register(&record, RegisterOptions::default())
+            .await
+            .unwrap();
     }
     let client = Client::new(registry.clone());
     let mut greeter = GreeterClient::new(client.channel("greeter"));
     let status = greeter.say_hello(hello("x")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     let message = status.message();
-    assert!(message.starts_with("service greeter: no node answered; tried "), "{message}");
+    assert!(
+        message.starts_with("service greeter: no node answered; tried "),
+        "{message}"
+    );
     for address in &dead {
-        assert!(message.contains(address.as_str()), "{message} names {address}");
+        assert!(
+            message.contains(address.as_str()),
+            "{message} names {address}"
+        );
     }
 
     // A live node joins: every call now succeeds, the dead ones are skipped before sending.
     let running = greeter_on(&registry).await;
+    let mut view = client.registry().subscribe("greeter").await.unwrap();
+    view.wait_for(|services| services.iter().map(|s| s.nodes.len()).sum::<usize>() == 3)
+        .await
+        .unwrap();
     let mut live = 0;
     for _ in 0..6 {
         let response = greeter.say_hello(hello("x")).await.unwrap();
@@ -303,7 +341,11 @@ async fn client_timeout_is_sent_and_enforced() {
     let started = tokio::time::Instant::now();
     let status = greeter.say_hello(request).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded);
-    assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -337,7 +379,13 @@ async fn unix_socket_service() {
     let registry = memory();
     let dir = tempfile::tempdir().unwrap();
     let address = format!("unix:{}", dir.path().join("greeter.sock").display());
-    let running = greeter(&registry).address(&address).build().unwrap().start().await.unwrap();
+    let running = greeter(&registry)
+        .address(&address)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     assert_eq!(running.advertised_address(), address);
     let client = Client::new(registry.clone());
     let mut greeter = GreeterClient::new(client.channel("greeter"));
@@ -350,8 +398,8 @@ async fn unix_socket_service() {
 async fn in_memory_connector() {
     // A tonic server fed by in-memory pipes, and a client whose connector makes them.
     let (pipes_tx, pipes_rx) = tokio::sync::mpsc::unbounded_channel::<tokio::io::DuplexStream>();
-    let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(pipes_rx)
-        .map(Ok::<_, std::io::Error>);
+    let incoming =
+        tokio_stream::wrappers::UnboundedReceiverStream::new(pipes_rx).map(Ok::<_, std::io::Error>);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(GreeterServer::new(TestGreeter::default()))
@@ -367,7 +415,10 @@ async fn in_memory_connector() {
         }],
         ..Record::default()
     };
-    registry.register(&record, RegisterOptions::default()).await.unwrap();
+    registry
+        .register(&record, RegisterOptions::default())
+        .await
+        .unwrap();
     let connector = connector_fn(move |address: String| {
         let pipes_tx = pipes_tx.clone();
         async move {

@@ -1,7 +1,13 @@
 //! Shared helpers for the integration tests: child processes with readiness and cleanup,
 //! and the greeter stubs.
 
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::{
     path::{Path, PathBuf},
@@ -71,7 +77,10 @@ impl Proc {
             .unwrap_or_else(|err| panic!("cannot start {}: {err}", bin.display()));
         let stdout = child.stdout.take().expect("piped stdout");
         Self {
-            name: bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            name: bin
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             child,
             lines: BufReader::new(stdout).lines(),
         }

@@ -4,7 +4,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{Arc, Weak},
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -47,12 +47,15 @@ struct Shared {
     service: String,
     client: Arc<ClientInner>,
     nodes: ArcSwap<NodeSet>,
-    init: OnceCell<()>,
+    /// The registry's view of the service, subscribed on first use.
+    updates: OnceCell<Mutex<watch::Receiver<Arc<Vec<Service>>>>>,
 }
 
 /// The nodes of the service at one moment, with their connections.
 #[derive(Default)]
 struct NodeSet {
+    /// 0 until the first registry answer is applied.
+    generation: u64,
     nodes: Vec<Node>,
     conns: Vec<Arc<NodeConn>>,
 }
@@ -70,7 +73,7 @@ impl Channel {
                 service,
                 client,
                 nodes: ArcSwap::from_pointee(NodeSet::default()),
-                init: OnceCell::new(),
+                updates: OnceCell::new(),
             }),
         }
     }
@@ -128,7 +131,7 @@ impl Shared {
     }
 
     async fn send(self: &Arc<Self>, mut request: Request<Body>) -> Result<Response<Body>, Status> {
-        self.init().await?;
+        self.refresh().await?;
         let set = self.nodes.load_full();
         if set.conns.is_empty() {
             return Err(Status::unavailable(format!(
@@ -210,28 +213,38 @@ impl Shared {
         ))
     }
 
-    /// Subscribes to the registry on first use and keeps the node set current.
-    async fn init(self: &Arc<Self>) -> Result<(), Status> {
-        self.init
+    /// Subscribes to the registry on first use; afterwards applies any change the registry
+    /// cache published since the last call. An unchanged registry costs one atomic load.
+    async fn refresh(&self) -> Result<(), Status> {
+        let updates = self
+            .updates
             .get_or_try_init(|| async {
-                let mut updates = self
-                    .client
+                self.client
                     .registry
                     .subscribe(&self.service)
                     .await
-                    .map_err(|err| self.registry_error(err))?;
-                let services = Arc::clone(&updates.borrow_and_update());
-                self.update(&services);
-                tokio::spawn(follow(Arc::downgrade(self), updates));
-                Ok(())
+                    .map(Mutex::new)
+                    .map_err(|err| self.registry_error(err))
             })
-            .await
-            .map(|_| ())
+            .await?;
+        let mut updates = updates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // An error means the cache is gone; keep serving the last known nodes.
+        if updates.has_changed().unwrap_or(false) || self.nodes.load().generation == 0 {
+            let services = Arc::clone(&updates.borrow_and_update());
+            // Updated under the lock, so two refreshing calls cannot store out of order.
+            self.update(&services);
+        }
+        Ok(())
     }
 
     fn update(&self, services: &[Service]) {
         let current = self.nodes.load();
-        let mut next = NodeSet::default();
+        let mut next = NodeSet {
+            generation: current.generation + 1,
+            ..NodeSet::default()
+        };
         for node in services.iter().flat_map(|service| &service.nodes) {
             if next.nodes.iter().any(|known| known.id == node.id) {
                 continue;
@@ -256,17 +269,6 @@ impl Shared {
             self.service,
             self.client.registry.name()
         ))
-    }
-}
-
-/// Applies registry changes to the channel until the channel or the registry goes away.
-async fn follow(shared: Weak<Shared>, mut updates: watch::Receiver<Arc<Vec<Service>>>) {
-    while updates.changed().await.is_ok() {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let services = Arc::clone(&updates.borrow_and_update());
-        shared.update(&services);
     }
 }
 

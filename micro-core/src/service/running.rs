@@ -61,19 +61,8 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
             .await;
         health_names.push(descriptor.name.to_owned());
     }
-    let files = reflection::merged_descriptors(&descriptors, &file_descriptor_sets)?;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_file_descriptor_set(files.clone())
-        .build_v1()
-        .map_err(|err| descriptor_error(&err))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_file_descriptor_set(files)
-        .build_v1alpha()
-        .map_err(|err| descriptor_error(&err))?;
-    routes
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    routes.add_service(health_service);
+    reflection::add_reflection(&mut routes, &descriptors, &file_descriptor_sets)?;
     let routes = routes.routes();
 
     let address = config
@@ -305,13 +294,6 @@ fn advertisable(bound: SocketAddr) -> String {
         return SocketAddr::new(loopback, bound.port()).to_string();
     }
     bound.to_string()
-}
-
-fn descriptor_error(err: &tonic_reflection::server::Error) -> ServiceError {
-    ServiceError::Descriptor {
-        service: "reflection".to_owned(),
-        reason: err.to_string(),
-    }
 }
 
 fn server_error(join: tokio::task::JoinError) -> ServiceError {
