@@ -1,6 +1,8 @@
 //! Processes on one machine find each other by name through the local registry: two
 //! greeter-server processes and a greeter-client process, then kill -9 and SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::{collections::HashSet, time::Duration};
@@ -89,7 +91,11 @@ async fn client_spreads_over_servers_survives_kill_and_sees_deregistration() {
         .flat_map(|s| s.nodes)
         .map(|n| n.id)
         .collect();
-    assert_eq!(nodes, [ready_b.node.clone()], "the killed node expired");
+    assert_eq!(
+        nodes,
+        std::slice::from_ref(&ready_b.node),
+        "the killed node expired"
+    );
     drop(client);
 
     // SIGTERM the survivor: it deregisters at once (well before its TTL) and exits 0.

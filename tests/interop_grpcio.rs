@@ -2,6 +2,8 @@
 //! through reflection (v1alpha, as grpcio-reflection asks), calls SayHello with the
 //! descriptors it fetched, sees a gRPC error for bad input, and checks health.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::process::Command;

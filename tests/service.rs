@@ -1,6 +1,8 @@
 //! A Service in-process: what it registers, health, reflection (v1 and v1alpha),
 //! configuration errors, graceful drain; the client's errors, deadlines and transports.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::{sync::Arc, time::Duration};
