@@ -9,6 +9,7 @@
 //!
 //! Most users depend on the `micro` facade crate, which re-exports this crate.
 
+pub mod balance;
 pub mod client;
 pub mod codegen;
 pub mod registry;

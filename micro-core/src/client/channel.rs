@@ -15,7 +15,11 @@ use tokio::sync::{OnceCell, watch};
 use tonic::{Status, body::Body};
 
 use super::{ClientInner, NodeInfo, deadline, pool::NodeConn};
-use crate::registry::{Node, Registry, RegistryError, Service};
+use crate::{
+    balance::NodeHandle,
+    registry::{Registry, RegistryError, Service},
+    selector::{CallInfo, Candidates},
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -56,8 +60,7 @@ struct Shared {
 struct NodeSet {
     /// 0 until the first registry answer is applied.
     generation: u64,
-    nodes: Vec<Node>,
-    conns: Vec<Arc<NodeConn>>,
+    nodes: Vec<Arc<NodeHandle>>,
 }
 
 /// The future returned by [`Channel`]'s `call`.
@@ -133,30 +136,47 @@ impl Shared {
     async fn send(self: &Arc<Self>, mut request: Request<Body>) -> Result<Response<Body>, Status> {
         self.refresh().await?;
         let set = self.nodes.load_full();
-        if set.conns.is_empty() {
+        if set.nodes.is_empty() {
             return Err(Status::unavailable(format!(
                 "service {} not found in registry {}",
                 self.service,
                 self.client.registry.name()
             )));
         }
-        let count = set.conns.len();
-        let first = self.client.selector.select(&set.nodes) % count;
+        let candidates = Candidates::new(&set.nodes, set.generation);
+        let call = CallInfo {
+            path: request.uri().path(),
+            key: None,
+        };
+        let picks = self.client.selector.select(&candidates, &call);
         let mut tried: Vec<String> = Vec::new();
         // Nodes that failed recently go last, so one dead node costs no call a timeout.
-        for backing_off in [false, true] {
-            for offset in 0..count {
-                let conn = &set.conns[(first + offset) % count];
-                if conn.is_backing_off() != backing_off {
-                    continue;
+        let mut deferred = Vec::new();
+        for index in picks {
+            let Some(handle) = set.nodes.get(index) else {
+                continue;
+            };
+            if handle.conn.is_backing_off() {
+                deferred.push(index);
+                continue;
+            }
+            match self.try_node(handle, request).await {
+                Ok(response) => return Ok(response),
+                Err(Attempt::Fatal(status)) => return Err(status),
+                Err(Attempt::NotSent(returned, reason)) => {
+                    request = returned;
+                    tried.push(format!("{} ({reason})", handle.address()));
                 }
-                match self.try_node(conn, request).await {
-                    Ok(response) => return Ok(response),
-                    Err(Attempt::Fatal(status)) => return Err(status),
-                    Err(Attempt::NotSent(returned, reason)) => {
-                        request = returned;
-                        tried.push(format!("{} ({reason})", conn.node.address));
-                    }
+            }
+        }
+        for index in deferred {
+            let handle = &set.nodes[index];
+            match self.try_node(handle, request).await {
+                Ok(response) => return Ok(response),
+                Err(Attempt::Fatal(status)) => return Err(status),
+                Err(Attempt::NotSent(returned, reason)) => {
+                    request = returned;
+                    tried.push(format!("{} ({reason})", handle.address()));
                 }
             }
         }
@@ -170,9 +190,10 @@ impl Shared {
     /// Sends `request` to one node. A request that never left is handed back.
     async fn try_node(
         &self,
-        conn: &NodeConn,
+        handle: &NodeHandle,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, Attempt> {
+        let conn = &handle.conn;
         let mut sender = match conn.sender(self.client.connector.as_ref()).await {
             Ok(sender) => sender,
             Err(err) => return Err(Attempt::NotSent(request, err.0)),
@@ -245,19 +266,21 @@ impl Shared {
             generation: current.generation + 1,
             ..NodeSet::default()
         };
-        for node in services.iter().flat_map(|service| &service.nodes) {
-            if next.nodes.iter().any(|known| known.id == node.id) {
-                continue;
+        for service in services {
+            for node in &service.nodes {
+                if next.nodes.iter().any(|known| known.id() == node.id) {
+                    continue;
+                }
+                // Keep the handle (connection, load, health) of a node whose record did
+                // not change.
+                let handle = current
+                    .nodes
+                    .iter()
+                    .find(|known| known.node() == node && known.version() == service.version)
+                    .map(Arc::clone)
+                    .unwrap_or_else(|| Arc::new(NodeHandle::new(node.clone(), &service.version)));
+                next.nodes.push(handle);
             }
-            // Keep the connection of a node whose record did not change.
-            let conn = current
-                .conns
-                .iter()
-                .find(|conn| *conn.node == *node)
-                .map(Arc::clone)
-                .unwrap_or_else(|| Arc::new(NodeConn::new(node.clone())));
-            next.nodes.push(node.clone());
-            next.conns.push(conn);
         }
         tracing::debug!(service = %self.service, nodes = next.nodes.len(), "nodes updated");
         self.nodes.store(Arc::new(next));

@@ -16,7 +16,7 @@
 mod channel;
 mod connector;
 mod deadline;
-mod pool;
+pub(crate) mod pool;
 
 pub use channel::{Channel, ResponseFuture};
 pub use connector::{

@@ -46,12 +46,12 @@ impl std::fmt::Debug for NodeConn {
 // === impl NodeConn ===
 
 impl NodeConn {
-    pub(crate) fn new(node: Node) -> Self {
+    pub(crate) fn new(node: Arc<Node>) -> Self {
         // Unix socket paths are no valid authority; HTTP/2 needs one all the same.
         let authority = Authority::try_from(node.address.as_str())
             .unwrap_or_else(|_| Authority::from_static("localhost"));
         Self {
-            node: Arc::new(node),
+            node,
             authority,
             sender: ArcSwapOption::const_empty(),
             connecting: tokio::sync::Mutex::new(()),

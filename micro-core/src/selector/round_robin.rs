@@ -1,0 +1,23 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{CallInfo, Candidates, Picks, Selector};
+
+/// Tries each node in turn.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// A round-robin selector starting at the first node.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Selector for RoundRobin {
+    fn select(&self, candidates: &Candidates<'_>, _call: &CallInfo<'_>) -> Picks {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        Picks::rotation(start, candidates.len())
+    }
+}
