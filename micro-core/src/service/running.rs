@@ -191,6 +191,19 @@ impl RunningService {
         &self.record.nodes[0]
     }
 
+    /// Reports SERVING or NOT_SERVING through `grpc.health.v1` for the whole server and
+    /// every service on it. Clients that watch health stop picking a NOT_SERVING node.
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in &self.health_names {
+            self.health.set_service_status(name, status).await;
+        }
+    }
+
     /// Waits for SIGINT or SIGTERM, then shuts down gracefully.
     ///
     /// # Errors
@@ -219,11 +232,7 @@ impl RunningService {
     /// # Errors
     /// When the server had failed.
     pub async fn shutdown(mut self) -> Result<(), ServiceError> {
-        for name in &self.health_names {
-            self.health
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
+        self.set_serving(false).await;
         self.heartbeat.abort();
         if let Err(err) = self.registry.deregister(&self.record).await {
             tracing::warn!(service = %self.record.name, error = %err, "deregistration failed; the node expires with its TTL");
