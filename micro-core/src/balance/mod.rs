@@ -8,11 +8,21 @@ pub use load::Load;
 pub use outlier::{Outlier, OutlierConfig};
 
 use std::sync::{
-    Arc,
+    Arc, Mutex,
     atomic::{AtomicBool, Ordering},
 };
 
-use crate::{client::pool::NodeConn, registry::Node};
+use hyper::client::conn::http2::SendRequest;
+use tokio::task::AbortHandle;
+use tonic::body::Body;
+
+use crate::{
+    client::{
+        Connector,
+        pool::{ConnectError, NodeConn},
+    },
+    registry::Node,
+};
 
 /// One node of a service as the client sees it: its registry record, the version of the
 /// service it serves, its load, health and outlier state, and its connection.
@@ -26,6 +36,8 @@ pub struct NodeHandle {
     outlier: Outlier,
     serving: AtomicBool,
     pub(crate) conn: NodeConn,
+    /// The task watching the node's health over its current connection.
+    health_watch: Mutex<Option<AbortHandle>>,
 }
 
 impl NodeHandle {
@@ -39,7 +51,33 @@ impl NodeHandle {
             load: Load::new(),
             outlier: Outlier::new(),
             serving: AtomicBool::new(true),
+            health_watch: Mutex::new(None),
         }
+    }
+
+    /// A sender on the node's connection, connecting first if needed. Each new connection
+    /// gets a health watch, so NOT_SERVING takes the node out of the picks at once.
+    pub(crate) async fn sender(
+        self: &Arc<Self>,
+        connector: &dyn Connector,
+    ) -> Result<SendRequest<Body>, ConnectError> {
+        let (sender, fresh) = self.conn.sender(connector).await?;
+        if fresh {
+            let task = tokio::spawn(crate::client::watch_health(
+                Arc::downgrade(self),
+                sender.clone(),
+                self.conn.authority.clone(),
+            ));
+            let previous = self
+                .health_watch
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .replace(task.abort_handle());
+            if let Some(previous) = previous {
+                previous.abort();
+            }
+        }
+        Ok(sender)
     }
 
     /// The node's registry record.
@@ -83,9 +121,22 @@ impl NodeHandle {
     }
 
     /// Records what the node's health service said; returns whether that changed anything.
-    #[allow(dead_code)] // used once health watching lands
     pub(crate) fn set_serving(&self, serving: bool) -> bool {
         self.serving.swap(serving, Ordering::Relaxed) != serving
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        // The watch holds a sender, which would keep the connection open.
+        let watch = self
+            .health_watch
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
     }
 }
 

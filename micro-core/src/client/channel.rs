@@ -14,7 +14,7 @@ use http::{Request, Response, Uri, uri};
 use tokio::sync::{OnceCell, watch};
 use tonic::{Status, body::Body};
 
-use super::{ClientInner, NodeInfo, deadline, pool::NodeConn};
+use super::{ClientInner, NodeInfo, deadline};
 use crate::{
     balance::NodeHandle,
     registry::{Registry, RegistryError, Service},
@@ -190,11 +190,11 @@ impl Shared {
     /// Sends `request` to one node. A request that never left is handed back.
     async fn try_node(
         &self,
-        handle: &NodeHandle,
+        handle: &Arc<NodeHandle>,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, Attempt> {
         let conn = &handle.conn;
-        let mut sender = match conn.sender(self.client.connector.as_ref()).await {
+        let mut sender = match handle.sender(self.client.connector.as_ref()).await {
             Ok(sender) => sender,
             Err(err) => return Err(Attempt::NotSent(request, err.0)),
         };
@@ -202,7 +202,7 @@ impl Shared {
             conn.mark_failed();
             return Err(Attempt::NotSent(request, err.to_string()));
         }
-        set_origin(&mut request, conn);
+        set_origin(&mut request, &conn.authority);
         match sender.try_send_request(request).await {
             Ok(response) => {
                 let mut response = response.map(Body::new);
@@ -304,10 +304,10 @@ enum Attempt {
     Fatal(Status),
 }
 
-fn set_origin(request: &mut Request<Body>, conn: &NodeConn) {
+pub(super) fn set_origin(request: &mut Request<Body>, authority: &uri::Authority) {
     let mut parts = uri::Parts::default();
     parts.scheme = Some(uri::Scheme::HTTP);
-    parts.authority = Some(conn.authority.clone());
+    parts.authority = Some(authority.clone());
     parts.path_and_query = request.uri().path_and_query().cloned();
     if let Ok(uri) = Uri::from_parts(parts) {
         *request.uri_mut() = uri;

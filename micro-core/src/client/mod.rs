@@ -16,9 +16,11 @@
 mod channel;
 mod connector;
 mod deadline;
+mod health;
 pub(crate) mod pool;
 
 pub use channel::{Channel, ResponseFuture};
+pub(crate) use health::watch as watch_health;
 pub use connector::{
     BoxIo, ConnectFuture, Connector, DEFAULT_CONNECT_TIMEOUT, FnConnector, Io, TcpConnector,
     connector_fn,

@@ -72,24 +72,25 @@ impl NodeConn {
         self.failed_until_ms.store(until.max(1), Ordering::Relaxed);
     }
 
-    /// Returns a sender on an open connection, connecting first if there is none.
+    /// Returns a sender on an open connection, connecting first if there is none; `fresh`
+    /// is true when this call opened the connection.
     pub(crate) async fn sender(
         &self,
         connector: &dyn Connector,
-    ) -> Result<SendRequest<Body>, ConnectError> {
+    ) -> Result<(SendRequest<Body>, bool), ConnectError> {
         if let Some(sender) = self.open_sender() {
-            return Ok(sender);
+            return Ok((sender, false));
         }
         let _guard = self.connecting.lock().await;
         // Another call may have connected while this one waited for the lock.
         if let Some(sender) = self.open_sender() {
-            return Ok(sender);
+            return Ok((sender, false));
         }
         match self.connect(connector).await {
             Ok(sender) => {
                 self.failed_until_ms.store(0, Ordering::Relaxed);
                 self.sender.store(Some(Arc::new(sender.clone())));
-                Ok(sender)
+                Ok((sender, true))
             }
             Err(err) => {
                 self.mark_failed();
