@@ -13,7 +13,11 @@ use support::{Proc, RegistryDir, example_bin};
 /// The Python with grpcio, grpcio-reflection and grpcio-health-checking; `scripts/test`
 /// sets this up and exports it.
 fn python() -> String {
-    let python = std::env::var("MICRO_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    // scripts/test's default virtualenv, when the variable is not set.
+    let python = std::env::var("MICRO_TEST_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/micro/test-venv/bin/python")
+    });
     let probe = Command::new(&python)
         .args(["-c", "import grpc, grpc_reflection, grpc_health"])
         .output();

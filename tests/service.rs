@@ -352,6 +352,61 @@ async fn client_timeout_is_sent_and_enforced() {
 }
 
 #[tokio::test]
+async fn deadline_covers_a_stalled_response_stream() {
+    let registry = memory();
+    let running = greeter_on(&registry).await;
+    let client = Client::builder()
+        .registry(registry.clone())
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut greeter = GreeterClient::new(client.channel("greeter"));
+    let request = support::pb::StreamHellosRequest {
+        name: "stall".into(),
+        count: 1,
+    };
+    let mut stream = greeter.stream_hellos(request).await.unwrap().into_inner();
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().message,
+        "Hello #1, stall!"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the deadline ends the stream")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    drop(stream);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_the_client_releases_its_registry_watch() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let shared: SharedRegistry = registry.clone();
+    let running = greeter_on(&shared).await;
+    let client = Client::new(shared.clone());
+    let mut greeter = GreeterClient::new(client.channel("greeter"));
+    greeter.say_hello(hello("x")).await.unwrap();
+    assert!(
+        format!("{registry:?}").contains("watchers: 1"),
+        "{registry:?}"
+    );
+    drop(greeter);
+    drop(client);
+    // The cache's watch task notices its owner is gone and drops its watcher.
+    let released = async {
+        while !format!("{registry:?}").contains("watchers: 0") {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), released)
+        .await
+        .unwrap_or_else(|_| panic!("watch still held: {registry:?}"));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn shutdown_drains_calls_in_flight() {
     let registry = memory();
     let handler = TestGreeter::default();

@@ -197,12 +197,21 @@ impl pb::greeter_server::Greeter for TestGreeter {
         request: tonic::Request<pb::StreamHellosRequest>,
     ) -> Result<tonic::Response<Self::StreamHellosStream>, tonic::Status> {
         let request = request.into_inner();
+        let stall = request.name == "stall";
         let replies = (1..=request.count).map(move |i| {
             Ok(pb::HelloReply {
                 message: format!("Hello #{i}, {}!", request.name),
             })
         });
-        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(replies))))
+        let replies = tokio_stream::iter(replies);
+        if stall {
+            // The first greetings, then silence: a stream that never ends by itself.
+            use tokio_stream::StreamExt;
+            return Ok(tonic::Response::new(Box::pin(
+                replies.chain(tokio_stream::pending()),
+            )));
+        }
+        Ok(tonic::Response::new(Box::pin(replies)))
     }
 }
 

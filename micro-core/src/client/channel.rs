@@ -6,19 +6,24 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
 };
 
 use arc_swap::ArcSwap;
 use http::{Request, Response, Uri, uri};
-use tokio::sync::{OnceCell, watch};
+use tokio::{
+    sync::{OnceCell, watch},
+    time::Instant,
+};
 use tonic::{Status, body::Body};
 
-use super::{ClientInner, NodeInfo, deadline};
+use super::{
+    ClientCore, NodeInfo,
+    deadline::{self, DeadlineBody},
+};
 use crate::{
     balance::NodeHandle,
     registry::{Registry, RegistryError, Service},
-    selector::{CallInfo, Candidates},
+    selector::{CallInfo, Candidates, Selector},
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -48,8 +53,9 @@ pub struct Channel {
 }
 
 struct Shared {
-    service: String,
-    client: Arc<ClientInner>,
+    service: Arc<str>,
+    client: Arc<ClientCore>,
+    selector: Arc<dyn Selector>,
     nodes: ArcSwap<NodeSet>,
     /// The registry's view of the service, subscribed on first use.
     updates: OnceCell<Mutex<watch::Receiver<Arc<Vec<Service>>>>>,
@@ -70,10 +76,11 @@ pub type ResponseFuture =
 // === impl Channel ===
 
 impl Channel {
-    pub(super) fn new(service: String, client: Arc<ClientInner>) -> Self {
+    pub(super) fn new(service: &str, client: Arc<ClientCore>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                service,
+                service: Arc::from(service),
+                selector: client.selector.fresh(),
                 client,
                 nodes: ArcSwap::from_pointee(NodeSet::default()),
                 updates: OnceCell::new(),
@@ -122,14 +129,24 @@ impl Shared {
         {
             Some(timeout) => timeout,
             None => {
+                // Unset or unparsable: the default, so client and server agree.
                 let timeout = self.client.timeout;
                 headers.insert(deadline::GRPC_TIMEOUT, deadline::encode(timeout));
                 timeout
             }
         };
-        match tokio::time::timeout(timeout, self.send(request)).await {
-            Ok(result) => result.map_err(BoxError::from),
-            Err(_) => Err(self.deadline_exceeded(timeout).into()),
+        let deadline = Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.send(request)).await {
+            Ok(Ok(response)) => Ok(response.map(|body| {
+                Body::new(DeadlineBody::new(
+                    body,
+                    deadline,
+                    timeout,
+                    Arc::clone(&self.service),
+                ))
+            })),
+            Ok(Err(status)) => Err(status.into()),
+            Err(_) => Err(deadline::exceeded(&self.service, timeout).into()),
         }
     }
 
@@ -148,7 +165,7 @@ impl Shared {
             path: request.uri().path(),
             key: None,
         };
-        let picks = self.client.selector.select(&candidates, &call);
+        let picks = self.selector.select(&candidates, &call);
         let mut tried: Vec<String> = Vec::new();
         // Nodes that failed recently go last, so one dead node costs no call a timeout.
         let mut deferred = Vec::new();
@@ -225,13 +242,6 @@ impl Shared {
                 )))),
             },
         }
-    }
-
-    fn deadline_exceeded(&self, timeout: Duration) -> Status {
-        Status::deadline_exceeded(format!(
-            "call to service {} exceeded its deadline of {timeout:?}",
-            self.service
-        ))
     }
 
     /// Subscribes to the registry on first use; afterwards applies any change the registry

@@ -1,8 +1,18 @@
-//! The `grpc-timeout` header: parsing and encoding per the gRPC over HTTP/2 specification.
+//! Call deadlines: the `grpc-timeout` header (parsed and encoded per the gRPC over HTTP/2
+//! specification) and a response body that ends the call when its deadline passes.
 
-use std::time::Duration;
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
+use bytes::Bytes;
 use http::HeaderValue;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tonic::{Status, body::Body};
 
 /// The header carrying a call's timeout.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
@@ -54,6 +64,75 @@ pub(crate) fn encode(timeout: Duration) -> HeaderValue {
 fn encoded(amount: u128, unit: char) -> HeaderValue {
     let text = format!("{amount}{unit}");
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("99999999H"))
+}
+
+pin_project! {
+    /// A response body cut off with DEADLINE_EXCEEDED when the call's deadline passes: a
+    /// deadline covers the whole call, streamed responses included.
+    pub(crate) struct DeadlineBody {
+        #[pin]
+        inner: Body,
+        #[pin]
+        sleep: Sleep,
+        service: std::sync::Arc<str>,
+        timeout: Duration,
+        expired: bool,
+    }
+}
+
+impl DeadlineBody {
+    pub(crate) fn new(
+        inner: Body,
+        deadline: Instant,
+        timeout: Duration,
+        service: std::sync::Arc<str>,
+    ) -> Self {
+        Self {
+            inner,
+            sleep: tokio::time::sleep_until(deadline),
+            service,
+            timeout,
+            expired: false,
+        }
+    }
+}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.project();
+        if *this.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.sleep.poll(cx).is_ready() {
+            *this.expired = true;
+            return Poll::Ready(Some(Err(exceeded(this.service, *this.timeout))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The status of a call to `service` whose `timeout` ran out.
+pub(crate) fn exceeded(service: &str, timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "call to service {service} exceeded its deadline of {timeout:?}"
+    ))
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use http::{Request, Response, uri::Authority};
 use hyper::client::conn::http2::SendRequest;
 use tokio_stream::StreamExt;
 use tonic::{Code, body::Body};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use super::channel::set_origin;
 use crate::balance::NodeHandle;

@@ -20,11 +20,11 @@ mod health;
 pub(crate) mod pool;
 
 pub use channel::{Channel, ResponseFuture};
-pub(crate) use health::watch as watch_health;
 pub use connector::{
     BoxIo, ConnectFuture, Connector, DEFAULT_CONNECT_TIMEOUT, FnConnector, Io, TcpConnector,
     connector_fn,
 };
+pub(crate) use health::watch as watch_health;
 
 use std::{
     collections::HashMap,
@@ -53,12 +53,31 @@ pub struct Client {
     inner: Arc<ClientInner>,
 }
 
-pub(crate) struct ClientInner {
+struct ClientInner {
+    core: Arc<ClientCore>,
+    /// Channels by service name. Channels point at the core, never back here, so dropping
+    /// the last `Client` (and channel clone) frees channels, connections and watches.
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// What every channel of a client shares.
+pub(crate) struct ClientCore {
     registry: CacheRegistry,
-    selector: Arc<dyn Selector>,
+    selector: Arc<dyn SelectorPrototype>,
     connector: Arc<dyn Connector>,
     timeout: Duration,
-    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// Makes each channel its own selector, so selector state (a round-robin position, a hash
+/// ring) belongs to one service.
+trait SelectorPrototype: fmt::Debug + Send + Sync + 'static {
+    fn fresh(&self) -> Arc<dyn Selector>;
+}
+
+impl<S: Selector + Clone> SelectorPrototype for S {
+    fn fresh(&self) -> Arc<dyn Selector> {
+        Arc::new(self.clone())
+    }
 }
 
 /// Configures a [`Client`].
@@ -66,7 +85,7 @@ pub(crate) struct ClientInner {
 #[must_use]
 pub struct ClientBuilder {
     registry: Option<SharedRegistry>,
-    selector: Arc<dyn Selector>,
+    selector: Arc<dyn SelectorPrototype>,
     connector: Arc<dyn Connector>,
     timeout: Duration,
 }
@@ -106,10 +125,12 @@ impl Client {
     fn with_registry(builder: ClientBuilder, registry: SharedRegistry) -> Self {
         Client {
             inner: Arc::new(ClientInner {
-                registry: CacheRegistry::new(registry),
-                selector: builder.selector,
-                connector: builder.connector,
-                timeout: builder.timeout,
+                core: Arc::new(ClientCore {
+                    registry: CacheRegistry::new(registry),
+                    selector: builder.selector,
+                    connector: builder.connector,
+                    timeout: builder.timeout,
+                }),
                 channels: Mutex::new(HashMap::new()),
             }),
         }
@@ -135,23 +156,24 @@ impl Client {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         channels
             .entry(service.to_owned())
-            .or_insert_with(|| Channel::new(service.to_owned(), Arc::clone(&self.inner)))
+            .or_insert_with(|| Channel::new(service, Arc::clone(&self.inner.core)))
             .clone()
     }
 
     /// The cached registry this client resolves names through.
     pub fn registry(&self) -> &CacheRegistry {
-        &self.inner.registry
+        &self.inner.core.registry
     }
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = &self.inner.core;
         f.debug_struct("Client")
-            .field("registry", &self.inner.registry.name())
-            .field("selector", &self.inner.selector)
-            .field("connector", &self.inner.connector)
-            .field("timeout", &self.inner.timeout)
+            .field("registry", &core.registry.name())
+            .field("selector", &core.selector)
+            .field("connector", &core.connector)
+            .field("timeout", &core.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -166,8 +188,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Sets how a node is chosen for each call. Default is [`RoundRobin`].
-    pub fn selector(mut self, selector: impl Selector) -> Self {
+    /// Sets how nodes are ordered for each call. Each service's channel gets its own
+    /// clone, so selector state is per service. Default is [`RoundRobin`].
+    pub fn selector(mut self, selector: impl Selector + Clone) -> Self {
         self.selector = Arc::new(selector);
         self
     }

@@ -21,3 +21,12 @@ impl Selector for RoundRobin {
         Picks::rotation(start, candidates.len())
     }
 }
+
+impl Clone for RoundRobin {
+    /// A selector with its own position, starting where this one is.
+    fn clone(&self) -> Self {
+        Self {
+            next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! A started service: serving, registered, heartbeating; and its graceful shutdown.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::{
     net::{TcpListener, UnixListener},
@@ -10,9 +10,8 @@ use tokio::{
 };
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Server, server::TcpIncoming};
-use tonic_health::{ServingStatus, server::HealthReporter};
 
-use super::{Service, ServiceError, reflection};
+use super::{Service, ServiceError, health::HealthState, reflection};
 use crate::registry::{Endpoint, Node, RegisterOptions, Service as Record, SharedRegistry};
 
 /// A service that is serving and registered; made by [`Service::start`].
@@ -24,12 +23,13 @@ pub struct RunningService {
     record: Record,
     local_address: String,
     registry: SharedRegistry,
-    health: HealthReporter,
-    health_names: Vec<String>,
+    health: HealthState,
     grace_period: Duration,
+    shutdown_delay: Duration,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     heartbeat: JoinHandle<()>,
+    heartbeat_stop: Option<oneshot::Sender<()>>,
     signals: Signals,
 }
 
@@ -53,15 +53,8 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         ..
     } = service;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let mut health_names = vec![String::new()];
-    for descriptor in &descriptors {
-        health
-            .set_service_status(descriptor.name, ServingStatus::Serving)
-            .await;
-        health_names.push(descriptor.name.to_owned());
-    }
-    routes.add_service(health_service);
+    let health = HealthState::serving(descriptors.iter().map(|d| d.name));
+    routes.add_service(health.service());
     reflection::add_reflection(&mut routes, &descriptors, &file_descriptor_sets)?;
     let routes = routes.routes();
 
@@ -75,8 +68,7 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     };
     let server_builder = Server::builder().add_routes(routes);
     let (local_address, server) = if let Some(path) = address.strip_prefix("unix:") {
-        // A socket file left by a crashed run would make bind fail.
-        let _ = std::fs::remove_file(path);
+        remove_stale_socket(path).await;
         let listener = UnixListener::bind(path).map_err(|source| ServiceError::Bind {
             address: address.clone(),
             source,
@@ -142,11 +134,13 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         registry = %registry.name(),
         "service started"
     );
+    let (heartbeat_stop, heartbeat_stopped) = oneshot::channel();
     let heartbeat = tokio::spawn(heartbeat(
         registry.clone(),
         record.clone(),
         options,
         interval,
+        heartbeat_stopped,
     ));
 
     Ok(RunningService {
@@ -154,11 +148,12 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         local_address,
         registry,
         health,
-        health_names,
         grace_period: config.grace_period,
+        shutdown_delay: config.shutdown_delay,
         stop: Some(stop),
         server,
         heartbeat,
+        heartbeat_stop: Some(heartbeat_stop),
         signals,
     })
 }
@@ -193,18 +188,12 @@ impl RunningService {
 
     /// Reports SERVING or NOT_SERVING through `grpc.health.v1` for the whole server and
     /// every service on it. Clients that watch health stop picking a NOT_SERVING node.
-    pub async fn set_serving(&self, serving: bool) {
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        for name in &self.health_names {
-            self.health.set_service_status(name, status).await;
-        }
+    pub fn set_serving(&self, serving: bool) {
+        self.health.set_all(serving);
     }
 
-    /// Waits for SIGINT or SIGTERM, then shuts down gracefully.
+    /// Waits for SIGINT or SIGTERM, then shuts down gracefully. A second signal during
+    /// the drain cuts it short.
     ///
     /// # Errors
     /// When the server failed before a signal came.
@@ -213,7 +202,7 @@ impl RunningService {
             _ = self.signals.interrupt.recv() => "SIGINT",
             _ = self.signals.terminate.recv() => "SIGTERM",
             result = &mut self.server => {
-                self.heartbeat.abort();
+                self.stop_heartbeat().await;
                 let _ = self.registry.deregister(&self.record).await;
                 return match result {
                     Ok(Ok(())) => Ok(()),
@@ -223,24 +212,51 @@ impl RunningService {
             }
         };
         tracing::info!(service = %self.record.name, %signal, "shutting down");
-        self.shutdown().await
+        let mut signals = std::mem::replace(&mut self.signals, Signals::install()?);
+        let again = async move {
+            tokio::select! {
+                _ = signals.interrupt.recv() => {}
+                _ = signals.terminate.recv() => {}
+            }
+        };
+        self.shutdown_until(again).await
     }
 
-    /// Shuts down gracefully: health `NOT_SERVING`, deregister, stop accepting, and drain
-    /// in-flight calls for at most the grace period.
+    /// Shuts down gracefully: health NOT_SERVING, deregister, give clients
+    /// [`DEFAULT_SHUTDOWN_DELAY`](super::DEFAULT_SHUTDOWN_DELAY) to notice, stop accepting,
+    /// end health watches and drain calls in flight for at most the grace period.
     ///
     /// # Errors
     /// When the server had failed.
-    pub async fn shutdown(mut self) -> Result<(), ServiceError> {
-        self.set_serving(false).await;
-        self.heartbeat.abort();
+    pub async fn shutdown(self) -> Result<(), ServiceError> {
+        self.shutdown_until(std::future::pending()).await
+    }
+
+    async fn shutdown_until(
+        mut self,
+        cut_short: impl Future<Output = ()>,
+    ) -> Result<(), ServiceError> {
+        self.health.set_all(false);
+        // The heartbeat must have finished before deregistering: a registration still in
+        // flight would bring the record back for a whole TTL.
+        self.stop_heartbeat().await;
         if let Err(err) = self.registry.deregister(&self.record).await {
             tracing::warn!(service = %self.record.name, error = %err, "deregistration failed; the node expires with its TTL");
         }
+        tokio::time::sleep(self.shutdown_delay).await;
+        self.health.close();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        match tokio::time::timeout(self.grace_period, &mut self.server).await {
+        let drained = tokio::select! {
+            drained = tokio::time::timeout(self.grace_period, &mut self.server) => drained,
+            () = cut_short => {
+                tracing::warn!(service = %self.record.name, "second signal: calls in flight were cut off");
+                self.server.abort();
+                return Ok(());
+            }
+        };
+        match drained {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(err))) => Err(ServiceError::Server(Box::new(err))),
             Ok(Err(join)) => Err(server_error(join)),
@@ -253,6 +269,13 @@ impl RunningService {
                 self.server.abort();
                 Ok(())
             }
+        }
+    }
+
+    async fn stop_heartbeat(&mut self) {
+        if let Some(stop) = self.heartbeat_stop.take() {
+            let _ = stop.send(());
+            let _ = (&mut self.heartbeat).await;
         }
     }
 }
@@ -279,14 +302,34 @@ async fn heartbeat(
     record: Record,
     options: RegisterOptions,
     every: Duration,
+    mut stop: oneshot::Receiver<()>,
 ) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = &mut stop => return,
+        }
+        // Not raced against `stop`: a registration always runs to its end.
         if let Err(err) = registry.register(&record, options).await {
             tracing::warn!(service = %record.name, error = %err, "re-registration failed; retrying next interval");
         }
+    }
+}
+
+/// Removes a socket file left by a crashed run, which would make bind fail; never a live
+/// service's socket, nor anything that is not a socket.
+async fn remove_stale_socket(path: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !metadata.file_type().is_socket() {
+        return;
+    }
+    if tokio::net::UnixStream::connect(path).await.is_err() {
+        let _ = std::fs::remove_file(path);
     }
 }
 
