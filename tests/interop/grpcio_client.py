@@ -22,6 +22,13 @@ def reflect(stub, **request):
     return responses[0]
 
 
+def message_class(descriptor):
+    # protobuf >= 4.22 has GetMessageClass; Debian's grpcio pairs with 4.21.
+    if hasattr(message_factory, "GetMessageClass"):
+        return message_factory.GetMessageClass(descriptor)
+    return message_factory.MessageFactory().GetPrototype(descriptor)
+
+
 def main():
     address = sys.argv[1]
     channel = grpc.insecure_channel(address)
@@ -35,12 +42,8 @@ def main():
     pool = descriptor_pool.DescriptorPool()
     for raw in found.file_descriptor_response.file_descriptor_proto:
         pool.Add(descriptor_pb2.FileDescriptorProto.FromString(raw))
-    request_type = message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("greeter.v1.HelloRequest")
-    )
-    reply_type = message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("greeter.v1.HelloReply")
-    )
+    request_type = message_class(pool.FindMessageTypeByName("greeter.v1.HelloRequest"))
+    reply_type = message_class(pool.FindMessageTypeByName("greeter.v1.HelloReply"))
     say_hello = channel.unary_unary(
         "/greeter.v1.Greeter/SayHello",
         request_serializer=lambda m: m.SerializeToString(),

@@ -17,9 +17,11 @@ mod channel;
 mod connector;
 mod deadline;
 mod health;
+mod options;
 pub(crate) mod pool;
 
 pub use channel::{Channel, ResponseFuture};
+pub use options::{CallOptions, RequestExt};
 pub use connector::{
     BoxIo, ConnectFuture, Connector, DEFAULT_CONNECT_TIMEOUT, FnConnector, Io, TcpConnector,
     connector_fn,
