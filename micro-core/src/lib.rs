@@ -12,6 +12,7 @@
 pub mod balance;
 pub mod client;
 pub mod codegen;
+pub mod context;
 pub mod registry;
 pub mod selector;
 pub mod service;

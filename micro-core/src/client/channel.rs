@@ -1,6 +1,7 @@
 //! [`Channel`]: a tower service that sends gRPC requests to the nodes of a named service.
 
 use std::{
+    collections::HashSet,
     fmt,
     future::Future,
     pin::Pin,
@@ -17,24 +18,24 @@ use tokio::{
 use tonic::{Status, body::Body};
 
 use super::{
-    ClientCore, NodeInfo,
+    CallOptions, ClientCore,
     deadline::{self, DeadlineBody},
 };
 use crate::{
     balance::NodeHandle,
     registry::{Registry, RegistryError, Service},
-    selector::{CallInfo, Candidates, Selector},
+    selector::Selector,
 };
 
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A channel to every node of one named service; any tonic-generated client runs on it.
 ///
 /// Each call resolves the name through the client's cached, watched registry, lets the
-/// selector pick a node and sends the request over that node's HTTP/2 connection (one per
-/// node, opened on first use, closed when the node leaves the registry). A node that cannot
-/// be reached before the request is sent is skipped for the next one; the error of a call
-/// that no node answered names the service and every address tried.
+/// selector order the nodes, and sends the request over the first eligible node's HTTP/2
+/// connection (one per node, opened on first use, closed when the node leaves the
+/// registry). Failures are retried on other nodes as the client's retry policy allows;
+/// see [`retry`](super::retry).
 ///
 /// Cloning is cheap: clones share the nodes and connections.
 ///
@@ -52,21 +53,24 @@ pub struct Channel {
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    service: Arc<str>,
-    client: Arc<ClientCore>,
-    selector: Arc<dyn Selector>,
-    nodes: ArcSwap<NodeSet>,
+pub(super) struct Shared {
+    pub(super) service: Arc<str>,
+    pub(super) client: Arc<ClientCore>,
+    pub(super) selector: Arc<dyn Selector>,
+    pub(super) nodes: ArcSwap<NodeSet>,
     /// The registry's view of the service, subscribed on first use.
     updates: OnceCell<Mutex<watch::Receiver<Arc<Vec<Service>>>>>,
 }
 
-/// The nodes of the service at one moment, with their connections.
+/// The nodes of the service at one moment, and what the registry says of its methods.
 #[derive(Default)]
-struct NodeSet {
+pub(super) struct NodeSet {
     /// 0 until the first registry answer is applied.
-    generation: u64,
-    nodes: Vec<Arc<NodeHandle>>,
+    pub(super) generation: u64,
+    pub(super) nodes: Vec<Arc<NodeHandle>>,
+    /// gRPC paths (`/pkg.Service/Method`) whose `idempotency_level` allows retrying more
+    /// than UNAVAILABLE.
+    pub(super) idempotent: HashSet<String>,
 }
 
 /// The future returned by [`Channel`]'s `call`.
@@ -121,22 +125,26 @@ impl tower_service::Service<Request<Body>> for Channel {
 // === impl Shared ===
 
 impl Shared {
+    /// Sets the call's deadline, then sends it; the deadline also bounds the response body.
     async fn call(self: Arc<Self>, mut request: Request<Body>) -> Result<Response<Body>, BoxError> {
-        let headers = request.headers_mut();
-        let timeout = match headers
-            .get(deadline::GRPC_TIMEOUT)
-            .and_then(deadline::parse)
-        {
-            Some(timeout) => timeout,
-            None => {
-                // Unset or unparsable: the default, so client and server agree.
-                let timeout = self.client.timeout;
-                headers.insert(deadline::GRPC_TIMEOUT, deadline::encode(timeout));
-                timeout
-            }
-        };
+        let options = request
+            .extensions_mut()
+            .remove::<CallOptions>()
+            .unwrap_or_default();
+        let requested = options.timeout.or_else(|| {
+            request
+                .headers()
+                .get(deadline::GRPC_TIMEOUT)
+                .and_then(deadline::parse)
+        });
+        let mut timeout = requested.unwrap_or(self.client.timeout);
+        // A handler's outgoing call never outlives the call it is handling.
+        if let Some(remaining) = crate::context::remaining() {
+            timeout = timeout.min(remaining);
+        }
         let deadline = Instant::now() + timeout;
-        match tokio::time::timeout_at(deadline, self.send(request)).await {
+        let result = tokio::time::timeout_at(deadline, self.send(request, &options, deadline)).await;
+        match result {
             Ok(Ok(response)) => Ok(response.map(|body| {
                 Body::new(DeadlineBody::new(
                     body,
@@ -150,103 +158,10 @@ impl Shared {
         }
     }
 
-    async fn send(self: &Arc<Self>, mut request: Request<Body>) -> Result<Response<Body>, Status> {
-        self.refresh().await?;
-        let set = self.nodes.load_full();
-        if set.nodes.is_empty() {
-            return Err(Status::unavailable(format!(
-                "service {} not found in registry {}",
-                self.service,
-                self.client.registry.name()
-            )));
-        }
-        let candidates = Candidates::new(&set.nodes, set.generation);
-        let call = CallInfo {
-            path: request.uri().path(),
-            key: None,
-        };
-        let picks = self.selector.select(&candidates, &call);
-        let mut tried: Vec<String> = Vec::new();
-        // Nodes that failed recently go last, so one dead node costs no call a timeout.
-        let mut deferred = Vec::new();
-        for index in picks {
-            let Some(handle) = set.nodes.get(index) else {
-                continue;
-            };
-            if handle.conn.is_backing_off() {
-                deferred.push(index);
-                continue;
-            }
-            match self.try_node(handle, request).await {
-                Ok(response) => return Ok(response),
-                Err(Attempt::Fatal(status)) => return Err(status),
-                Err(Attempt::NotSent(returned, reason)) => {
-                    request = returned;
-                    tried.push(format!("{} ({reason})", handle.address()));
-                }
-            }
-        }
-        for index in deferred {
-            let handle = &set.nodes[index];
-            match self.try_node(handle, request).await {
-                Ok(response) => return Ok(response),
-                Err(Attempt::Fatal(status)) => return Err(status),
-                Err(Attempt::NotSent(returned, reason)) => {
-                    request = returned;
-                    tried.push(format!("{} ({reason})", handle.address()));
-                }
-            }
-        }
-        Err(Status::unavailable(format!(
-            "service {}: no node answered; tried {}",
-            self.service,
-            tried.join(", ")
-        )))
-    }
-
-    /// Sends `request` to one node. A request that never left is handed back.
-    async fn try_node(
-        &self,
-        handle: &Arc<NodeHandle>,
-        mut request: Request<Body>,
-    ) -> Result<Response<Body>, Attempt> {
-        let conn = &handle.conn;
-        let mut sender = match handle.sender(self.client.connector.as_ref()).await {
-            Ok(sender) => sender,
-            Err(err) => return Err(Attempt::NotSent(request, err.0)),
-        };
-        if let Err(err) = sender.ready().await {
-            conn.mark_failed();
-            return Err(Attempt::NotSent(request, err.to_string()));
-        }
-        set_origin(&mut request, &conn.authority);
-        match sender.try_send_request(request).await {
-            Ok(response) => {
-                let mut response = response.map(Body::new);
-                response
-                    .extensions_mut()
-                    .insert(NodeInfo::new(Arc::clone(&conn.node)));
-                Ok(response)
-            }
-            Err(mut err) => match err.take_message() {
-                Some(request) => {
-                    conn.mark_failed();
-                    Err(Attempt::NotSent(request, err.into_error().to_string()))
-                }
-                None => Err(Attempt::Fatal(Status::unavailable(format!(
-                    "service {}: call to node {} at {} failed: {}",
-                    self.service,
-                    conn.node.id,
-                    conn.node.address,
-                    err.into_error()
-                )))),
-            },
-        }
-    }
-
-    /// Subscribes to the registry on first use; afterwards applies any change the registry
-    /// cache published since the last call. An unchanged registry costs one atomic load.
-    async fn refresh(&self) -> Result<(), Status> {
+    /// The current node set, subscribing to the registry on first use and applying any
+    /// change the registry cache published since. An unchanged registry costs one atomic
+    /// check.
+    pub(super) async fn node_set(&self) -> Result<Arc<NodeSet>, Status> {
         let updates = self
             .updates
             .get_or_try_init(|| async {
@@ -258,16 +173,18 @@ impl Shared {
                     .map_err(|err| self.registry_error(err))
             })
             .await?;
-        let mut updates = updates
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // An error means the cache is gone; keep serving the last known nodes.
-        if updates.has_changed().unwrap_or(false) || self.nodes.load().generation == 0 {
-            let services = Arc::clone(&updates.borrow_and_update());
-            // Updated under the lock, so two refreshing calls cannot store out of order.
-            self.update(&services);
+        {
+            let mut updates = updates
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // An error means the cache is gone; keep serving the last known nodes.
+            if updates.has_changed().unwrap_or(false) || self.nodes.load().generation == 0 {
+                let services = Arc::clone(&updates.borrow_and_update());
+                // Updated under the lock, so two refreshing calls cannot store out of order.
+                self.update(&services);
+            }
         }
-        Ok(())
+        Ok(self.nodes.load_full())
     }
 
     fn update(&self, services: &[Service]) {
@@ -277,12 +194,17 @@ impl Shared {
             ..NodeSet::default()
         };
         for service in services {
+            for endpoint in &service.endpoints {
+                if endpoint.metadata.contains_key("idempotency") {
+                    next.idempotent.insert(grpc_path(&endpoint.name));
+                }
+            }
             for node in &service.nodes {
                 if next.nodes.iter().any(|known| known.id() == node.id) {
                     continue;
                 }
-                // Keep the handle (connection, load, health) of a node whose record did
-                // not change.
+                // Keep the handle (connection, load, health, outlier state) of a node whose
+                // record did not change.
                 let handle = current
                     .nodes
                     .iter()
@@ -305,13 +227,12 @@ impl Shared {
     }
 }
 
-// Short-lived and moved, never stored: boxing the request would cost an allocation per call.
-#[allow(clippy::large_enum_variant)]
-enum Attempt {
-    /// The request did not leave; try it elsewhere.
-    NotSent(Request<Body>, String),
-    /// The request may have reached the node; do not try it elsewhere.
-    Fatal(Status),
+/// `/pkg.Service/Method` from the registry's `pkg.Service.Method`.
+fn grpc_path(endpoint: &str) -> String {
+    match endpoint.rsplit_once('.') {
+        Some((service, method)) => format!("/{service}/{method}"),
+        None => format!("/{endpoint}"),
+    }
 }
 
 pub(super) fn set_origin(request: &mut Request<Body>, authority: &uri::Authority) {

@@ -13,32 +13,37 @@
 //! # }
 //! ```
 
+mod call;
 mod channel;
 mod connector;
 mod deadline;
 mod health;
 mod options;
 pub(crate) mod pool;
+pub mod retry;
 
+pub use call::KEY_HEADER;
 pub use channel::{Channel, ResponseFuture};
-pub use options::{CallOptions, RequestExt};
+pub(crate) use health::watch as watch_health;
 pub use connector::{
     BoxIo, ConnectFuture, Connector, DEFAULT_CONNECT_TIMEOUT, FnConnector, Io, TcpConnector,
     connector_fn,
 };
-pub(crate) use health::watch as watch_health;
+pub use options::{CallOptions, RequestExt};
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use crate::{
+    balance::OutlierConfig,
     registry::{self, CacheRegistry, Node, Registry, RegistryError, SharedRegistry},
-    selector::{RoundRobin, Selector},
+    selector::{NodeFilter, PeakEwma, Selector},
 };
+use retry::{DEFAULT_BUFFER_LIMIT, HedgePolicy, RetryBudget, RetryPolicy};
 
 /// The timeout of a call that sets none. Default is 30 seconds.
 ///
@@ -68,6 +73,13 @@ pub(crate) struct ClientCore {
     selector: Arc<dyn SelectorPrototype>,
     connector: Arc<dyn Connector>,
     timeout: Duration,
+    retry: RetryPolicy,
+    budget: RetryBudget,
+    buffer_limit: usize,
+    outlier: OutlierConfig,
+    filter: Option<NodeFilter>,
+    idempotent: HashSet<String>,
+    hedging: HashMap<String, HedgePolicy>,
 }
 
 /// Makes each channel its own selector, so selector state (a round-robin position, a hash
@@ -90,6 +102,13 @@ pub struct ClientBuilder {
     selector: Arc<dyn SelectorPrototype>,
     connector: Arc<dyn Connector>,
     timeout: Duration,
+    retry: RetryPolicy,
+    budget: RetryBudget,
+    buffer_limit: usize,
+    outlier: OutlierConfig,
+    filter: Option<NodeFilter>,
+    idempotent: HashSet<String>,
+    hedging: HashMap<String, HedgePolicy>,
 }
 
 /// The node that answered a call: found in the extensions of every response that came
@@ -132,6 +151,13 @@ impl Client {
                     selector: builder.selector,
                     connector: builder.connector,
                     timeout: builder.timeout,
+                    retry: builder.retry,
+                    budget: builder.budget,
+                    buffer_limit: builder.buffer_limit,
+                    outlier: builder.outlier,
+                    filter: builder.filter,
+                    idempotent: builder.idempotent,
+                    hedging: builder.hedging,
                 }),
                 channels: Mutex::new(HashMap::new()),
             }),
@@ -142,9 +168,16 @@ impl Client {
     pub fn builder() -> ClientBuilder {
         ClientBuilder {
             registry: None,
-            selector: Arc::new(RoundRobin::new()),
+            selector: Arc::new(PeakEwma::default()),
             connector: Arc::new(TcpConnector::new()),
             timeout: DEFAULT_TIMEOUT,
+            retry: RetryPolicy::default(),
+            budget: RetryBudget::default(),
+            buffer_limit: DEFAULT_BUFFER_LIMIT,
+            outlier: OutlierConfig::default(),
+            filter: None,
+            idempotent: HashSet::new(),
+            hedging: HashMap::new(),
         }
     }
 
@@ -191,7 +224,8 @@ impl ClientBuilder {
     }
 
     /// Sets how nodes are ordered for each call. Each service's channel gets its own
-    /// clone, so selector state is per service. Default is [`RoundRobin`].
+    /// clone, so selector state is per service. Default is [`PeakEwma`]: the less loaded
+    /// of two random nodes.
     pub fn selector(mut self, selector: impl Selector + Clone) -> Self {
         self.selector = Arc::new(selector);
         self
@@ -206,6 +240,57 @@ impl ClientBuilder {
     /// Sets the timeout of calls that set none. Default is [`DEFAULT_TIMEOUT`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets which failures are retried, how often and how far apart. Default is
+    /// [`RetryPolicy::default`]: 3 attempts, UNAVAILABLE for every method and more codes for
+    /// idempotent ones.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Sets the budget that caps retries across all calls of this client. Default is
+    /// [`RetryBudget::default`]: 20 % of requests plus 10 per second.
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Sets the largest request body kept for replay on another node; larger and streaming
+    /// requests are not retried once sent. Default is [`DEFAULT_BUFFER_LIMIT`] (64 KiB).
+    pub fn buffer_limit(mut self, bytes: usize) -> Self {
+        self.buffer_limit = bytes;
+        self
+    }
+
+    /// Sets when failing nodes are ejected and for how long. Default is
+    /// [`OutlierConfig::default`]: after 5 failures in a row, for 1 s doubling to 30 s, at
+    /// most half of the nodes.
+    pub fn outlier_detection(mut self, config: OutlierConfig) -> Self {
+        self.outlier = config;
+        self
+    }
+
+    /// Only nodes matching `filter` serve calls (a call's own filter replaces it). Default
+    /// is every node.
+    pub fn filter(mut self, filter: NodeFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Declares the method at gRPC path `path` (`/pkg.Service/Method`) idempotent, in
+    /// addition to the methods whose `idempotency_level` the registry record carries.
+    pub fn idempotent(mut self, path: impl Into<String>) -> Self {
+        self.idempotent.insert(path.into());
+        self
+    }
+
+    /// Hedges calls to the idempotent method at `path`: further attempts on other nodes
+    /// after `policy`'s delay; the first answer wins. Default is no hedging.
+    pub fn hedge(mut self, path: impl Into<String>, policy: HedgePolicy) -> Self {
+        self.hedging.insert(path.into(), policy);
         self
     }
 

@@ -1,12 +1,6 @@
 //! One lazily connected HTTP/2 connection per node.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use http::uri::Authority;
@@ -17,9 +11,6 @@ use tonic::body::Body;
 use super::connector::Connector;
 use crate::registry::Node;
 
-/// How long a node that could not be connected to is tried only after the others.
-const CONNECT_BACKOFF: Duration = Duration::from_secs(1);
-
 /// A node and its HTTP/2 connection, shared by every call that picks the node.
 ///
 /// The connection is opened on first use and reopened on the first use after it closed.
@@ -29,9 +20,6 @@ pub(crate) struct NodeConn {
     pub(crate) authority: Authority,
     sender: ArcSwapOption<SendRequest<Body>>,
     connecting: tokio::sync::Mutex<()>,
-    /// Milliseconds since `epoch` until which the node is tried last, 0 when healthy.
-    failed_until_ms: AtomicU64,
-    epoch: Instant,
 }
 
 impl std::fmt::Debug for NodeConn {
@@ -55,21 +43,7 @@ impl NodeConn {
             authority,
             sender: ArcSwapOption::const_empty(),
             connecting: tokio::sync::Mutex::new(()),
-            failed_until_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
         }
-    }
-
-    /// Whether a recent connection failure puts this node at the back of the line.
-    pub(crate) fn is_backing_off(&self) -> bool {
-        let until = self.failed_until_ms.load(Ordering::Relaxed);
-        until != 0 && self.now_ms() < until
-    }
-
-    pub(crate) fn mark_failed(&self) {
-        self.sender.store(None);
-        let until = self.now_ms() + CONNECT_BACKOFF.as_millis() as u64;
-        self.failed_until_ms.store(until.max(1), Ordering::Relaxed);
     }
 
     /// Returns a sender on an open connection, connecting first if there is none; `fresh`
@@ -88,12 +62,11 @@ impl NodeConn {
         }
         match self.connect(connector).await {
             Ok(sender) => {
-                self.failed_until_ms.store(0, Ordering::Relaxed);
                 self.sender.store(Some(Arc::new(sender.clone())));
                 Ok((sender, true))
             }
             Err(err) => {
-                self.mark_failed();
+                self.sender.store(None);
                 Err(err)
             }
         }
@@ -127,9 +100,6 @@ impl NodeConn {
         Ok(sender)
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
 }
 
 /// A node could not be connected to; the request was not sent.

@@ -1,0 +1,348 @@
+//! One call: the order of nodes, attempts, transparent and status-based retries, hedging.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use http::{Request, Response};
+use tokio::time::Instant;
+use tonic::{Code, Status, body::Body};
+
+use super::{
+    CallOptions, NodeInfo,
+    channel::{NodeSet, Shared, set_origin},
+    deadline,
+    retry::{Decision, Outcome, ReplayableRequest, buffer},
+};
+use crate::{
+    balance::NodeHandle,
+    selector::{CallInfo, Candidates, NodeFilter, Picks},
+};
+
+/// The request header that carries a call's consistent-hashing key when no
+/// [`CallOptions::key`] is set.
+pub const KEY_HEADER: &str = "x-micro-key";
+
+/// What one attempt on one node came to.
+enum Attempt {
+    /// Response headers arrived; `outcome` says whether they carry a retryable status.
+    Answered(Response<Body>, Outcome),
+    /// The request never reached the node; it is handed back when it was not consumed.
+    NotSent(Option<Request<Body>>, String),
+    /// The request was sent and the connection or stream failed: the node may have run it.
+    Failed(String),
+}
+
+/// The nodes of one call in order: eligible nodes as the selector ordered them, then, in
+/// panic mode or when every eligible node failed, the ejected and not-serving ones.
+struct NodeOrder<'a> {
+    set: &'a NodeSet,
+    picks: Picks,
+    filter: Option<&'a NodeFilter>,
+    deferred: Vec<usize>,
+    deferred_next: usize,
+    now: Instant,
+}
+
+impl<'a> NodeOrder<'a> {
+    fn next(&mut self) -> Option<&'a Arc<NodeHandle>> {
+        for index in self.picks.by_ref() {
+            let Some(node) = self.set.nodes.get(index) else {
+                continue;
+            };
+            if self.filter.is_some_and(|filter| !filter.matches(node)) {
+                continue;
+            }
+            if node.is_serving() && !node.outlier().is_ejected(self.now) {
+                return Some(node);
+            }
+            self.deferred.push(index);
+        }
+        let index = *self.deferred.get(self.deferred_next)?;
+        self.deferred_next += 1;
+        self.set.nodes.get(index)
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Sends `request` within `deadline`, retrying on other nodes as the policy allows.
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        request: Request<Body>,
+        options: &CallOptions,
+        deadline: Instant,
+    ) -> Result<Response<Body>, Status> {
+        let set = self.node_set().await?;
+        if set.nodes.is_empty() {
+            return Err(Status::unavailable(format!(
+                "service {} not found in registry {}",
+                self.service,
+                crate::registry::Registry::name(&self.client.registry)
+            )));
+        }
+        let core = &self.client;
+        let path = request.uri().path().to_owned();
+        let idempotent = options.idempotent.unwrap_or_else(|| {
+            set.idempotent.contains(&path) || core.idempotent.contains(&path)
+        });
+        let header_key = request
+            .headers()
+            .get(KEY_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let call = CallInfo {
+            path: &path,
+            key: options.key.as_deref().or(header_key.as_deref()),
+        };
+        let selector = options.selector.as_ref().unwrap_or(&self.selector);
+        let picks = selector.select(&Candidates::new(&set.nodes, set.generation), &call);
+        let filter = options.filter.as_ref().or(core.filter.as_ref());
+        let mut order = NodeOrder {
+            set: &set,
+            picks,
+            filter,
+            deferred: Vec::new(),
+            deferred_next: 0,
+            now: Instant::now(),
+        };
+        let max_attempts = options
+            .max_attempts
+            .map_or(core.retry.attempts(), u32::from)
+            .clamp(1, super::retry::MAX_ATTEMPTS_LIMIT);
+        core.budget.deposit();
+
+        let (first, replay) = buffer(request, core.buffer_limit).await.into_first();
+        if let (Some(replay), Some(hedge)) = (&replay, core.hedging.get(&path))
+            && idempotent
+        {
+            return self
+                .hedged(replay, &mut order, hedge.attempts(), hedge.hedge_delay(), deadline)
+                .await;
+        }
+
+        let mut request = Some(first);
+        let mut attempts = 0u32;
+        let mut tried: Vec<String> = Vec::new();
+        let mut last: Option<Response<Body>> = None;
+        while let Some(node) = order.next() {
+            let Some(next) = request.take().or_else(|| replay.as_ref().map(|r| r.request())) else {
+                break;
+            };
+            match self.attempt(&set, node, next, deadline).await {
+                Attempt::Answered(response, outcome) => {
+                    attempts += 1;
+                    let retry = core.retry.decide(outcome, idempotent) == Decision::Retry
+                        && replay.is_some()
+                        && attempts < max_attempts;
+                    if !retry {
+                        return Ok(response);
+                    }
+                    if !self.back_off(attempts, deadline).await {
+                        return Ok(response);
+                    }
+                    last = Some(response);
+                }
+                Attempt::NotSent(returned, reason) => {
+                    // Transparent: no attempt spent, no budget, no backoff.
+                    tried.push(format!("{} ({reason})", node.address()));
+                    request = returned;
+                    if request.is_none() && replay.is_none() {
+                        return Err(self.no_node_answered(&tried));
+                    }
+                }
+                Attempt::Failed(reason) => {
+                    attempts += 1;
+                    tried.push(format!("{} ({reason})", node.address()));
+                    let retry = core.retry.decide(Outcome::SendFailed, idempotent)
+                        == Decision::Retry
+                        && replay.is_some()
+                        && attempts < max_attempts
+                        && self.back_off(attempts, deadline).await;
+                    if !retry {
+                        return Err(Status::unavailable(format!(
+                            "service {}: call to node {} at {} failed: {reason}",
+                            self.service,
+                            node.id(),
+                            node.address()
+                        )));
+                    }
+                }
+            }
+        }
+        match last {
+            Some(response) => Ok(response),
+            None => Err(self.no_node_answered(&tried)),
+        }
+    }
+
+    /// Waits out the backoff before retry number `retries`, if the budget grants a retry
+    /// and the deadline leaves time for it.
+    async fn back_off(&self, retries: u32, deadline: Instant) -> bool {
+        let wait = self.client.retry.backoff(retries);
+        if Instant::now() + wait >= deadline || !self.client.budget.try_withdraw() {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+
+    /// Races attempts started `delay` apart on different nodes; the first answer that is
+    /// not a retryable failure wins and the others are cancelled (dropped).
+    async fn hedged(
+        self: &Arc<Self>,
+        replay: &ReplayableRequest,
+        order: &mut NodeOrder<'_>,
+        max_attempts: u8,
+        delay: Duration,
+        deadline: Instant,
+    ) -> Result<Response<Body>, Status> {
+        let set = self.nodes.load_full();
+        let mut running = FuturesUnordered::new();
+        let mut started = 0u8;
+        let mut tried = Vec::new();
+        let mut last = None;
+        loop {
+            if started < max_attempts
+                && let Some(node) = order.next()
+            {
+                started += 1;
+                let node = Arc::clone(node);
+                let set = Arc::clone(&set);
+                let request = replay.request();
+                running.push(async move {
+                    let attempt = self.attempt(&set, &node, request, deadline).await;
+                    (node, attempt)
+                });
+            }
+            if running.is_empty() {
+                break;
+            }
+            let next = if started < max_attempts {
+                match tokio::time::timeout(delay, running.next()).await {
+                    Ok(next) => next,
+                    Err(_) => continue,
+                }
+            } else {
+                running.next().await
+            };
+            let Some((node, attempt)) = next else {
+                continue;
+            };
+            match attempt {
+                Attempt::Answered(response, outcome) => {
+                    if self.client.retry.decide(outcome, true) != Decision::Retry {
+                        return Ok(response);
+                    }
+                    last = Some(response);
+                }
+                Attempt::NotSent(_, reason) | Attempt::Failed(reason) => {
+                    tried.push(format!("{} ({reason})", node.address()));
+                }
+            }
+        }
+        match last {
+            Some(response) => Ok(response),
+            None => Err(self.no_node_answered(&tried)),
+        }
+    }
+
+    /// Sends `request` to `node` once, keeping its load, health and outlier state.
+    async fn attempt(
+        &self,
+        set: &NodeSet,
+        node: &Arc<NodeHandle>,
+        mut request: Request<Body>,
+        deadline: Instant,
+    ) -> Attempt {
+        let core = &self.client;
+        let mut sender = match node.sender(core.connector.as_ref()).await {
+            Ok(sender) => sender,
+            Err(err) => {
+                node.outlier().eject_now(Instant::now(), &core.outlier);
+                return Attempt::NotSent(Some(request), err.0);
+            }
+        };
+        if let Err(err) = sender.ready().await {
+            node.outlier().eject_now(Instant::now(), &core.outlier);
+            return Attempt::NotSent(Some(request), err.to_string());
+        }
+        // Each attempt tells the server the time actually left.
+        let left = deadline.saturating_duration_since(Instant::now());
+        request
+            .headers_mut()
+            .insert(deadline::GRPC_TIMEOUT, deadline::encode(left));
+        set_origin(&mut request, &node.conn.authority);
+        let guard = node.load().guard();
+        let started = Instant::now();
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                let mut response = response.map(Body::new);
+                let outcome = Outcome::of_response(&response);
+                guard.finish(Some(started.elapsed()));
+                self.record(set, node, outcome);
+                response
+                    .extensions_mut()
+                    .insert(NodeInfo::new(Arc::clone(node.node_arc())));
+                Attempt::Answered(response, outcome)
+            }
+            Err(mut err) => {
+                let returned = err.take_message();
+                let err = err.into_error();
+                guard.finish(None);
+                let outcome = Outcome::of_send_error(&err, returned.is_some());
+                self.record(set, node, outcome);
+                match outcome {
+                    Outcome::NotSent => Attempt::NotSent(returned, err.to_string()),
+                    _ => Attempt::Failed(err.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Feeds an attempt's outcome to the node's outlier detection.
+    fn record(&self, set: &NodeSet, node: &NodeHandle, outcome: Outcome) {
+        let failed = match outcome {
+            Outcome::Success => false,
+            Outcome::Status(code) => is_node_failure(code),
+            Outcome::NotSent | Outcome::SendFailed => true,
+        };
+        if !failed {
+            node.outlier().record_success();
+            return;
+        }
+        let now = Instant::now();
+        let config = &self.client.outlier;
+        let ejected = set
+            .nodes
+            .iter()
+            .filter(|node| node.outlier().is_ejected(now))
+            .count();
+        let may_eject = config.may_eject(ejected, set.nodes.len());
+        if let Some(until) = node.outlier().record_failure(now, config, may_eject) {
+            tracing::info!(
+                service = %self.service,
+                node = %node.id(),
+                address = %node.address(),
+                for_ms = until.saturating_duration_since(now).as_millis() as u64,
+                "node ejected after consecutive failures"
+            );
+        }
+    }
+
+    fn no_node_answered(&self, tried: &[String]) -> Status {
+        Status::unavailable(format!(
+            "service {}: no node answered; tried {}",
+            self.service,
+            tried.join(", ")
+        ))
+    }
+}
+
+/// Codes that say the node, not the request, is at fault.
+fn is_node_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::Internal | Code::Unknown | Code::DataLoss
+    )
+}
