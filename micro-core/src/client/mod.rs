@@ -17,6 +17,7 @@ mod channel;
 mod connector;
 mod deadline;
 pub(crate) mod pool;
+pub mod retry;
 
 pub use channel::{Channel, ResponseFuture};
 pub use connector::{
