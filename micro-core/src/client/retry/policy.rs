@@ -203,6 +203,20 @@ impl RetryPolicy {
         Duration::try_from_secs_f64(ceiling.min(max)).unwrap_or(self.max_backoff)
     }
 
+    /// The wait before the next attempt of a call that made `attempts_made` attempts and has
+    /// `remaining` time before its deadline, or `None` when no retry may be made: the
+    /// attempts are used up, or the wait would not end before the deadline.
+    ///
+    /// Draw on the [`RetryBudget`](super::RetryBudget) only after this returns `Some`, so a
+    /// retry that is not made costs no budget.
+    pub(crate) fn retry_delay(&self, attempts_made: u32, remaining: Duration) -> Option<Duration> {
+        if attempts_made >= self.max_attempts {
+            return None;
+        }
+        let wait = self.backoff(attempts_made);
+        (wait < remaining).then_some(wait)
+    }
+
     /// What to do after an attempt that ended in `outcome`: the one place the retry rules
     /// are applied. Whether an attempt is left, the deadline allows a retry and the budget
     /// grants one is the caller's to check.
@@ -370,6 +384,19 @@ mod tests {
         }
         let none = RetryPolicy::default().initial_backoff(Duration::ZERO);
         assert_eq!(none.backoff(3), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_delays_respect_attempts_and_deadline() {
+        let policy = RetryPolicy::default();
+        let long = Duration::from_secs(10);
+        assert!(policy.retry_delay(1, long).unwrap() <= Duration::from_millis(25));
+        assert!(policy.retry_delay(2, long).unwrap() <= Duration::from_millis(50));
+        assert_eq!(policy.retry_delay(3, long), None);
+        assert_eq!(policy.retry_delay(1, Duration::ZERO), None);
+        let five = policy.max_attempts(5);
+        assert!(five.retry_delay(4, long).is_some());
+        assert_eq!(five.retry_delay(5, long), None);
     }
 
     #[test]
