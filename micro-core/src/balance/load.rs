@@ -1,12 +1,338 @@
-//! Per-node load: calls in flight and peak-EWMA latency. (Stub: being implemented.)
+//! Per-node load: calls in flight and a peak-EWMA latency estimate.
+//!
+//! The estimate follows Finagle's and linkerd's peak EWMA: a sample above the estimate replaces
+//! it at once (so a node that turns slow is avoided at once), a sample below it pulls it down
+//! with weight `1 - exp(-elapsed / decay)` (so a node that recovers wins traffic back over
+//! about `decay`). Reads decay the estimate towards zero by the same rule, so a node that was
+//! slow and then got no traffic is tried again instead of being shunned forever.
 
-/// A node's load, read by load-aware selectors.
-#[derive(Debug, Default)]
-pub struct Load {}
+use std::{
+    fmt,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+// `estimate_ns` holds no sample until the first `end(Some(_))`.
+const NO_SAMPLE: u64 = u64::MAX;
+
+/// A node's load, shared by every call to it and read by load-aware selectors.
+///
+/// Calls bracket each attempt with [`begin`](Load::begin) and [`end`](Load::end) (or hold a
+/// [`LoadGuard`]). Reads are lock-free; a latency sample takes a short lock.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use micro_core::balance::Load;
+///
+/// let load = Load::new();
+/// load.begin();
+/// assert_eq!(load.in_flight(), 1);
+/// load.end(Some(Duration::from_millis(5)));
+/// assert_eq!(load.in_flight(), 0);
+/// assert_eq!(load.latency(), Some(Duration::from_millis(5)));
+/// ```
+pub struct Load {
+    in_flight: AtomicUsize,
+    // Mirrors of `ewma` for lock-free reads: nanoseconds, and nanoseconds since `epoch`.
+    estimate_ns: AtomicU64,
+    updated_ns: AtomicU64,
+    ewma: Mutex<Ewma>,
+    epoch: Instant,
+    default_rtt_ns: f64,
+    decay_ns: f64,
+}
+
+/// Counts one call in flight on a [`Load`] until dropped or [`observe`](LoadGuard::observe)d.
+// Until `balance` re-exports it, it is reachable only as the return type of `Load::guard`.
+#[allow(unreachable_pub)]
+#[must_use = "the call counts as in flight only while the guard lives"]
+#[derive(Debug)]
+pub struct LoadGuard<'a> {
+    load: &'a Load,
+    started: Instant,
+}
+
+#[derive(Debug)]
+struct Ewma {
+    estimate_ns: f64,
+    updated: Instant,
+    sampled: bool,
+}
+
+// === impl Load ===
 
 impl Load {
-    /// No calls, no latency yet.
+    /// The latency assumed for a node that has answered nothing yet: 30 ms, as in linkerd.
+    ///
+    /// Low enough that a fresh node is tried soon, high enough that a fast warm node still
+    /// wins over it; a fresh node that is then flooded grows expensive through its in-flight
+    /// count.
+    pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+    /// How long a latency sample takes to fade: the decay constant `tau`, 10 s.
+    pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+
+    /// No calls, no latency yet; [`DEFAULT_RTT`](Self::DEFAULT_RTT) and
+    /// [`DEFAULT_DECAY`](Self::DEFAULT_DECAY).
     pub fn new() -> Self {
-        Self::default()
+        Self::with_settings(Self::DEFAULT_RTT, Self::DEFAULT_DECAY)
+    }
+
+    /// No calls, no latency yet; `default_rtt` stands in for the latency until the first
+    /// sample, and samples fade over `decay` (clamped to at least 1 ns).
+    pub fn with_settings(default_rtt: Duration, decay: Duration) -> Self {
+        let epoch = Instant::now();
+        Self {
+            in_flight: AtomicUsize::new(0),
+            estimate_ns: AtomicU64::new(NO_SAMPLE),
+            updated_ns: AtomicU64::new(0),
+            ewma: Mutex::new(Ewma {
+                estimate_ns: 0.0,
+                updated: epoch,
+                sampled: false,
+            }),
+            epoch,
+            default_rtt_ns: nanos(default_rtt),
+            decay_ns: nanos(decay).max(1.0),
+        }
+    }
+
+    /// Counts a call as in flight; pair with [`end`](Self::end).
+    pub fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends a call counted by [`begin`](Self::begin). `rtt` is its latency when the node
+    /// answered (successfully or with a server status); `None` when it never did.
+    pub fn end(&self, rtt: Option<Duration>) {
+        // Saturating, so an unpaired `end` cannot wrap the count around.
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if let Some(rtt) = rtt {
+            self.observe(Instant::now(), rtt);
+        }
+    }
+
+    /// Counts a call as in flight until the guard is dropped.
+    pub fn guard(&self) -> LoadGuard<'_> {
+        self.begin();
+        LoadGuard {
+            load: self,
+            started: Instant::now(),
+        }
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The peak-EWMA latency as of the last sample; `None` before the first one.
+    pub fn latency(&self) -> Option<Duration> {
+        match self.estimate_ns.load(Ordering::Relaxed) {
+            NO_SAMPLE => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// The cost of sending one more call here: the latency estimate in nanoseconds, decayed
+    /// to now, times (calls in flight + 1). Lower is better. A node without samples costs
+    /// the default RTT ([`Load::DEFAULT_RTT`] unless set) per call.
+    pub fn cost(&self) -> f64 {
+        self.cost_at(Instant::now())
+    }
+
+    /// [`cost`](Self::cost) as of `now`, for selectors that compare several nodes at one
+    /// instant.
+    pub fn cost_at(&self, now: Instant) -> f64 {
+        let estimate = match self.estimate_ns.load(Ordering::Relaxed) {
+            NO_SAMPLE => self.default_rtt_ns,
+            ns => {
+                let updated = self.updated_ns.load(Ordering::Relaxed) as f64;
+                let elapsed = (nanos(now.saturating_duration_since(self.epoch)) - updated).max(0.0);
+                ns as f64 * (-elapsed / self.decay_ns).exp()
+            }
+        };
+        estimate * (self.in_flight() as f64 + 1.0)
+    }
+
+    fn observe(&self, now: Instant, rtt: Duration) {
+        let rtt = nanos(rtt);
+        let mut ewma = self
+            .ewma
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !ewma.sampled || rtt > ewma.estimate_ns {
+            ewma.estimate_ns = rtt;
+        } else {
+            let elapsed = nanos(now.saturating_duration_since(ewma.updated));
+            let weight = (-elapsed / self.decay_ns).exp();
+            ewma.estimate_ns = ewma.estimate_ns * weight + rtt * (1.0 - weight);
+        }
+        ewma.sampled = true;
+        ewma.updated = ewma.updated.max(now);
+        // Stored under the lock, so the mirrors never go back in time. `NO_SAMPLE` is out of
+        // reach: it is 584 years.
+        let estimate = (ewma.estimate_ns as u64).min(NO_SAMPLE - 1);
+        let updated = now.saturating_duration_since(self.epoch).as_nanos();
+        self.estimate_ns.store(estimate, Ordering::Relaxed);
+        self.updated_ns.store(
+            u64::try_from(updated).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Load {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Load")
+            .field("in_flight", &self.in_flight())
+            .field("latency", &self.latency())
+            .finish()
+    }
+}
+
+// === impl LoadGuard ===
+
+impl LoadGuard<'_> {
+    /// Ends the call, recording the time since the guard was taken as its latency. Use this
+    /// when the node answered; drop the guard when it never did.
+    pub fn observe(self) {
+        let rtt = self.started.elapsed();
+        self.finish(Some(rtt));
+    }
+
+    /// Ends the call with an explicit latency, or none.
+    pub fn finish(self, rtt: Option<Duration>) {
+        self.load.end(rtt);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for LoadGuard<'_> {
+    fn drop(&mut self) {
+        self.load.end(None);
+    }
+}
+
+fn nanos(duration: Duration) -> f64 {
+    duration.as_nanos() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn ms(load: &Load) -> f64 {
+        load.latency().map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    }
+
+    #[test]
+    fn counts_in_flight() {
+        let load = Load::new();
+        load.begin();
+        load.begin();
+        assert_eq!(load.in_flight(), 2);
+        load.end(None);
+        load.end(None);
+        load.end(None); // unpaired: stays at zero
+        assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.latency(), None);
+    }
+
+    #[test]
+    fn guard_ends_on_drop() {
+        let load = Load::new();
+        {
+            let _guard = load.guard();
+            assert_eq!(load.in_flight(), 1);
+        }
+        assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.latency(), None);
+        load.guard().finish(Some(7 * MS));
+        assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.latency(), Some(7 * MS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peak_then_decay() {
+        let load = Load::new();
+        load.end(Some(10 * MS));
+        assert_eq!(load.latency(), Some(10 * MS));
+
+        // A higher sample is taken at once.
+        load.end(Some(100 * MS));
+        assert_eq!(load.latency(), Some(100 * MS));
+
+        // A lower one after one tau: weight e^-1 on the old estimate.
+        tokio::time::advance(Load::DEFAULT_DECAY).await;
+        load.end(Some(10 * MS));
+        let expected = 100.0 * (-1f64).exp() + 10.0 * (1.0 - (-1f64).exp());
+        assert!(
+            (ms(&load) - expected).abs() < 0.01,
+            "{} vs {expected}",
+            ms(&load)
+        );
+
+        // A lower one with no time elapsed changes nothing.
+        let before = ms(&load);
+        load.end(Some(MS));
+        assert!((ms(&load) - before).abs() < 0.01);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guard_observes_elapsed() {
+        let load = Load::new();
+        let guard = load.guard();
+        tokio::time::advance(20 * MS).await;
+        guard.observe();
+        assert_eq!(load.latency(), Some(20 * MS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cost_is_latency_times_in_flight_plus_one() {
+        let load = Load::new();
+        assert_eq!(load.cost(), nanos(Load::DEFAULT_RTT));
+        load.begin();
+        assert_eq!(load.cost(), 2.0 * nanos(Load::DEFAULT_RTT));
+        load.end(Some(4 * MS));
+        assert_eq!(load.cost(), nanos(4 * MS));
+        load.begin();
+        load.begin();
+        assert_eq!(load.cost(), 3.0 * nanos(4 * MS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_cost_decays() {
+        let load = Load::new();
+        load.end(Some(100 * MS));
+        tokio::time::advance(2 * Load::DEFAULT_DECAY).await;
+        let expected = nanos(100 * MS) * (-2f64).exp();
+        assert!((load.cost() - expected).abs() / expected < 1e-6);
+        // The stored estimate only moves with samples.
+        assert_eq!(load.latency(), Some(100 * MS));
+    }
+
+    #[test]
+    fn debug_shows_in_flight_and_latency() {
+        let load = Load::new();
+        load.begin();
+        assert_eq!(format!("{load:?}"), "Load { in_flight: 1, latency: None }");
     }
 }
