@@ -83,9 +83,9 @@ impl Shared {
         }
         let core = &self.client;
         let path = request.uri().path().to_owned();
-        let idempotent = options.idempotent.unwrap_or_else(|| {
-            set.idempotent.contains(&path) || core.idempotent.contains(&path)
-        });
+        let idempotent = options
+            .idempotent
+            .unwrap_or_else(|| set.idempotent.contains(&path) || core.idempotent.contains(&path));
         let header_key = request
             .headers()
             .get(KEY_HEADER)
@@ -117,7 +117,13 @@ impl Shared {
             && idempotent
         {
             return self
-                .hedged(replay, &mut order, hedge.attempts(), hedge.hedge_delay(), deadline)
+                .hedged(
+                    replay,
+                    &mut order,
+                    hedge.attempts(),
+                    hedge.hedge_delay(),
+                    deadline,
+                )
                 .await;
         }
 
@@ -126,7 +132,10 @@ impl Shared {
         let mut tried: Vec<String> = Vec::new();
         let mut last: Option<Response<Body>> = None;
         while let Some(node) = order.next() {
-            let Some(next) = request.take().or_else(|| replay.as_ref().map(|r| r.request())) else {
+            let Some(next) = request
+                .take()
+                .or_else(|| replay.as_ref().map(|r| r.request()))
+            else {
                 break;
             };
             match self.attempt(&set, node, next, deadline).await {
@@ -134,11 +143,8 @@ impl Shared {
                     attempts += 1;
                     let retry = core.retry.decide(outcome, idempotent) == Decision::Retry
                         && replay.is_some()
-                        && attempts < max_attempts;
+                        && self.back_off(attempts, max_attempts, deadline).await;
                     if !retry {
-                        return Ok(response);
-                    }
-                    if !self.back_off(attempts, deadline).await {
                         return Ok(response);
                     }
                     last = Some(response);
@@ -157,8 +163,7 @@ impl Shared {
                     let retry = core.retry.decide(Outcome::SendFailed, idempotent)
                         == Decision::Retry
                         && replay.is_some()
-                        && attempts < max_attempts
-                        && self.back_off(attempts, deadline).await;
+                        && self.back_off(attempts, max_attempts, deadline).await;
                     if !retry {
                         return Err(Status::unavailable(format!(
                             "service {}: call to node {} at {} failed: {reason}",
@@ -176,11 +181,19 @@ impl Shared {
         }
     }
 
-    /// Waits out the backoff before retry number `retries`, if the budget grants a retry
-    /// and the deadline leaves time for it.
-    async fn back_off(&self, retries: u32, deadline: Instant) -> bool {
-        let wait = self.client.retry.backoff(retries);
-        if Instant::now() + wait >= deadline || !self.client.budget.try_withdraw() {
+    /// Waits out the backoff after `attempts` attempts, if another is allowed, the deadline
+    /// leaves time for it and the budget grants it (drawn last, so a retry not made costs
+    /// no budget).
+    async fn back_off(&self, attempts: u32, max_attempts: u32, deadline: Instant) -> bool {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let Some(wait) = self
+            .client
+            .retry
+            .retry_delay_within(attempts, max_attempts, remaining)
+        else {
+            return false;
+        };
+        if !self.client.budget.try_withdraw() {
             return false;
         }
         tokio::time::sleep(wait).await;

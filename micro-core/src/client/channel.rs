@@ -143,7 +143,8 @@ impl Shared {
             timeout = timeout.min(remaining);
         }
         let deadline = Instant::now() + timeout;
-        let result = tokio::time::timeout_at(deadline, self.send(request, &options, deadline)).await;
+        let result =
+            tokio::time::timeout_at(deadline, self.send(request, &options, deadline)).await;
         match result {
             Ok(Ok(response)) => Ok(response.map(|body| {
                 Body::new(DeadlineBody::new(

@@ -24,11 +24,11 @@ pub mod retry;
 
 pub use call::KEY_HEADER;
 pub use channel::{Channel, ResponseFuture};
-pub(crate) use health::watch as watch_health;
 pub use connector::{
     BoxIo, ConnectFuture, Connector, DEFAULT_CONNECT_TIMEOUT, FnConnector, Io, TcpConnector,
     connector_fn,
 };
+pub(crate) use health::watch as watch_health;
 pub use options::{CallOptions, RequestExt};
 
 use std::{
@@ -168,7 +168,7 @@ impl Client {
     pub fn builder() -> ClientBuilder {
         ClientBuilder {
             registry: None,
-            selector: Arc::new(PeakEwma::default()),
+            selector: Arc::new(PeakEwma),
             connector: Arc::new(TcpConnector::new()),
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),

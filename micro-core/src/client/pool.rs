@@ -99,7 +99,6 @@ impl NodeConn {
         });
         Ok(sender)
     }
-
 }
 
 /// A node could not be connected to; the request was not sent.

@@ -148,6 +148,7 @@ impl ReplayableRequest {
     }
 
     /// The length of the buffered body.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.data.len()
     }

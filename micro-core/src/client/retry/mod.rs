@@ -43,7 +43,6 @@
 
 // The crate-internal pieces are used by the channel once it integrates them; remove this
 // then, so dead code shows again.
-#![allow(dead_code, unused_imports)]
 
 mod body;
 mod budget;
@@ -64,8 +63,6 @@ pub use policy::{
     NEVER_RETRYABLE_CODES, RetryPolicy,
 };
 
-pub(crate) use body::{Buffered, ReplayableRequest, buffer};
-pub(crate) use classify::{
-    Outcome, http_status_to_code, is_refused_stream, response_status, trailers_only_status,
-};
+pub(crate) use body::{ReplayableRequest, buffer};
+pub(crate) use classify::Outcome;
 pub(crate) use policy::Decision;

@@ -209,8 +209,20 @@ impl RetryPolicy {
     ///
     /// Draw on the [`RetryBudget`](super::RetryBudget) only after this returns `Some`, so a
     /// retry that is not made costs no budget.
+    #[cfg(test)]
     pub(crate) fn retry_delay(&self, attempts_made: u32, remaining: Duration) -> Option<Duration> {
-        if attempts_made >= self.max_attempts {
+        self.retry_delay_within(attempts_made, self.max_attempts, remaining)
+    }
+
+    /// [`retry_delay`](Self::retry_delay) for a call allowed `max_attempts` (a per-call
+    /// override, at most [`MAX_ATTEMPTS_LIMIT`]).
+    pub(crate) fn retry_delay_within(
+        &self,
+        attempts_made: u32,
+        max_attempts: u32,
+        remaining: Duration,
+    ) -> Option<Duration> {
+        if attempts_made >= max_attempts.min(MAX_ATTEMPTS_LIMIT) {
             return None;
         }
         let wait = self.backoff(attempts_made);
