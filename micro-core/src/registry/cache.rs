@@ -30,8 +30,12 @@ type Records = watch::Receiver<Arc<Vec<Service>>>;
 ///
 /// The first lookup of a name reads it from the backend and starts one background watch
 /// for it; later lookups never touch the backend. When the backend's watch fails, the cache
-/// keeps serving the last known nodes, re-watches with exponential backoff (100 ms up to
-/// 10 s, jittered) and then re-reads the service to catch up on what it missed.
+/// keeps serving the last known nodes and re-watches with exponential backoff (100 ms up to
+/// 10 s, jittered). Each attempt whose watch cannot be started polls the service instead
+/// and serves what that read returns (a failed read keeps the last known nodes), so a
+/// backend that can be read but not watched still serves fresh nodes, at most one backoff
+/// period late. Once a watch is up again, the cache re-reads the service once to catch up
+/// on what it missed and then follows events.
 ///
 /// Writes (`register`, `deregister`), `list_services` and `watch` go straight to the
 /// backend. Clones share the cache; its background tasks stop when the last clone is
@@ -189,6 +193,14 @@ struct Follow {
     tx: watch::Sender<Arc<Vec<Service>>>,
 }
 
+/// Why [`Follow::reconnect`] failed.
+enum Reconnect {
+    /// The watch could not be started.
+    Watch(RegistryError),
+    /// The watch started, but the read after it failed.
+    Read(RegistryError),
+}
+
 // === impl Follow ===
 
 impl Follow {
@@ -229,13 +241,41 @@ impl Follow {
                     since = Instant::now();
                     watcher = Some(fresh);
                 }
-                Err(err) => tracing::warn!(
+                Err(Reconnect::Watch(err)) => {
+                    // Without a watch, poll: reads may work while watches do not.
+                    let polled = tokio::select! {
+                        polled = self.poll() => polled,
+                        _ = stop.changed() => return,
+                    };
+                    match polled {
+                        Ok(()) => tracing::warn!(
+                            registry = %self.inner.name(), service = %self.name, error = %err,
+                            "cannot re-watch service; polling it instead, retrying the watch in up to {:?}",
+                            backoff
+                        ),
+                        Err(read_err) => tracing::warn!(
+                            registry = %self.inner.name(), service = %self.name, error = %err,
+                            read_error = %read_err,
+                            "cannot re-watch or read service; serving cached nodes, retrying in up to {:?}",
+                            backoff
+                        ),
+                    }
+                }
+                Err(Reconnect::Read(err)) => tracing::warn!(
                     registry = %self.inner.name(), service = %self.name, error = %err,
-                    "cannot re-watch service; serving cached nodes, retrying in up to {:?}",
+                    "cannot re-read service after re-watching; serving cached nodes, retrying in up to {:?}",
                     backoff
                 ),
             }
         }
+    }
+
+    /// Reads the service and serves what the read returns.
+    async fn poll(&mut self) -> Result<(), RegistryError> {
+        let services = self.inner.get_service(&self.name).await?;
+        self.nodes = nodes_of(services);
+        self.publish();
+        Ok(())
     }
 
     /// Applies events until the watch fails or ends; returns why it stopped.
@@ -264,11 +304,13 @@ impl Follow {
     }
 
     /// Watches again, then re-reads the service to catch up on missed changes.
-    async fn reconnect(&mut self) -> Result<Watcher, RegistryError> {
-        let watcher = self.inner.watch(watch_options(&self.name)).await?;
-        let services = self.inner.get_service(&self.name).await?;
-        self.nodes = nodes_of(services);
-        self.publish();
+    async fn reconnect(&mut self) -> Result<Watcher, Reconnect> {
+        let watcher = self
+            .inner
+            .watch(watch_options(&self.name))
+            .await
+            .map_err(Reconnect::Watch)?;
+        self.poll().await.map_err(Reconnect::Read)?;
         Ok(watcher)
     }
 

@@ -24,6 +24,13 @@ mod watch;
 /// [`watch`](Registry::watch) turns filesystem notifications and expiry deadlines into
 /// events, so a crashed process' node is reported deleted shortly after its TTL.
 ///
+/// All watches on one registry and its clones share one filesystem watcher (one inotify
+/// instance and one thread), started by the first watch and stopped when the last watch
+/// ends. Separately opened registries (other [`with_dir`](Self::with_dir) or
+/// [`new`](Self::new) calls) have their own; the number of inotify instances per user is
+/// limited (`fs.inotify.max_user_instances`, often 128, across all of the user's
+/// processes), so share one `LocalRegistry` per process.
+///
 /// The default directory is `$XDG_RUNTIME_DIR/micro/registry`, or
 /// `<temp dir>/micro-<uid>/registry` when `XDG_RUNTIME_DIR` is unset. Clones share the
 /// directory.
@@ -37,6 +44,8 @@ struct LocalInner {
     dir: PathBuf,
     /// `local`, or `local://<dir>` for a directory given explicitly.
     name: String,
+    /// The filesystem watcher shared by all watches, while any runs.
+    hub: watch::HubSlot,
 }
 
 // === impl LocalRegistry ===
@@ -70,7 +79,11 @@ impl LocalRegistry {
         private_parent: Option<PathBuf>,
         name: String,
     ) -> Result<Self, RegistryError> {
-        let inner = LocalInner { dir, name };
+        let inner = LocalInner {
+            dir,
+            name,
+            hub: watch::HubSlot::default(),
+        };
         store::create_private_dir(&inner.dir).map_err(|e| {
             inner.error(
                 format!("cannot create registry directory {}", inner.dir.display()),

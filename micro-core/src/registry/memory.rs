@@ -29,6 +29,16 @@ const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A registry that lives in this process' memory. Clones share the same records.
 ///
+/// Only clones share: every [`MemoryRegistry::new`], and every
+/// [`from_url("memory")`](super::from_url) or `MICRO_REGISTRY=memory`
+/// [`from_env`](super::from_env), is a separate, empty registry. For a service and a
+/// client in one process to find each other, create one registry and give the same
+/// [`SharedRegistry`](super::SharedRegistry) to both (for example
+/// [`ServiceBuilder::registry`](crate::ServiceBuilder::registry) and
+/// [`Client::new`](crate::Client::new)); [`Service::client`](crate::Service::client)
+/// already shares the service's registry. A `Client::from_env` next to a service that
+/// opened its own memory registry would see nothing.
+///
 /// Time is [`tokio::time`], so tests can drive TTLs with `tokio::time::pause()` and
 /// `advance()`. Expired nodes disappear from reads at once; watchers get their `Delete`
 /// events from a sweeper task that runs while anyone watches.

@@ -7,7 +7,7 @@
 //! | registry | selected by | scope |
 //! |---|---|---|
 //! | [`LocalRegistry`] | `local` (the default), `local:///some/dir` | processes of one user on one machine, no network |
-//! | [`MemoryRegistry`] | `memory` | one process |
+//! | [`MemoryRegistry`] | `memory` | one registry value and its clones, in one process: each `memory` opened is a new, empty registry |
 //!
 //! [`CacheRegistry`] wraps any registry, serves lookups from memory, keeps them fresh with a
 //! watch and keeps serving the last known nodes while the backend fails.

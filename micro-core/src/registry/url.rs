@@ -18,6 +18,30 @@ const KNOWN: &str = "local, local:///<dir>, memory";
 /// | `local:///some/dir` | [`LocalRegistry`] in `/some/dir` |
 /// | `memory` | a new, empty [`MemoryRegistry`] |
 ///
+/// # `memory` is a new registry on every call
+///
+/// Each `from_url("memory")` (and each [`from_env`] with `MICRO_REGISTRY=memory`) returns
+/// a separate, empty registry; there is no process-wide memory registry. Two components
+/// that each open the registry themselves do not see each other: a
+/// [`Service`](crate::Service) built without [`registry`](crate::ServiceBuilder::registry)
+/// and a [`Client::from_env`](crate::Client::from_env) in the same process get two
+/// different registries, and the client never finds the service. To use the memory
+/// registry in one process, open it once and share that [`SharedRegistry`]:
+///
+/// ```no_run
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use micro_core::{Client, Service, registry};
+///
+/// let shared = registry::from_url("memory")?;
+/// let service = Service::builder("greeter").registry(shared.clone());
+/// let client = Client::new(shared);
+/// # Ok(()) }
+/// ```
+///
+/// Within a service, [`Service::client`](crate::Service::client) already shares the
+/// service's registry. `local` has no such pitfall: every instance on the same directory
+/// sees the same records.
+///
 /// # Errors
 /// [`RegistryError::UnknownRegistry`] for any other value; a backend error when the local
 /// registry's directory cannot be created.
@@ -41,6 +65,11 @@ pub fn from_url(url: &str) -> Result<SharedRegistry, RegistryError> {
 }
 
 /// Opens the registry named by `MICRO_REGISTRY`, or the local registry when it is unset.
+///
+/// Like [`from_url`], `MICRO_REGISTRY=memory` gives a new, empty registry on every call:
+/// components of one process that each call `from_env` (a service and a
+/// [`Client::from_env`](crate::Client::from_env), say) do not see each other. Open the
+/// registry once and pass the same [`SharedRegistry`] to each of them instead.
 ///
 /// # Errors
 /// As [`from_url`]; the error names the variable's value.

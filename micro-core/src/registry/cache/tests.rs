@@ -6,12 +6,13 @@ use crate::registry::{
     conformance::{node, service},
 };
 
-/// A [`MemoryRegistry`] whose calls can be made to fail and whose watches can be cut, and
-/// which counts what the cache asks of it.
+/// A [`MemoryRegistry`] whose calls (or only its watches) can be made to fail and whose
+/// watches can be cut, and which counts what the cache asks of it.
 #[derive(Debug, Clone, Default)]
 struct Flaky {
     inner: MemoryRegistry,
     failing: Arc<AtomicBool>,
+    watch_failing: Arc<AtomicBool>,
     get_calls: Arc<AtomicUsize>,
     live_watches: Arc<AtomicUsize>,
     cut: Arc<watch::Sender<u64>>,
@@ -35,6 +36,11 @@ impl Flaky {
 
     fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes only `watch` fail; reads and writes keep working.
+    fn set_watch_failing(&self, failing: bool) {
+        self.watch_failing.store(failing, Ordering::SeqCst);
     }
 
     /// Ends every open watch stream.
@@ -67,6 +73,9 @@ impl Registry for Flaky {
     }
     async fn watch(&self, o: WatchOptions) -> Result<Watcher, RegistryError> {
         self.check()?;
+        if self.watch_failing.load(Ordering::SeqCst) {
+            return Err(RegistryError::backend_msg("flaky", "cannot watch"));
+        }
         let events = self.inner.watch(o).await?;
         let mut cut = self.cut.subscribe();
         cut.mark_unchanged();
@@ -255,9 +264,10 @@ async fn serves_stale_nodes_while_backend_fails_then_catches_up() {
         .unwrap();
     let before = backend.get_calls.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(60)).await;
+    // It polls while it cannot watch, but the reads fail too.
     assert!(
-        backend.get_calls.load(Ordering::SeqCst) == before,
-        "no re-read before the watch is back"
+        backend.get_calls.load(Ordering::SeqCst) > before,
+        "polls while the watch is down"
     );
     assert_eq!(
         ids(&cache.get_service("greeter").await.unwrap()),
@@ -332,4 +342,59 @@ async fn background_tasks_stop_with_the_last_clone() {
         .await
         .expect("background task still running")
         .unwrap_err();
+}
+
+#[tokio::test(start_paused = true)]
+async fn polls_while_watch_fails_but_reads_work() {
+    let backend = Flaky::default();
+    let memory = backend.inner.clone();
+    memory
+        .register(&service("greeter", "1", &[node("a", "h:1")]), long())
+        .await
+        .unwrap();
+    let cache = CacheRegistry::new(Arc::new(backend.clone()));
+    let mut records = cache.subscribe("greeter").await.unwrap();
+    records.borrow_and_update();
+
+    // The watch is lost and cannot be restarted; reads still work.
+    backend.set_watch_failing(true);
+    backend.cut_watches();
+    until_true(|| backend.live_watches.load(Ordering::SeqCst) == 0).await;
+
+    memory
+        .register(&service("greeter", "1", &[node("b", "h:2")]), long())
+        .await
+        .unwrap();
+    let registered = Instant::now();
+    until(&mut records, |s| ids(s) == want(&[("1", &["a", "b"])])).await;
+    // Backoff ticks from the cut: about 0.1 + 0.2 + 0.4 + 0.8 s before jitter.
+    assert!(
+        registered.elapsed() <= Duration::from_secs(2),
+        "{:?}",
+        registered.elapsed()
+    );
+    assert_eq!(backend.live_watches.load(Ordering::SeqCst), 0);
+
+    // Deletions are polled too.
+    memory
+        .deregister(&service("greeter", "1", &[node("a", "")]))
+        .await
+        .unwrap();
+    until(&mut records, |s| ids(s) == want(&[("1", &["b"])])).await;
+    assert_eq!(
+        ids(&cache.get_service("greeter").await.unwrap()),
+        want(&[("1", &["b"])])
+    );
+
+    // The watch comes back: one re-read, then events, and no more polling.
+    backend.set_watch_failing(false);
+    until_true(|| backend.live_watches.load(Ordering::SeqCst) == 1).await;
+    let after_recovery = backend.get_calls.load(Ordering::SeqCst);
+    memory
+        .register(&service("greeter", "1", &[node("c", "h:3")]), long())
+        .await
+        .unwrap();
+    until(&mut records, |s| ids(s) == want(&[("1", &["b", "c"])])).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(backend.get_calls.load(Ordering::SeqCst), after_recovery);
 }

@@ -293,3 +293,45 @@ async fn watch_stops_when_dropped() {
         .unwrap()
         .unwrap();
 }
+
+/// How many watch tasks hold the registry's filesystem watcher; 0 when it is stopped.
+fn hub_holders(registry: &LocalRegistry) -> usize {
+    registry.inner.hub.lock().unwrap().strong_count()
+}
+
+#[tokio::test]
+async fn watches_share_one_fs_watcher_until_the_last_ends() {
+    let (_tmp, registry) = registry();
+    let clone = registry.clone();
+    assert_eq!(hub_holders(&registry), 0, "started lazily");
+    let mut all = registry.watch(WatchOptions::default()).await.unwrap();
+    let mut only = clone
+        .watch(WatchOptions {
+            service: Some("svc".into()),
+        })
+        .await
+        .unwrap();
+    // One hub, held by both diff tasks (the registry holds it weakly).
+    assert_eq!(hub_holders(&registry), 2);
+
+    let s = service("svc", "1", &[node("n", "127.0.0.1:1")]);
+    registry.register(&s, long()).await.unwrap();
+    assert_eq!(next_event(&mut all).await.service, s);
+    assert_eq!(next_event(&mut only).await.service, s);
+
+    drop(all);
+    drop(only);
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        while hub_holders(&registry) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the filesystem watcher outlived its watches");
+
+    // The next watch starts a fresh one.
+    let mut again = registry.watch(WatchOptions::default()).await.unwrap();
+    assert_eq!(hub_holders(&registry), 1);
+    registry.deregister(&s).await.unwrap();
+    assert_eq!(next_event(&mut again).await.kind, EventKind::Delete);
+}

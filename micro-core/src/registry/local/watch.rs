@@ -1,15 +1,26 @@
 //! Watching the local registry: filesystem notifications plus expiry deadlines trigger
 //! rescans, and the differences between snapshots become events.
+//!
+//! All watches on one [`LocalRegistry`](super::LocalRegistry) (and its clones) share one
+//! filesystem watcher, a [`Hub`]: one inotify instance and one notify thread, however many
+//! services are watched. The per-user limit on inotify instances
+//! (`fs.inotify.max_user_instances`, often 128) counts every process of the user, so one
+//! instance per watch would run out after a few dozen cached services. The hub broadcasts
+//! which service directory changed; each watch's diff task rescans what concerns it.
 
 use std::{
     collections::BTreeSet,
+    fmt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Weak},
     time::Duration,
 };
 
 use notify::{RecursiveMode, Watcher as _};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{
+    broadcast::{self, error::RecvError, error::TryRecvError},
+    mpsc,
+};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
@@ -21,20 +32,110 @@ use crate::registry::{Event, EventKind, RegistryError, Watcher};
 /// Events buffered for a slow consumer before the diff loop waits for it.
 const EVENT_BUFFER: usize = 256;
 
+/// Changes the hub buffers for a slow diff task; one that falls further behind rescans
+/// everything.
+const CHANGE_BUFFER: usize = 1024;
+
 /// Added to expiry deadlines so the rescan reliably sees the record as expired.
 const EXPIRY_SLACK: Duration = Duration::from_millis(5);
 
-/// Which services need a rescan, filled by the notify thread.
+/// What the filesystem watcher saw, as broadcast to every watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// Something in this service's directory changed.
+    Service(String),
+    /// Unsure what changed (an overflowed or failed notification): rescan everything.
+    All,
+}
+
+/// The one filesystem watcher of a registry, shared by its watches.
+///
+/// [`LocalInner`] keeps only a weak reference, and each watch's diff task a strong one: the
+/// hub is created by the first watch and dropped (closing its inotify instance and ending
+/// its notify thread) when the last watch ends.
+pub(super) struct Hub {
+    changes: broadcast::Sender<Change>,
+    /// Dropping it stops the notify thread, which drops its clone of `changes`.
+    _fs_watcher: notify::RecommendedWatcher,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("watches", &self.changes.receiver_count())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Hub ===
+
+impl Hub {
+    /// The registry's hub, started if no watch holds one.
+    fn get(inner: &LocalInner) -> Result<Arc<Self>, RegistryError> {
+        let mut slot = inner
+            .hub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hub) = slot.upgrade() {
+            return Ok(hub);
+        }
+        let hub = Arc::new(Self::start(inner)?);
+        *slot = Arc::downgrade(&hub);
+        Ok(hub)
+    }
+
+    fn start(inner: &LocalInner) -> Result<Self, RegistryError> {
+        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        let root = inner.dir.clone();
+        let sender = changes.clone();
+        let mut fs_watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                on_fs_event(&root, &sender, res);
+            })
+            .map_err(|e| inner.error(format!("cannot watch {}", inner.dir.display()), e))?;
+        fs_watcher
+            .watch(&inner.dir, RecursiveMode::Recursive)
+            .map_err(|e| inner.error(format!("cannot watch {}", inner.dir.display()), e))?;
+        Ok(Self {
+            changes,
+            _fs_watcher: fs_watcher,
+        })
+    }
+}
+
+/// The hub's slot in [`LocalInner`]: empty until the first watch, and again once every
+/// watch has ended.
+pub(super) type HubSlot = std::sync::Mutex<Weak<Hub>>;
+
+/// Which services need a rescan, gathered from the hub's changes.
 #[derive(Debug, Default)]
 struct Dirty {
     all: bool,
     services: BTreeSet<String>,
 }
 
-#[derive(Debug, Default)]
-struct Signal {
-    dirty: Mutex<Dirty>,
-    wake: Notify,
+impl Dirty {
+    /// Adds a change; a diff task that lagged behind the hub rescans everything.
+    fn add(
+        &mut self,
+        change: Result<Change, RecvError>,
+        registry: &str,
+    ) -> Result<(), RegistryError> {
+        match change {
+            Ok(Change::Service(name)) => {
+                self.services.insert(name);
+            }
+            Ok(Change::All) | Err(RecvError::Lagged(_)) => self.all = true,
+            // The task holds the hub, and the hub a sender: not expected.
+            Err(RecvError::Closed) => {
+                return Err(RegistryError::backend_msg(
+                    registry,
+                    "the filesystem watcher stopped",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a rescan covers.
@@ -48,18 +149,9 @@ pub(super) async fn start(
     inner: Arc<LocalInner>,
     filter: Option<String>,
 ) -> Result<Watcher, RegistryError> {
-    let signal = Arc::new(Signal::default());
-
-    // Watch before the first snapshot, so no change falls between the two.
-    let root = inner.dir.clone();
-    let handler_signal = signal.clone();
-    let mut fs_watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        on_fs_event(&root, &handler_signal, res);
-    })
-    .map_err(|e| inner.error(format!("cannot watch {}", inner.dir.display()), e))?;
-    fs_watcher
-        .watch(&inner.dir, RecursiveMode::Recursive)
-        .map_err(|e| inner.error(format!("cannot watch {}", inner.dir.display()), e))?;
+    // Subscribe before the first snapshot, so no change falls between the two.
+    let hub = Hub::get(&inner)?;
+    let mut changes = hub.changes.subscribe();
 
     let initial = match &filter {
         None => Scope::All,
@@ -71,9 +163,9 @@ pub(super) async fn start(
 
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);
     tokio::spawn(async move {
-        // Owned by the task: dropping it stops the notify thread.
-        let _fs_watcher = fs_watcher;
-        if let Err(err) = run(&inner, filter, &signal, snapshot, &tx).await {
+        // Held by the task: the last watch to end drops the hub.
+        let _hub = hub;
+        if let Err(err) = run(&inner, filter, &mut changes, snapshot, &tx).await {
             tracing::warn!(registry = %inner.name, error = %err, "local registry watch failed");
             let _ = tx.send(Err(err)).await;
         }
@@ -81,33 +173,40 @@ pub(super) async fn start(
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
-/// Runs on notify's thread: marks what needs a rescan and wakes the diff loop.
-fn on_fs_event(root: &Path, signal: &Signal, res: notify::Result<notify::Event>) {
-    {
-        let mut dirty = signal
-            .dirty
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match res {
-            Ok(event) if !event.need_rescan() => {
-                for path in &event.paths {
-                    match service_of(root, path) {
-                        Some(Some(name)) => {
-                            dirty.services.insert(name);
-                        }
-                        Some(None) => {}
-                        None => dirty.all = true,
+/// Runs on notify's thread: tells every watch what needs a rescan.
+fn on_fs_event(
+    root: &Path,
+    changes: &broadcast::Sender<Change>,
+    res: notify::Result<notify::Event>,
+) {
+    let mut dirty = BTreeSet::new();
+    let mut all = false;
+    match res {
+        Ok(event) if !event.need_rescan() => {
+            for path in &event.paths {
+                match service_of(root, path) {
+                    Some(Some(name)) => {
+                        dirty.insert(name);
                     }
+                    Some(None) => {}
+                    None => all = true,
                 }
             }
-            Ok(_) => dirty.all = true,
-            Err(e) => {
-                tracing::debug!(error = %e, "local registry watch error, rescanning");
-                dirty.all = true;
-            }
+        }
+        Ok(_) => all = true,
+        Err(e) => {
+            tracing::debug!(error = %e, "local registry watch error, rescanning");
+            all = true;
         }
     }
-    signal.wake.notify_one();
+    // Sending fails only while no watch is subscribed, when nothing needs to know.
+    if all {
+        let _ = changes.send(Change::All);
+    } else {
+        for name in dirty {
+            let _ = changes.send(Change::Service(name));
+        }
+    }
 }
 
 /// The service a changed path belongs to: `Some(Some(name))`, `Some(None)` for paths that
@@ -130,7 +229,7 @@ fn service_of(root: &Path, path: &Path) -> Option<Option<String>> {
 async fn run(
     inner: &Arc<LocalInner>,
     filter: Option<String>,
-    signal: &Signal,
+    changes: &mut broadcast::Receiver<Change>,
     mut snapshot: Snapshot,
     tx: &mpsc::Sender<Result<Event, RegistryError>>,
 ) -> Result<(), RegistryError> {
@@ -140,18 +239,24 @@ async fn run(
             let wait = Duration::from_millis(exp.saturating_sub(store::now_ms()));
             tokio::time::Instant::now() + wait + EXPIRY_SLACK
         });
+        let mut dirty = Dirty::default();
         tokio::select! {
             () = tx.closed() => return Ok(()),
-            () = signal.wake.notified() => {}
+            change = changes.recv() => dirty.add(change, &inner.name)?,
             () = sleep_until(deadline) => {}
         }
+        // Take whatever else is ready, so a burst costs one rescan.
+        loop {
+            match changes.try_recv() {
+                Ok(change) => dirty.add(Ok(change), &inner.name)?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(n)) => {
+                    dirty.add(Err(RecvError::Lagged(n)), &inner.name)?
+                }
+                Err(TryRecvError::Closed) => dirty.add(Err(RecvError::Closed), &inner.name)?,
+            }
+        }
 
-        let dirty = std::mem::take(
-            &mut *signal
-                .dirty
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
         let now = store::now_ms();
         let mut scope = if dirty.all {
             Scope::All
