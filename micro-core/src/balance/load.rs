@@ -145,7 +145,9 @@ impl Load {
 
     /// The cost of sending one more call here: the latency estimate in nanoseconds, decayed
     /// to now, times (calls in flight + 1). Lower is better. A node without samples costs
-    /// the default RTT ([`Load::DEFAULT_RTT`] unless set) per call.
+    /// nothing while no call to it is in flight, so every new node gets a first call and a
+    /// measurement; then the default RTT ([`Load::DEFAULT_RTT`] unless set) per call until
+    /// its first answer.
     pub fn cost(&self) -> f64 {
         self.cost_at(Instant::now())
     }
@@ -153,7 +155,9 @@ impl Load {
     /// [`cost`](Self::cost) as of `now`, for selectors that compare several nodes at one
     /// instant.
     pub fn cost_at(&self, now: Instant) -> f64 {
+        let in_flight = self.in_flight();
         let estimate = match self.estimate_ns.load(Ordering::Relaxed) {
+            NO_SAMPLE if in_flight == 0 => return 0.0,
             NO_SAMPLE => self.default_rtt_ns,
             ns => {
                 let updated = self.updated_ns.load(Ordering::Relaxed) as f64;
@@ -161,7 +165,7 @@ impl Load {
                 ns as f64 * (-elapsed / self.decay_ns).exp()
             }
         };
-        estimate * (self.in_flight() as f64 + 1.0)
+        estimate * (in_flight as f64 + 1.0)
     }
 
     fn observe(&self, now: Instant, rtt: Duration) {
@@ -308,7 +312,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cost_is_latency_times_in_flight_plus_one() {
         let load = Load::new();
-        assert_eq!(load.cost(), nanos(Load::DEFAULT_RTT));
+        assert_eq!(load.cost(), 0.0, "an untried node is tried first");
         load.begin();
         assert_eq!(load.cost(), 2.0 * nanos(Load::DEFAULT_RTT));
         load.end(Some(4 * MS));

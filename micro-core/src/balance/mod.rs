@@ -4,7 +4,7 @@
 mod load;
 mod outlier;
 
-pub use load::Load;
+pub use load::{Load, LoadGuard};
 pub use outlier::{Outlier, OutlierConfig};
 
 use std::sync::{
