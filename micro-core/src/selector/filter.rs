@@ -97,8 +97,7 @@ impl NodeFilter {
     }
 
     fn push(self, more: impl IntoIterator<Item = Condition>) -> Self {
-        let conditions: Arc<[Condition]> =
-            self.conditions().iter().cloned().chain(more).collect();
+        let conditions: Arc<[Condition]> = self.conditions().iter().cloned().chain(more).collect();
         Self {
             conditions: Some(conditions),
         }
@@ -156,14 +155,14 @@ mod tests {
         assert!(zone.matches(&canary));
         assert!(!NodeFilter::label("zone", "b").matches(&canary));
 
-        let both = version.clone().and(zone.clone()).with_label("tier", "canary");
+        let both = version
+            .clone()
+            .and(zone.clone())
+            .with_label("tier", "canary");
         assert!(both.matches(&canary));
         assert!(!both.clone().with_label("tier", "stable").matches(&canary));
         assert!(!NodeFilter::version("1.0.0").and(zone).matches(&canary));
-        assert_eq!(
-            format!("{both:?}"),
-            "[version=1.1.0, zone=a, tier=canary]"
-        );
+        assert_eq!(format!("{both:?}"), "[version=1.1.0, zone=a, tier=canary]");
     }
 
     #[test]

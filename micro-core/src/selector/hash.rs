@@ -149,8 +149,7 @@ impl Ring {
             .iter()
             .map(|handle| Arc::clone(handle.node_arc()))
             .collect();
-        let mut points: Vec<(u64, u32)> =
-            Vec::with_capacity(nodes.len() * virtual_nodes as usize);
+        let mut points: Vec<(u64, u32)> = Vec::with_capacity(nodes.len() * virtual_nodes as usize);
         for (index, node) in nodes.iter().enumerate() {
             // Fewer than u32::MAX candidates: a ring that size would not fit in memory.
             let index = u32::try_from(index).unwrap_or(u32::MAX);
@@ -195,7 +194,11 @@ impl Ring {
     fn same_set(&self, other: &Ring) -> bool {
         self.generation == other.generation
             && self.nodes.len() == other.nodes.len()
-            && self.nodes.iter().zip(other.nodes.iter()).all(|(a, b)| Arc::ptr_eq(a, b))
+            && self
+                .nodes
+                .iter()
+                .zip(other.nodes.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 
     /// Writes the owner of `hash` and its distinct successors clockwise into `found`;

@@ -70,7 +70,10 @@ fn same_key_same_node() {
         *counts.entry(owner).or_default() += 1;
     }
     assert_eq!(counts.len(), 10);
-    assert!(counts.values().all(|&n| (50..=170).contains(&n)), "{counts:?}");
+    assert!(
+        counts.values().all(|&n| (50..=170).contains(&n)),
+        "{counts:?}"
+    );
 }
 
 #[test]
