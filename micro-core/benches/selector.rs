@@ -86,6 +86,24 @@ fn selectors(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // What the first keyed call after a change of nodes pays.
+    c.bench_function("ring_build_1000x160", |b| {
+        let mut generation = 1;
+        b.iter(|| {
+            generation += 1;
+            let selector = ConsistentHash::new();
+            let candidates = Candidates::new(&nodes, generation);
+            pick(
+                &selector,
+                &candidates,
+                &CallInfo {
+                    key: Some("k"),
+                    ..call
+                },
+            )
+        })
+    });
 }
 
 criterion_group!(benches, selectors);
