@@ -22,8 +22,9 @@ const NO_SAMPLE: u64 = u64::MAX;
 
 /// A node's load, shared by every call to it and read by load-aware selectors.
 ///
-/// Calls bracket each attempt with [`begin`](Load::begin) and [`end`](Load::end) (or hold a
-/// [`LoadGuard`]). Reads are lock-free; a latency sample takes a short lock.
+/// Calls bracket each attempt with [`begin`](Load::begin) and [`end`](Load::end), or hold
+/// the guard of [`guard`](Load::guard). Reads are lock-free; a latency sample takes a short
+/// lock.
 ///
 /// # Examples
 ///
@@ -186,7 +187,10 @@ impl Load {
         // Stored under the lock, so the mirrors never go back in time. `NO_SAMPLE` is out of
         // reach: it is 584 years.
         let estimate = (ewma.estimate_ns as u64).min(NO_SAMPLE - 1);
-        let updated = now.saturating_duration_since(self.epoch).as_nanos();
+        let updated = ewma
+            .updated
+            .saturating_duration_since(self.epoch)
+            .as_nanos();
         self.estimate_ns.store(estimate, Ordering::Relaxed);
         self.updated_ns.store(
             u64::try_from(updated).unwrap_or(u64::MAX),

@@ -1,6 +1,9 @@
 //! Consistent hashing on the call's key.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+};
 
 use arc_swap::ArcSwap;
 
@@ -37,6 +40,9 @@ pub struct ConsistentHash {
     virtual_nodes: u32,
     fallback: Box<dyn Selector>,
     rings: ArcSwap<Vec<Arc<Ring>>>,
+    // One build at a time: calls that miss together wait for one ring instead of each
+    // building their own.
+    building: Mutex<()>,
 }
 
 struct Ring {
@@ -65,6 +71,7 @@ impl ConsistentHash {
             virtual_nodes: Self::DEFAULT_VIRTUAL_NODES,
             fallback: Box::new(PeakEwma::new()),
             rings: ArcSwap::from_pointee(Vec::new()),
+            building: Mutex::new(()),
         }
     }
 
@@ -81,6 +88,18 @@ impl ConsistentHash {
     pub fn fallback(mut self, selector: impl Selector) -> Self {
         self.fallback = Box::new(selector);
         self
+    }
+
+    fn cached(
+        &self,
+        candidates: &Candidates<'_>,
+        hash: u64,
+        first: &mut [usize; MAX_EXPLICIT],
+    ) -> Option<usize> {
+        let rings = self.rings.load();
+        let ring = rings.iter().find(|ring| ring.is_for(candidates))?;
+        let found = ring.walk(hash, first);
+        ring.owns(candidates, &first[..found]).then_some(found)
     }
 
     fn build(&self, candidates: &Candidates<'_>) -> Arc<Ring> {
@@ -127,15 +146,20 @@ impl Selector for ConsistentHash {
         }
         let hash = Fnv::new().write(key.as_bytes()).finish();
         let mut first = [0; MAX_EXPLICIT];
-        let cached = self.rings.load();
-        if let Some(ring) = cached.iter().find(|ring| ring.is_for(candidates)) {
-            let found = ring.walk(hash, &mut first);
-            if ring.owns(candidates, &first[..found]) {
-                return Picks::first_then_rotation(&first[..found], first[0], candidates.len());
+        let found = match self.cached(candidates, hash, &mut first) {
+            Some(found) => found,
+            None => {
+                // A poisoned lock only means another build panicked; building is still safe.
+                let _building = self
+                    .building
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                match self.cached(candidates, hash, &mut first) {
+                    Some(found) => found,
+                    None => self.build(candidates).walk(hash, &mut first),
+                }
             }
-        }
-        drop(cached);
-        let found = self.build(candidates).walk(hash, &mut first);
+        };
         Picks::first_then_rotation(&first[..found], first[0], candidates.len())
     }
 }

@@ -33,14 +33,14 @@ impl Selector for PeakEwma {
         if b >= a {
             b += 1;
         }
-        let start = rng.random_range(0..len);
         let now = Instant::now();
         let first = if nodes[b].load().cost_at(now) < nodes[a].load().cost_at(now) {
             [b, a]
         } else {
             [a, b]
         };
-        Picks::first_then_rotation(&first, start, len)
+        // `a` is uniform: a fine start for the rotation of the rest.
+        Picks::first_then_rotation(&first, a, len)
     }
 }
 
