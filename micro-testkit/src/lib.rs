@@ -13,12 +13,18 @@
 //!
 //! # Examples
 //!
+//! In an integration test of this crate (`tests/*.rs`), where cargo sets
+//! `CARGO_BIN_EXE_micro-testsrv`:
+//!
 //! ```no_run
-//! # async fn demo() {
+//! # async fn demo(testsrv: &str) {
 //! use std::time::Duration;
 //! use micro_testkit::{Cluster, OpenLoop, outcome, pb};
 //!
-//! let cluster = Cluster::start(env!("CARGO_BIN_EXE_micro-testsrv"), 3).await;
+//! # /*
+//! let testsrv = env!("CARGO_BIN_EXE_micro-testsrv");
+//! # */
+//! let cluster = Cluster::start(testsrv, 3).await;
 //! let probe = pb::probe_client::ProbeClient::new(cluster.client().channel("probe"));
 //! let report = OpenLoop::new(200, Duration::from_secs(2))
 //!     .run(|_| {
