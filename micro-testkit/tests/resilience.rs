@@ -1,0 +1,793 @@
+//! Acceptance tests of issue 3 ("Resilient client"): real `micro-testsrv` processes on
+//! loopback, faults by signal and by Control RPC, load from an open-loop generator.
+//!
+//! Scenarios the current client cannot pass yet are `#[ignore]`d with the feature they
+//! need; they land with the resilient channel. Every test takes [`exclusive`] first: load
+//! tests measure shares and latencies and must not share the 2 cores with each other.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use micro_testkit::{
+    Cluster, OpenLoop, RecordingConnector, exclusive, outcome,
+    pb::{self, probe_client::ProbeClient},
+};
+use tonic::{Code, Request};
+
+type Probe = ProbeClient<micro::Channel>;
+
+const TESTSRV: &str = env!("CARGO_BIN_EXE_micro-testsrv");
+/// The timeout of each load call: far above any healthy latency, so a hung call shows as
+/// DEADLINE_EXCEEDED instead of hanging the test.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn probe(client: &micro::Client, service: &str) -> Probe {
+    ProbeClient::new(client.channel(service))
+}
+
+fn work(delay_ms: u32) -> Request<pb::WorkRequest> {
+    let mut request = Request::new(pb::WorkRequest {
+        delay_ms,
+        payload: Vec::new(),
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+/// One Work call as a load call.
+fn work_call(probe: &Probe) -> impl Future<Output = micro_testkit::Outcome> + Send + use<> {
+    let mut probe = probe.clone();
+    async move { outcome(probe.work(work(0)).await) }
+}
+
+/// Calls Work until every node in `ids` has answered: the client's registry view holds
+/// them all and their connections are up. A readiness wait, bounded by 10 s.
+async fn warm_up(probe: &Probe, ids: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = HashSet::new();
+    while !ids.iter().all(|id| seen.contains(*id)) {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen:?} of {ids:?} answered within 10 s"
+        );
+        if let Ok(node) = outcome(probe.clone().work(work(0)).await) {
+            seen.insert(node);
+        }
+    }
+}
+
+fn ids(cluster: &Cluster, nodes: &[usize]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|&i| cluster.node(i).node.clone())
+        .collect()
+}
+
+fn refs(ids: &[String]) -> Vec<&str> {
+    ids.iter().map(String::as_str).collect()
+}
+
+/// Sum of `calls` over the given nodes' Stats.
+async fn total_calls(cluster: &Cluster, nodes: &[usize]) -> u64 {
+    let mut total = 0;
+    for &i in nodes {
+        total += cluster.control(i).await.stats().await.calls;
+    }
+    total
+}
+
+/// Sleeps until `at`: the subject of a scenario ("fail for 10 s"), never a readiness wait.
+async fn until(at: Instant) {
+    tokio::time::sleep_until(at.into()).await;
+}
+
+fn share(shares: &BTreeMap<String, f64>, node: &str) -> f64 {
+    shares.get(node).copied().unwrap_or(0.0)
+}
+
+// === 1. kill -9 under load ===
+
+/// 3 nodes, 1,000 req/s for 10 s, kill -9 one node mid-run: 0 failed idempotent calls,
+/// and nothing is sent to the dead address more than 1 s after the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs status retries (UNAVAILABLE / idempotent) on another node and ejection of a dead node: lands with the resilient channel"]
+async fn s01_kill_9_under_load_fails_no_idempotent_call() {
+    let _serial = exclusive().await;
+    let mut cluster = Cluster::start(TESTSRV, 3).await;
+    let connector = RecordingConnector::new();
+    let client = cluster
+        .client_builder()
+        .connector(connector.clone())
+        .build()
+        .unwrap();
+    let probe = probe(&client, "probe");
+    let nodes = ids(&cluster, &[0, 1, 2]);
+    warm_up(&probe, &refs(&nodes)).await;
+
+    let start = Instant::now();
+    let load = OpenLoop::new(1000, Duration::from_secs(10)).spawn({
+        let probe = probe.clone();
+        move |_| work_call(&probe)
+    });
+    until(start + Duration::from_secs(4)).await;
+    let dead = cluster.kill(0).await;
+    let killed = Instant::now();
+    let report = load.await.unwrap();
+    eprintln!("s01: {}", report.summary());
+
+    assert_eq!(
+        report.failed(),
+        0,
+        "{}\n{}",
+        report.summary(),
+        report.sample_failures(10)
+    );
+    let late = killed + Duration::from_secs(1);
+    let dials = connector.attempts_to_after(&dead.addr, late);
+    assert!(
+        dials.is_empty(),
+        "{} connection attempts to the dead node {} more than 1 s after the kill: {dials:?}",
+        dials.len(),
+        dead.addr
+    );
+    assert!(report.answered_by_after(&dead.node, late).is_empty());
+    assert!(
+        report.failures_naming_after(&dead.addr, late).is_empty(),
+        "calls still tried the dead node"
+    );
+}
+
+// === 2. kill -9 with a non-idempotent method ===
+
+/// The same with a method that counts executions: 0 duplicate executions over 10,000
+/// calls, counted across all nodes (the killed one included) from their journals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s02_kill_9_never_executes_a_non_idempotent_call_twice() {
+    let _serial = exclusive().await;
+    let mut cluster = Cluster::start(TESTSRV, 3).await;
+    let client = cluster.client();
+    let probe = probe(&client, "probe");
+    let nodes = ids(&cluster, &[0, 1, 2]);
+    warm_up(&probe, &refs(&nodes)).await;
+
+    let start = Instant::now();
+    let load = OpenLoop::new(1000, Duration::from_secs(10)).spawn({
+        let probe = probe.clone();
+        move |seq| {
+            let mut probe = probe.clone();
+            async move {
+                let mut request = Request::new(pb::CountRequest {
+                    id: format!("call-{seq}"),
+                });
+                request.set_timeout(CALL_TIMEOUT);
+                outcome(probe.count(request).await)
+            }
+        }
+    });
+    until(start + Duration::from_secs(4)).await;
+    cluster.kill(0).await;
+    let report = load.await.unwrap();
+    eprintln!("s02: {}", report.summary());
+
+    assert_eq!(report.total(), 10_000);
+    let executions = cluster.executions();
+    let duplicates: Vec<(&String, &u32)> = executions.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        duplicates.is_empty(),
+        "{} ids executed more than once, e.g. {:?}",
+        duplicates.len(),
+        &duplicates[..duplicates.len().min(5)]
+    );
+    // Every successful call executed, and nothing executed that was never sent.
+    let succeeded = report.total() - report.failed();
+    assert!(
+        executions.len() >= succeeded,
+        "{} executions for {succeeded} successes",
+        executions.len()
+    );
+    for i in [1, 2] {
+        assert_eq!(
+            cluster.control(i).await.stats().await.duplicate_executions,
+            0
+        );
+    }
+}
+
+// === 3. retry code matrix ===
+
+/// The codes a status-based retry may retry: UNAVAILABLE for every method, more for
+/// idempotent ones, never DEADLINE_EXCEEDED, CANCELLED, INVALID_ARGUMENT.
+const NEVER_RETRIED: [Code; 3] = [
+    Code::DeadlineExceeded,
+    Code::Cancelled,
+    Code::InvalidArgument,
+];
+/// Codes retried for idempotent methods only (the channel owner may widen this list).
+const IDEMPOTENT_RETRIED: [Code; 3] = [Code::Internal, Code::Unknown, Code::Aborted];
+/// The default attempt cap.
+const MAX_ATTEMPTS: u64 = 3;
+/// An upper bound for the backoff of all retries of one call together (the channel's
+/// backoff settings decide the exact value).
+const MAX_TOTAL_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Only the codes above are retried; attempts never exceed the cap; backoff within bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs status-based retries with the idempotency_level option: lands with the resilient channel"]
+async fn s03_retries_only_the_retryable_codes_within_the_cap() {
+    let _serial = exclusive().await;
+    let cluster = Cluster::start(TESTSRV, 3).await;
+    let client = cluster.client();
+    let probe = probe(&client, "probe");
+    let all = [0, 1, 2];
+    warm_up(&probe, &refs(&ids(&cluster, &all))).await;
+    let controls = [
+        cluster.control(0).await,
+        cluster.control(1).await,
+        cluster.control(2).await,
+    ];
+    const CALLS: u64 = 10;
+
+    let mut matrix = Vec::new();
+    for code in [Code::Unavailable]
+        .into_iter()
+        .chain(IDEMPOTENT_RETRIED)
+        .chain(NEVER_RETRIED)
+    {
+        for control in &controls {
+            control.fail_with(code).await;
+        }
+        for idempotent in [true, false] {
+            let before = total_calls(&cluster, &all).await;
+            let mut slowest = Duration::ZERO;
+            for seq in 0..CALLS {
+                let started = Instant::now();
+                let result = if idempotent {
+                    probe.clone().work(work(0)).await.map(|_| ())
+                } else {
+                    probe
+                        .clone()
+                        .count(pb::CountRequest {
+                            id: format!("{code:?}-{seq}"),
+                        })
+                        .await
+                        .map(|_| ())
+                };
+                slowest = slowest.max(started.elapsed());
+                let status = result.expect_err("every node fails");
+                assert_eq!(status.code(), code, "the caller sees the node's code");
+            }
+            let attempts = total_calls(&cluster, &all).await - before;
+            let expected = if code == Code::Unavailable
+                || (idempotent && IDEMPOTENT_RETRIED.contains(&code))
+            {
+                MAX_ATTEMPTS
+            } else {
+                1
+            };
+            matrix.push(format!(
+                "{code:?} idempotent={idempotent}: {attempts} attempts for {CALLS} calls, slowest {slowest:?}"
+            ));
+            assert_eq!(
+                attempts,
+                expected * CALLS,
+                "{code:?} (idempotent: {idempotent}): {attempts} attempts for {CALLS} calls"
+            );
+            assert!(
+                slowest <= MAX_TOTAL_BACKOFF + Duration::from_millis(200),
+                "{code:?}: a call took {slowest:?}: backoff out of bounds"
+            );
+        }
+    }
+    eprintln!("s03:\n{}", matrix.join("\n"));
+}
+
+// === 4. every node failing ===
+
+/// All nodes failing for 10 s: attempts ≤ 1.2 × requests + 10/s; success resumes within
+/// 2 s after recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s04_all_nodes_failing_retry_budget_and_recovery() {
+    let _serial = exclusive().await;
+    let cluster = Cluster::start(TESTSRV, 3).await;
+    let client = cluster.client();
+    let probe = probe(&client, "probe");
+    let all = [0, 1, 2];
+    warm_up(&probe, &refs(&ids(&cluster, &all))).await;
+    let controls = [
+        cluster.control(0).await,
+        cluster.control(1).await,
+        cluster.control(2).await,
+    ];
+    const FAILING: Duration = Duration::from_secs(10);
+    const RATE: u32 = 200;
+
+    let start = Instant::now();
+    let load = OpenLoop::new(RATE, Duration::from_secs(14)).spawn({
+        let probe = probe.clone();
+        move |_| work_call(&probe)
+    });
+    until(start + Duration::from_secs(1)).await;
+    let calls_before = total_calls(&cluster, &all).await;
+    let failing_from = Instant::now();
+    for control in &controls {
+        control.fail_unavailable(true).await;
+    }
+    until(failing_from + FAILING).await;
+    for control in &controls {
+        control.fail_unavailable(false).await;
+    }
+    let healed = Instant::now();
+    let calls_failing = total_calls(&cluster, &all).await - calls_before;
+    let report = load.await.unwrap();
+    eprintln!("s04: {}", report.summary());
+
+    // Baseline: before the failure every call succeeded (calls still in flight when the
+    // nodes were switched may fail).
+    let baseline_end = failing_from - Duration::from_millis(200);
+    let baseline_failures = report
+        .records
+        .iter()
+        .filter(|r| r.start < baseline_end && r.outcome.is_err())
+        .count();
+    assert_eq!(
+        baseline_failures,
+        0,
+        "baseline failed: {}",
+        report.sample_failures(5)
+    );
+
+    let requests = report
+        .records
+        .iter()
+        .filter(|r| r.start >= failing_from && r.start < healed)
+        .count() as f64;
+    let budget = 1.2 * requests + 10.0 * healed.duration_since(failing_from).as_secs_f64();
+    // Calls in flight at each switch may land on either side; allow one second of load.
+    let slack = f64::from(RATE);
+    assert!(
+        calls_failing as f64 <= budget + slack,
+        "{calls_failing} attempts for {requests} requests while every node failed (budget {budget:.0})"
+    );
+
+    let recovered_by = healed + Duration::from_secs(2);
+    let late_failures: Vec<_> = report
+        .records
+        .iter()
+        .filter(|r| r.start >= recovered_by && r.outcome.is_err())
+        .collect();
+    assert!(
+        late_failures.is_empty(),
+        "{} calls failed more than 2 s after recovery: {:?}",
+        late_failures.len(),
+        late_failures.first()
+    );
+    assert!(
+        report
+            .records
+            .iter()
+            .any(|r| r.start >= healed && r.start < recovered_by && r.outcome.is_ok()),
+        "no success within 2 s after recovery"
+    );
+}
+
+// === 5. deadline chain ===
+
+/// The chain test → B (Relay) → C (Work sleeping 1 s) with a 300 ms budget.
+struct Chain {
+    cluster: Cluster,
+    front: Probe,
+    back: usize,
+}
+
+const BUDGET: Duration = Duration::from_millis(300);
+
+async fn chain() -> Chain {
+    let mut cluster = Cluster::new(TESTSRV);
+    cluster.spawn("front", 1).await;
+    let back = cluster.spawn("back", 1).await[0];
+    cluster.wait_registered("front", 1).await;
+    cluster.wait_registered("back", 1).await;
+    let client = cluster.client();
+    let front = probe(&client, "front");
+    // Connections test → B and B → C up before the budget is measured.
+    let mut warm = front.clone();
+    warm.relay(pb::RelayRequest {
+        service: "back".into(),
+        delay_ms: 0,
+    })
+    .await
+    .expect("warm-up relay");
+    Chain {
+        cluster,
+        front,
+        back,
+    }
+}
+
+async fn relay_with_budget(front: &Probe) -> (tonic::Status, Duration) {
+    let mut request = Request::new(pb::RelayRequest {
+        service: "back".into(),
+        delay_ms: 1000,
+    });
+    request.set_timeout(BUDGET);
+    let started = Instant::now();
+    let status = front
+        .clone()
+        .relay(request)
+        .await
+        .expect_err("C sleeps past the budget");
+    (status, started.elapsed())
+}
+
+/// A→B→C with a 300 ms budget while C sleeps 1 s: the caller's call ends at 300 ms ± 50 ms
+/// and C sees the cancellation. The status code is checked by
+/// `s05c_deadline_chain_answers_deadline_exceeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s05_deadline_chain_cancels_the_last_hop() {
+    let _serial = exclusive().await;
+    let Chain {
+        cluster,
+        front,
+        back,
+    } = chain().await;
+    let c = cluster.control(back).await;
+    let (status, elapsed) = relay_with_budget(&front).await;
+    let sent = Instant::now() - elapsed;
+    eprintln!(
+        "s05: {:?} after {elapsed:?}: {}",
+        status.code(),
+        status.message()
+    );
+    // Today two timers race at 300 ms: the client's (DEADLINE_EXCEEDED) and B's server-side
+    // grpc-timeout, which tonic answers with CANCELLED "Timeout expired".
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status}"
+    );
+    assert!(
+        elapsed >= BUDGET - Duration::from_millis(50)
+            && elapsed <= BUDGET + Duration::from_millis(50),
+        "the call ended after {elapsed:?}, expected {BUDGET:?} ± 50 ms"
+    );
+    // C's Work would complete 1 s after the call; a cancellation must come before.
+    loop {
+        let stats = c.stats().await;
+        if stats.cancelled == 1 {
+            eprintln!(
+                "s05: C saw the cancellation {:?} after the call",
+                sent.elapsed()
+            );
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_millis(1000),
+            "C did not see the cancellation before its sleep ended: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The caller of the chain gets DEADLINE_EXCEEDED, every time: also when B's server-side
+/// deadline fires first (tonic answers that with CANCELLED "Timeout expired", which won the
+/// race once in about 10 runs on the 2-core machine). 20 tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the channel to report DEADLINE_EXCEEDED when the call's own deadline has passed, whatever the server answered: lands with the resilient channel"]
+async fn s05c_deadline_chain_answers_deadline_exceeded() {
+    let _serial = exclusive().await;
+    let Chain { front, .. } = chain().await;
+    for attempt in 0..20 {
+        let (status, elapsed) = relay_with_budget(&front).await;
+        assert_eq!(
+            status.code(),
+            Code::DeadlineExceeded,
+            "try {attempt}, after {elapsed:?}: {status}"
+        );
+    }
+}
+
+/// The remaining budget travels with the call: C receives a grpc-timeout of at most the
+/// 300 ms the caller set, with no code in B's handler passing it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs deadline propagation (task-local context from the incoming grpc-timeout): lands with the resilient channel"]
+async fn s05b_deadline_chain_passes_on_the_remaining_budget() {
+    let _serial = exclusive().await;
+    let Chain {
+        cluster,
+        front,
+        back,
+    } = chain().await;
+    let (status, _) = relay_with_budget(&front).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    let received = cluster
+        .control(back)
+        .await
+        .stats()
+        .await
+        .last_work_timeout_ms;
+    assert!(
+        received > 0 && received <= BUDGET.as_millis() as u64,
+        "C received a grpc-timeout of {received} ms, expected at most {BUDGET:?}"
+    );
+}
+
+// === 6. outlier ejection ===
+
+/// One node answering UNAVAILABLE fast: ejected after at most 7 failures, under 1% of
+/// traffic while ejected, back in rotation after it heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs outlier ejection (5 consecutive failures) with probing and UNAVAILABLE retries: lands with the resilient channel"]
+async fn s06_failing_node_is_ejected_and_returns() {
+    let _serial = exclusive().await;
+    let cluster = Cluster::start(TESTSRV, 3).await;
+    let client = cluster.client();
+    let probe = probe(&client, "probe");
+    let all = [0, 1, 2];
+    let nodes = ids(&cluster, &all);
+    warm_up(&probe, &refs(&nodes)).await;
+    let bad = cluster.control(0).await;
+
+    let start = Instant::now();
+    let load = OpenLoop::new(300, Duration::from_secs(14)).spawn({
+        let probe = probe.clone();
+        move |_| work_call(&probe)
+    });
+    until(start + Duration::from_secs(2)).await;
+    bad.fail_unavailable(true).await;
+    let failing = Instant::now();
+    // Ejection is due within the first failures; measure the ejected period after 1 s.
+    until(failing + Duration::from_secs(1)).await;
+    let first = bad.stats().await;
+    let calls_from = total_calls(&cluster, &all).await;
+    until(failing + Duration::from_secs(6)).await;
+    let bad_calls = bad.stats().await.calls - first.calls;
+    let all_calls = total_calls(&cluster, &all).await - calls_from;
+    bad.fail_unavailable(false).await;
+    let healed = Instant::now();
+    let report = load.await.unwrap();
+    eprintln!("s06: {}", report.summary());
+
+    assert!(
+        first.unavailable_sent <= 7,
+        "{} failures before the node was ejected",
+        first.unavailable_sent
+    );
+    assert!(
+        (bad_calls as f64) < 0.01 * all_calls as f64,
+        "the ejected node got {bad_calls} of {all_calls} calls"
+    );
+    assert_eq!(report.failed(), 0, "{}", report.sample_failures(5));
+    let baseline = share(&report.share_per_node_between(start, failing), &nodes[0]);
+    let end = report.records.last().unwrap().start;
+    let after = share(
+        &report.share_per_node_between(healed + Duration::from_secs(3), end),
+        &nodes[0],
+    );
+    assert!(
+        after >= 0.5 * baseline,
+        "healed node's share {after:.3} vs baseline {baseline:.3}"
+    );
+}
+
+// === 7. slow node ===
+
+/// One node with 50 ms extra latency: its share of traffic falls under 10% within 5 s
+/// with the default strategy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs peak-EWMA P2C as the default selector: lands with the resilient channel"]
+async fn s07_slow_node_loses_traffic_with_the_default_selector() {
+    let _serial = exclusive().await;
+    let cluster = Cluster::start(TESTSRV, 3).await;
+    let client = cluster.client();
+    let probe = probe(&client, "probe");
+    let nodes = ids(&cluster, &[0, 1, 2]);
+    warm_up(&probe, &refs(&nodes)).await;
+    let slow = cluster.control(0).await;
+
+    let start = Instant::now();
+    let load = OpenLoop::new(200, Duration::from_secs(9)).spawn({
+        let probe = probe.clone();
+        move |_| work_call(&probe)
+    });
+    until(start + Duration::from_secs(2)).await;
+    slow.extra_latency(Duration::from_millis(50)).await;
+    let slowed = Instant::now();
+    let report = load.await.unwrap();
+    eprintln!("s07: {}", report.summary());
+
+    let baseline = share(&report.share_per_node_between(start, slowed), &nodes[0]);
+    let end = report.records.last().unwrap().start;
+    let after = share(
+        &report.share_per_node_between(slowed + Duration::from_secs(5), end),
+        &nodes[0],
+    );
+    assert!(baseline > 0.2, "baseline share {baseline:.3}");
+    assert!(
+        after < 0.10,
+        "slow node's share {after:.3} 5 s after it slowed (baseline {baseline:.3})"
+    );
+}
+
+// === 8. NOT_SERVING ===
+
+/// A node switched to NOT_SERVING: out of the picks within 200 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs grpc.health.v1 Watch of nodes in the channel: lands with the resilient channel"]
+async fn s08_not_serving_node_leaves_the_picks() {
+    let _serial = exclusive().await;
+    let cluster = Cluster::start(TESTSRV, 3).await;
+    let client = cluster.client();
+    let probe = probe(&client, "probe");
+    let nodes = ids(&cluster, &[0, 1, 2]);
+    warm_up(&probe, &refs(&nodes)).await;
+    let node = cluster.control(0).await;
+
+    let start = Instant::now();
+    let load = OpenLoop::new(500, Duration::from_secs(4)).spawn({
+        let probe = probe.clone();
+        move |_| work_call(&probe)
+    });
+    until(start + Duration::from_secs(1)).await;
+    node.serving(false).await;
+    let switched = Instant::now();
+    // The node itself reports NOT_SERVING (a check of the test server, not the client).
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.node(0).addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    let report = load.await.unwrap();
+    eprintln!("s08: {}", report.summary());
+
+    let baseline = share(&report.share_per_node_between(start, switched), &nodes[0]);
+    assert!(baseline > 0.2, "baseline share {baseline:.3}");
+    let late = report.answered_by_after(&nodes[0], switched + Duration::from_millis(200));
+    assert!(
+        late.is_empty(),
+        "{} calls went to the NOT_SERVING node more than 200 ms after the switch",
+        late.len()
+    );
+    assert_eq!(report.failed(), 0, "{}", report.sample_failures(5));
+}
+
+// === 9. rolling restart ===
+
+/// Rolling restart under load (SIGTERM each node in turn, start it again): 0 failed calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s09_rolling_restart_under_load_fails_no_call() {
+    let _serial = exclusive().await;
+    let mut cluster = Cluster::start(TESTSRV, 3).await;
+    let client = cluster.client();
+    let probe = probe(&client, "probe");
+    warm_up(&probe, &refs(&ids(&cluster, &[0, 1, 2]))).await;
+
+    let start = Instant::now();
+    let load = OpenLoop::new(300, Duration::from_secs(10)).spawn({
+        let probe = probe.clone();
+        move |_| work_call(&probe)
+    });
+    let mut restarted = Vec::new();
+    for i in 0..3 {
+        until(start + Duration::from_secs(1 + 2 * i as u64)).await;
+        let ready = cluster.restart(i).await;
+        // The client has the new node before the next one goes down.
+        cluster.wait_registered("probe", 3).await;
+        warm_up(&probe, &[ready.node.as_str()]).await;
+        restarted.push(ready.node);
+    }
+    let report = load.await.unwrap();
+    eprintln!("s09: {}", report.summary());
+
+    assert_eq!(
+        report.failed(),
+        0,
+        "{}\n{}",
+        report.summary(),
+        report.sample_failures(10)
+    );
+    // The load ended on the restarted nodes only.
+    let end = report.records.last().unwrap().start;
+    let shares = report.share_per_node_between(end - Duration::from_secs(1), end);
+    for node in shares.keys() {
+        assert!(
+            restarted.contains(node),
+            "{node} answered after the restarts: {shares:?}"
+        );
+    }
+}
+
+// === 10. consistent hashing ===
+
+/// Sets the consistent-hash key of a call (planned API: `CallOptions::key`).
+#[cfg(feature = "planned-api")]
+fn keyed(key: &str) -> Request<pb::WorkRequest> {
+    let mut request = work(0);
+    request
+        .extensions_mut()
+        .insert(micro::client::CallOptions::new().key(key));
+    request
+}
+
+#[cfg(not(feature = "planned-api"))]
+fn keyed(key: &str) -> Request<pb::WorkRequest> {
+    panic!(
+        "per-call keys need micro::client::CallOptions: build with --features planned-api ({key})"
+    )
+}
+
+/// Which node answers each key.
+async fn placement(probe: &Probe, keys: &[String]) -> HashMap<String, String> {
+    let mut placement = HashMap::new();
+    for key in keys {
+        let node = outcome(probe.clone().work(keyed(key)).await)
+            .unwrap_or_else(|failure| panic!("key {key}: {failure:?}"));
+        placement.insert(key.clone(), node);
+    }
+    placement
+}
+
+/// Consistent hashing: a key always lands on the same node; removing one of N nodes moves
+/// about 1/N of the keys (and only the keys of the removed node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the ConsistentHash selector and per-call CallOptions::key (feature planned-api): lands with the resilient channel"]
+async fn s10_consistent_hashing_keeps_keys_and_moves_one_nth() {
+    const N: usize = 4;
+    let _serial = exclusive().await;
+    let mut cluster = Cluster::start(TESTSRV, N).await;
+    let client = cluster
+        .client_builder()
+        .selector(micro::selector::ConsistentHash::default())
+        .build()
+        .unwrap();
+    let probe = probe(&client, "probe");
+    let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+
+    let first = placement(&probe, &keys).await;
+    let again = placement(&probe, &keys).await;
+    assert_eq!(first, again, "a key always lands on the same node");
+    let used: HashSet<&String> = first.values().collect();
+    assert_eq!(used.len(), N, "keys spread over every node");
+
+    let removed = cluster.terminate(N - 1).await;
+    cluster.wait_registered("probe", N - 1).await;
+    // The client's registry view follows the registry's: wait until no key lands on the
+    // removed node (bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let after = placement(&probe, &keys).await;
+        if !after.values().any(|node| *node == removed.node) {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keys still land on the removed node"
+        );
+    };
+    let moved: Vec<&String> = keys.iter().filter(|k| first[*k] != after[*k]).collect();
+    let share = moved.len() as f64 / keys.len() as f64;
+    eprintln!("s10: removing 1 of {N} nodes moved {share:.3} of the keys");
+    assert!(
+        moved.iter().all(|k| first[*k] == removed.node),
+        "only keys of the removed node move"
+    );
+    let expected = 1.0 / N as f64;
+    assert!(
+        (share - expected).abs() <= 0.5 * expected,
+        "moved {share:.3} of the keys, expected about {expected:.3}"
+    );
+}
