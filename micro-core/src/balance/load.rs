@@ -52,7 +52,6 @@ pub struct Load {
 
 /// Counts one call in flight on a [`Load`] until dropped or [`observe`](LoadGuard::observe)d.
 // Until `balance` re-exports it, it is reachable only as the return type of `Load::guard`.
-#[allow(unreachable_pub)]
 #[must_use = "the call counts as in flight only while the guard lives"]
 #[derive(Debug)]
 pub struct LoadGuard<'a> {
@@ -77,8 +76,13 @@ impl Load {
     /// count.
     pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
 
-    /// How long a latency sample takes to fade: the decay constant `tau`, 10 s.
-    pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+    /// How long a latency sample takes to fade: the decay constant `tau`, 1 s.
+    ///
+    /// Finagle and linkerd use 10 s. With a peak estimate, one slow answer (a pause on a
+    /// busy host) makes a node lose every comparison until its estimate decays, and with
+    /// 10 s that starves healthy nodes for many seconds; 1 s still keeps a steadily slow node
+    /// at a few calls per second.
+    pub const DEFAULT_DECAY: Duration = Duration::from_secs(1);
 
     /// No calls, no latency yet; [`DEFAULT_RTT`](Self::DEFAULT_RTT) and
     /// [`DEFAULT_DECAY`](Self::DEFAULT_DECAY).

@@ -5,7 +5,7 @@ mod load;
 mod outlier;
 
 pub use load::{Load, LoadGuard};
-pub use outlier::{Outlier, OutlierConfig};
+pub use outlier::{Outlier, OutlierConfig, OutlierConfigError};
 
 use std::sync::{
     Arc, Mutex,

@@ -37,7 +37,6 @@ pub struct OutlierConfig {
 
 /// Why [`OutlierConfig::new`] refused its settings.
 // Until `balance` re-exports it, it is reachable only through `OutlierConfig::new`.
-#[allow(unreachable_pub)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutlierConfigError {

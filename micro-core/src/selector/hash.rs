@@ -38,7 +38,7 @@ use crate::registry::Node;
 /// ```
 pub struct ConsistentHash {
     virtual_nodes: u32,
-    fallback: Box<dyn Selector>,
+    fallback: Arc<dyn Selector>,
     rings: ArcSwap<Vec<Arc<Ring>>>,
     // One build at a time: calls that miss together wait for one ring instead of each
     // building their own.
@@ -57,6 +57,18 @@ struct Ring {
 
 // === impl ConsistentHash ===
 
+impl Clone for ConsistentHash {
+    /// The same settings with an empty ring cache; the fallback selector is shared.
+    fn clone(&self) -> Self {
+        Self {
+            virtual_nodes: self.virtual_nodes,
+            fallback: Arc::clone(&self.fallback),
+            rings: ArcSwap::from_pointee(Vec::new()),
+            building: Mutex::new(()),
+        }
+    }
+}
+
 impl ConsistentHash {
     /// Points per node on the ring: 160, as in ketama. More points spread keys more evenly
     /// and cost memory (12 bytes each) and build time.
@@ -69,7 +81,7 @@ impl ConsistentHash {
     pub fn new() -> Self {
         Self {
             virtual_nodes: Self::DEFAULT_VIRTUAL_NODES,
-            fallback: Box::new(PeakEwma::new()),
+            fallback: Arc::new(PeakEwma::new()),
             rings: ArcSwap::from_pointee(Vec::new()),
             building: Mutex::new(()),
         }
@@ -86,7 +98,7 @@ impl ConsistentHash {
     /// The selector for calls without a key. Default is [`PeakEwma`].
     #[must_use]
     pub fn fallback(mut self, selector: impl Selector) -> Self {
-        self.fallback = Box::new(selector);
+        self.fallback = Arc::new(selector);
         self
     }
 

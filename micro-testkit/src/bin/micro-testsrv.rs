@@ -102,7 +102,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     break;
                 }
                 let status = *serving.borrow_and_update();
-                running.set_serving(status).await;
+                running.set_serving(status);
             }
         }
     }
