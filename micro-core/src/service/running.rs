@@ -13,6 +13,7 @@ use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use super::{Service, ServiceError, reflection};
+use crate::middleware::stack::ServerStack;
 use crate::registry::{Endpoint, Node, RegisterOptions, Service as Record, SharedRegistry};
 
 /// A service that is serving and registered; made by [`Service::start`].
@@ -50,6 +51,8 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         mut routes,
         descriptors,
         file_descriptor_sets,
+        layers,
+        default_layers,
         ..
     } = service;
 
@@ -73,7 +76,9 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     let shutdown = async {
         let _ = stopped.await;
     };
-    let server_builder = Server::builder().add_routes(routes);
+    let server_builder = Server::builder()
+        .layer(ServerStack::new(default_layers, layers))
+        .add_routes(routes);
     let (local_address, server) = if let Some(path) = address.strip_prefix("unix:") {
         // A socket file left by a crashed run would make bind fail.
         let _ = std::fs::remove_file(path);
