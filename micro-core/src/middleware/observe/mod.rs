@@ -22,7 +22,7 @@ mod future;
 pub use body::ObservedBody;
 pub use future::ObservedFuture;
 
-use std::{any::Any, error::Error as StdError};
+use std::{any::Any, error::Error as StdError, time::Duration};
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use tokio::time::Instant;
@@ -81,12 +81,17 @@ impl<O: OnStatus> Pending<O> {
     }
 }
 
+/// How early a drop may come and still count as the deadline's: tonic's own deadline
+/// timer starts a little before this layer reads the deadline, and timers fire on
+/// millisecond ticks.
+const DEADLINE_SLACK: Duration = Duration::from_millis(5);
+
 impl<O: OnStatus> Drop for Pending<O> {
     fn drop(&mut self) {
         if self.observer.is_some() {
             let expired = self
                 .deadline
-                .is_some_and(|deadline| Instant::now() >= deadline);
+                .is_some_and(|deadline| Instant::now() + DEADLINE_SLACK >= deadline);
             self.report(if expired {
                 Code::DeadlineExceeded
             } else {
