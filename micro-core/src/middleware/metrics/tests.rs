@@ -8,10 +8,12 @@ use super::*;
 use crate::registry::Node;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// A metric's name, sorted labels and value.
+type Metric = (String, Vec<(String, String)>, f64);
 
 /// Every metric of one snapshot: name, sorted labels, value (counters and gauges as f64,
 /// histograms as their count of samples).
-fn snapshot(snapshotter: &Snapshotter) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn snapshot(snapshotter: &Snapshotter) -> Vec<Metric> {
     snapshotter
         .snapshot()
         .into_vec()
@@ -33,11 +35,7 @@ fn snapshot(snapshotter: &Snapshotter) -> Vec<(String, Vec<(String, String)>, f6
         .collect()
 }
 
-fn find(
-    metrics: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn find(metrics: &[Metric], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut labels: Vec<_> = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -29,10 +29,9 @@ impl OnStatus for Seen {
 }
 
 type Frames = Vec<Result<Frame<Bytes>, Status>>;
+type TestBody = StreamBody<tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Status>>>>;
 
-fn body(
-    frames: Frames,
-) -> StreamBody<tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Status>>>> {
+fn body(frames: Frames) -> TestBody {
     StreamBody::new(tokio_stream::iter(frames))
 }
 
