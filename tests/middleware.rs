@@ -480,7 +480,10 @@ async fn default_layers_can_be_turned_off_but_the_context_stays() {
 
 /// One snapshot of a debugging recorder: name, sorted labels, value (counters and gauges
 /// as numbers, histograms as their number of samples).
-struct Snapshot(Vec<(String, Vec<(String, String)>, f64)>);
+struct Snapshot(Vec<Metric>);
+
+/// A metric's name, sorted labels and value.
+type Metric = (String, Vec<(String, String)>, f64);
 
 impl Snapshot {
     fn take(snapshotter: &Snapshotter) -> Self {

@@ -14,11 +14,11 @@
 //!
 //! - `service` and `method` come from the path `/pkg.Service/Method`; `code` is the
 //!   canonical name of the final status (`OK`, `UNAVAILABLE`, ...); `node` is the id of the
-//!   node that answered (from the response's [`NodeInfo`](crate::NodeInfo)), `none` when
+//!   node that answered (from the response's [`NodeInfo`]), `none` when
 //!   no node did.
 //! - A call ends, and is counted and timed, when its status is known: with the trailers
 //!   (so a stream is timed to its end), or when it fails or is dropped (see
-//!   [`observe`](super::observe) for the codes).
+//!   [`observe`] for the codes).
 //! - Cardinality is bounded: at most [`MAX_METHODS`] distinct paths per layer, later ones
 //!   are recorded as `service="other", method="other"`; at most [`MAX_NODES`] node handles
 //!   are kept per method.

@@ -4,7 +4,7 @@
 //!
 //! - **Server** ([`TraceLayer::server`]): opens `grpc.server` with the call's
 //!   [`TraceContext`]: the one [`ContextLayer`](crate::context::ContextLayer) put in the
-//!   [`Context`] (a child of the caller's `traceparent`, or a new root), so the span ids
+//!   [`Context`](crate::context::Context) (a child of the caller's `traceparent`, or a new root), so the span ids
 //!   and the ids the handler passes downstream agree. Outside a context (a plain tonic
 //!   server) it reads `traceparent` itself.
 //! - **Client** ([`TraceLayer::client`]): opens `grpc.client` as a child of the current
@@ -13,7 +13,7 @@
 //!
 //! Span fields: `rpc.system = "grpc"`, `rpc.service`, `rpc.method`, `trace_id`, `span_id`,
 //! `parent_span_id` (when there is a parent), `rpc.grpc.status_code` once known, and on the
-//! client `node` and `server.address` from the [`NodeInfo`](crate::NodeInfo) of the
+//! client `node` and `server.address` from the [`NodeInfo`] of the
 //! response. The span is entered whenever the call is polled, so the handler's (or
 //! inner layers') events are inside it, and closes when the call ends.
 //!
