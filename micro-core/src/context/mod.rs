@@ -42,7 +42,7 @@
 //! Cancellation needs no context: when the caller cancels or its deadline passes, the
 //! server drops the handler's future, and with it every call the handler was awaiting.
 
-mod grpc_timeout;
+pub(crate) mod grpc_timeout;
 mod trace;
 
 pub(crate) use grpc_timeout::{GRPC_TIMEOUT, parse as parse_grpc_timeout};
