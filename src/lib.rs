@@ -62,7 +62,8 @@
 
 pub use micro_core::{
     Channel, Client, ClientBuilder, Connector, NodeInfo, Registry, RegistryError, Selector,
-    Service, ServiceBuilder, ServiceError, client, registry, selector, service,
+    Service, ServiceBuilder, ServiceError, balance, client, context, middleware, registry,
+    selector, service,
 };
 
 #[doc(hidden)]

@@ -4,6 +4,9 @@
 //!   heartbeats and graceful shutdown.
 //! - [`Client`] hands out [`Channel`]s that resolve a service *name* through the
 //!   [`Registry`] and balance calls over its nodes; any tonic-generated client runs on one.
+//! - [`context`] carries a call's deadline, trace and metadata from a handler to the calls it
+//!   makes; [`middleware`] holds the tower layers for tracing, metrics, logging and
+//!   interceptors, and documents the default stacks.
 //! - [`registry`] holds the [`Registry`] trait and the embedded registries (`local`,
 //!   `memory`), [`selector`] the node selection strategies.
 //!
@@ -13,6 +16,7 @@ pub mod balance;
 pub mod client;
 pub mod codegen;
 pub mod context;
+pub mod middleware;
 pub mod registry;
 pub mod selector;
 pub mod service;

@@ -20,9 +20,13 @@ use tonic::{Status, body::Body};
 use super::{
     CallOptions, ClientCore,
     deadline::{self, DeadlineBody},
+    retry::Outcome,
 };
+use tower::ServiceBuilder;
+
 use crate::{
     balance::NodeHandle,
+    middleware::{metrics::Metrics, trace::Trace},
     registry::{Registry, RegistryError, Service},
     selector::Selector,
 };
@@ -51,7 +55,13 @@ pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Clone)]
 pub struct Channel {
     shared: Arc<Shared>,
+    /// The default client layers around the core: one span and one count per call.
+    stack: Trace<Metrics<Core>>,
 }
+
+/// The channel without its layers: deadline, node order, attempts.
+#[derive(Clone)]
+struct Core(Arc<Shared>);
 
 pub(super) struct Shared {
     pub(super) service: Arc<str>,
@@ -81,15 +91,20 @@ pub type ResponseFuture =
 
 impl Channel {
     pub(super) fn new(service: &str, client: Arc<ClientCore>) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                service: Arc::from(service),
-                selector: client.selector.fresh(),
-                client,
-                nodes: ArcSwap::from_pointee(NodeSet::default()),
-                updates: OnceCell::new(),
-            }),
-        }
+        let (trace, metrics) = (client.trace, client.metrics.clone());
+        let shared = Arc::new(Shared {
+            service: Arc::from(service),
+            selector: client.selector.fresh(),
+            client,
+            nodes: ArcSwap::from_pointee(NodeSet::default()),
+            updates: OnceCell::new(),
+        });
+        let core = Core(Arc::clone(&shared));
+        let stack = ServiceBuilder::new()
+            .layer(trace)
+            .layer(metrics)
+            .service(core);
+        Self { shared, stack }
     }
 
     /// The name of the service this channel calls.
@@ -112,13 +127,28 @@ impl tower_service::Service<Request<Body>> for Channel {
     type Error = BoxError;
     type Future = ResponseFuture;
 
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Always ready: readiness depends on the node, known only once the call is made.
+        self.stack.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let response = self.stack.call(request);
+        Box::pin(async move { Ok(response.await?.map(Body::new)) })
+    }
+}
+
+impl tower_service::Service<Request<Body>> for Core {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness depends on the node, which is only known once the call is made.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        Box::pin(Arc::clone(&self.shared).call(request))
+        Box::pin(Arc::clone(&self.0).call(request))
     }
 }
 
@@ -138,14 +168,23 @@ impl Shared {
                 .and_then(deadline::parse)
         });
         let mut timeout = requested.unwrap_or(self.client.timeout);
-        // A handler's outgoing call never outlives the call it is handling.
-        if let Some(remaining) = crate::context::remaining() {
-            timeout = timeout.min(remaining);
+        // Inside a handler: pass on its trace and `x-micro-*` metadata, and never outlive
+        // the call being handled.
+        if let Some(handler_deadline) = crate::context::outgoing(request.headers_mut()) {
+            timeout = timeout.min(handler_deadline.saturating_duration_since(Instant::now()));
         }
         let deadline = Instant::now() + timeout;
         let result =
             tokio::time::timeout_at(deadline, self.send(request, &options, deadline)).await;
         match result {
+            // The server's own timer (tonic answers CANCELLED) can beat ours by a hair: a call
+            // whose deadline has passed failed with DEADLINE_EXCEEDED, whatever came back.
+            Ok(Ok(response))
+                if Instant::now() >= deadline
+                    && matches!(Outcome::of_response(&response), Outcome::Status(_)) =>
+            {
+                Err(deadline::exceeded(&self.service, timeout).into())
+            }
             Ok(Ok(response)) => Ok(response.map(|body| {
                 Body::new(DeadlineBody::new(
                     body,

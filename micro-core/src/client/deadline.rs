@@ -1,5 +1,5 @@
-//! Call deadlines: the `grpc-timeout` header (parsed and encoded per the gRPC over HTTP/2
-//! specification) and a response body that ends the call when its deadline passes.
+//! Call deadlines on the client: a response body that ends the call when its deadline
+//! passes. The `grpc-timeout` header itself lives in [`crate::context::grpc_timeout`].
 
 use std::{
     pin::Pin,
@@ -8,63 +8,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::HeaderValue;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tonic::{Status, body::Body};
 
-/// The header carrying a call's timeout.
-pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
-
-/// Parses a `grpc-timeout` value: at most 8 ASCII digits and a unit (`H M S m u n`).
-pub(crate) fn parse(value: &HeaderValue) -> Option<Duration> {
-    let value = value.to_str().ok()?;
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
-/// Encodes `timeout` in the finest unit whose value fits in 8 digits, rounding up so the
-/// server never sees a shorter deadline than the client's.
-pub(crate) fn encode(timeout: Duration) -> HeaderValue {
-    const MAX: u128 = 99_999_999;
-    let nanos = timeout.as_nanos();
-    let units: [(u128, char); 6] = [
-        (1, 'n'),
-        (1_000, 'u'),
-        (1_000_000, 'm'),
-        (1_000_000_000, 'S'),
-        (60_000_000_000, 'M'),
-        (3_600_000_000_000, 'H'),
-    ];
-    for (per, unit) in units {
-        let amount = nanos.div_ceil(per);
-        if amount <= MAX {
-            return encoded(amount, unit);
-        }
-    }
-    encoded(MAX, 'H')
-}
-
-fn encoded(amount: u128, unit: char) -> HeaderValue {
-    let text = format!("{amount}{unit}");
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("99999999H"))
-}
+pub(crate) use crate::context::grpc_timeout::{GRPC_TIMEOUT, encode, parse};
 
 pin_project! {
     /// A response body cut off with DEADLINE_EXCEEDED when the call's deadline passes: a
@@ -109,14 +58,12 @@ impl HttpBody for DeadlineBody {
         if *this.expired {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            return Poll::Ready(frame);
-        }
+        // The deadline first: once it has passed, the call failed, whatever the server sends.
         if this.sleep.poll(cx).is_ready() {
             *this.expired = true;
             return Poll::Ready(Some(Err(exceeded(this.service, *this.timeout))));
         }
-        Poll::Pending
+        this.inner.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -133,40 +80,4 @@ pub(crate) fn exceeded(service: &str, timeout: Duration) -> Status {
     Status::deadline_exceeded(format!(
         "call to service {service} exceeded its deadline of {timeout:?}"
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trips_in_the_finest_fitting_unit() {
-        for (timeout, text) in [
-            (Duration::from_nanos(1), "1n"),
-            (Duration::from_millis(100), "100000u"),
-            (Duration::from_secs(30), "30000000u"),
-            (Duration::from_secs(3600), "3600000m"),
-        ] {
-            let value = encode(timeout);
-            assert_eq!(value, text);
-            assert_eq!(parse(&value), Some(timeout), "{value:?}");
-        }
-    }
-
-    #[test]
-    fn rounds_up_never_down() {
-        let value = encode(Duration::from_nanos(100_000_001));
-        assert_eq!(value, "100001u");
-    }
-
-    #[test]
-    fn rejects_malformed_values() {
-        for bad in ["", "5", "S", "123456789S", "5x", "-5S", "5 S"] {
-            assert_eq!(parse(&HeaderValue::from_static(bad)), None, "{bad}");
-        }
-        assert_eq!(
-            parse(&HeaderValue::from_static("2M")),
-            Some(Duration::from_secs(120))
-        );
-    }
 }

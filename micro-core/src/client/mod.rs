@@ -40,6 +40,7 @@ use std::{
 
 use crate::{
     balance::OutlierConfig,
+    middleware::{MetricsLayer, TraceLayer},
     registry::{self, CacheRegistry, Node, Registry, RegistryError, SharedRegistry},
     selector::{NodeFilter, PeakEwma, Selector},
 };
@@ -80,6 +81,8 @@ pub(crate) struct ClientCore {
     filter: Option<NodeFilter>,
     idempotent: HashSet<String>,
     hedging: HashMap<String, HedgePolicy>,
+    trace: TraceLayer,
+    metrics: MetricsLayer,
 }
 
 /// Makes each channel its own selector, so selector state (a round-robin position, a hash
@@ -109,6 +112,7 @@ pub struct ClientBuilder {
     filter: Option<NodeFilter>,
     idempotent: HashSet<String>,
     hedging: HashMap<String, HedgePolicy>,
+    default_layers: bool,
 }
 
 /// The node that answered a call: found in the extensions of every response that came
@@ -158,6 +162,16 @@ impl Client {
                     filter: builder.filter,
                     idempotent: builder.idempotent,
                     hedging: builder.hedging,
+                    trace: if builder.default_layers {
+                        TraceLayer::client()
+                    } else {
+                        TraceLayer::client_disabled()
+                    },
+                    metrics: if builder.default_layers {
+                        MetricsLayer::client()
+                    } else {
+                        MetricsLayer::disabled()
+                    },
                 }),
                 channels: Mutex::new(HashMap::new()),
             }),
@@ -178,6 +192,7 @@ impl Client {
             filter: None,
             idempotent: HashSet::new(),
             hedging: HashMap::new(),
+            default_layers: true,
         }
     }
 
@@ -284,6 +299,19 @@ impl ClientBuilder {
     /// addition to the methods whose `idempotency_level` the registry record carries.
     pub fn idempotent(mut self, path: impl Into<String>) -> Self {
         self.idempotent.insert(path.into());
+        self
+    }
+
+    /// Turns the default client layers (a `grpc.client` tracing span with W3C
+    /// `traceparent` propagation, and `micro_client_*` metrics) on or off. Default is on.
+    ///
+    /// # Order
+    ///
+    /// Outermost first: [`TraceLayer::client`] → [`MetricsLayer::client`] → the channel
+    /// (deadline → node order → attempts and retries → per-node connection). Layers you
+    /// add with `tower::ServiceBuilder` around the channel run outside these.
+    pub fn default_layers(mut self, on: bool) -> Self {
+        self.default_layers = on;
         self
     }
 

@@ -16,6 +16,15 @@
 //! readiness announcement is always handled; call [`RunningService::run_until_signal`] (or
 //! [`RunningService::shutdown`]) on the running service.
 //!
+//! # Middleware
+//!
+//! Every call goes through, outermost first: [`ContextLayer`](crate::context::ContextLayer)
+//! (always) → [`TraceLayer::server`](crate::middleware::TraceLayer::server) →
+//! [`MetricsLayer::server`](crate::middleware::MetricsLayer::server) → the layers added with
+//! [`ServiceBuilder::layer`], the first added outermost → the routes (the user's services,
+//! health, reflection). Tracing and metrics are on by default; turn them off with
+//! [`ServiceBuilder::default_layers`]. See [`crate::middleware`] for details.
+//!
 //! # Configuration from the environment
 //!
 //! What the code leaves unset is read from the environment:
@@ -38,17 +47,27 @@ pub use env::{REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, SERVER_ADDRESS_ENV, SERVE
 pub use error::ServiceError;
 pub use running::RunningService;
 
-use std::{collections::BTreeMap, convert::Infallible, fmt, time::Duration};
+use std::{collections::BTreeMap, convert::Infallible, fmt, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use http::{Request, Response};
 use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
+use tower::{Layer, ServiceExt, util::BoxCloneService};
 use tower_service::Service as TowerService;
 
 use crate::{
     client::Client,
     codegen::{DescribedService, ServiceDescriptor},
+    middleware::stack::UserLayer,
     registry::{self, SharedRegistry},
 };
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The routes of a service as the layers added with [`ServiceBuilder::layer`] see them:
+/// HTTP-level and type-erased. An error is answered with the status found in it, as tonic
+/// answers a service's error (`UNKNOWN` when there is none).
+pub type BoxRoutes = BoxCloneService<Request<Body>, Response<Body>, BoxError>;
 
 /// The address a service listens on unless told otherwise: loopback, any free port.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:0";
@@ -85,6 +104,8 @@ pub struct Service {
     routes: RoutesBuilder,
     descriptors: Vec<&'static ServiceDescriptor>,
     file_descriptor_sets: Vec<Vec<u8>>,
+    layers: Vec<UserLayer>,
+    default_layers: bool,
 }
 
 /// Configures a [`Service`]; made by [`Service::builder`].
@@ -95,6 +116,8 @@ pub struct ServiceBuilder {
     routes: RoutesBuilder,
     descriptors: Vec<&'static ServiceDescriptor>,
     file_descriptor_sets: Vec<Vec<u8>>,
+    layers: Vec<UserLayer>,
+    default_layers: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +156,8 @@ impl Service {
             routes: RoutesBuilder::default(),
             descriptors: Vec::new(),
             file_descriptor_sets: Vec::new(),
+            layers: Vec::new(),
+            default_layers: true,
         }
     }
 
@@ -176,6 +201,8 @@ impl fmt::Debug for Service {
             .field("registry", &self.registry.name())
             .field("node_id", &self.node_id)
             .field("services", &self.service_names())
+            .field("layers", &self.layers.len())
+            .field("default_layers", &self.default_layers)
             .finish_non_exhaustive()
     }
 }
@@ -274,6 +301,60 @@ impl ServiceBuilder {
         self
     }
 
+    /// Adds a tower layer around every call of the service (the user's services, health
+    /// and reflection), at the HTTP level. Layers added first are outermost; all of them
+    /// run inside the context, tracing and metrics layers, so they see the call's
+    /// [`Context`](crate::context::Context) and their rejections are traced and counted.
+    ///
+    /// A layer may change the response body type and fail with any error: an error is
+    /// answered with the status found in it (`UNKNOWN` when there is none).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(builder: micro_core::ServiceBuilder) {
+    /// use micro_core::middleware::{LogLayer, interceptor_fn};
+    ///
+    /// builder
+    ///     .layer(LogLayer::server())
+    ///     .layer(interceptor_fn(|request: http::Request<tonic::body::Body>| async move {
+    ///         match request.headers().get("authorization") {
+    ///             Some(_) => Ok(request),
+    ///             None => Err(tonic::Status::unauthenticated("no token")),
+    ///         }
+    ///     }));
+    /// # }
+    /// ```
+    pub fn layer<L, ResBody, E>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxRoutes> + Send + Sync + 'static,
+        L::Service: TowerService<Request<Body>, Response = Response<ResBody>, Error = E>
+            + Clone
+            + Send
+            + 'static,
+        <L::Service as TowerService<Request<Body>>>::Future: Send + 'static,
+        E: Into<BoxError> + 'static,
+        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        self.layers.push(Arc::new(move |inner: BoxRoutes| {
+            BoxRoutes::new(
+                layer
+                    .layer(inner)
+                    .map_response(|response| response.map(Body::new))
+                    .map_err(Into::into),
+            )
+        }));
+        self
+    }
+
+    /// Turns the default tracing and metrics layers on or off; the context layer always
+    /// runs. Default is on.
+    pub fn default_layers(mut self, enabled: bool) -> Self {
+        self.default_layers = enabled;
+        self
+    }
+
     /// Adds an encoded `FileDescriptorSet` to serve through reflection, for services whose
     /// descriptors do not come from `micro-codegen`.
     pub fn file_descriptor_set(mut self, encoded: impl Into<Vec<u8>>) -> Self {
@@ -332,6 +413,8 @@ impl ServiceBuilder {
             routes: self.routes,
             descriptors: self.descriptors,
             file_descriptor_sets: self.file_descriptor_sets,
+            layers: self.layers,
+            default_layers: self.default_layers,
         })
     }
 
@@ -352,6 +435,8 @@ impl fmt::Debug for ServiceBuilder {
                 "services",
                 &self.descriptors.iter().map(|d| d.name).collect::<Vec<_>>(),
             )
+            .field("layers", &self.layers.len())
+            .field("default_layers", &self.default_layers)
             .finish_non_exhaustive()
     }
 }

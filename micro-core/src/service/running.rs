@@ -12,6 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Server, server::TcpIncoming};
 
 use super::{Service, ServiceError, health::HealthState, reflection};
+use crate::middleware::stack::ServerStack;
 use crate::registry::{Endpoint, Node, RegisterOptions, Service as Record, SharedRegistry};
 
 /// A service that is serving and registered; made by [`Service::start`].
@@ -50,6 +51,8 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         mut routes,
         descriptors,
         file_descriptor_sets,
+        layers,
+        default_layers,
         ..
     } = service;
 
@@ -66,7 +69,9 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     let shutdown = async {
         let _ = stopped.await;
     };
-    let server_builder = Server::builder().add_routes(routes);
+    let server_builder = Server::builder()
+        .layer(ServerStack::new(default_layers, layers))
+        .add_routes(routes);
     let (local_address, server) = if let Some(path) = address.strip_prefix("unix:") {
         remove_stale_socket(path).await;
         let listener = UnixListener::bind(path).map_err(|source| ServiceError::Bind {

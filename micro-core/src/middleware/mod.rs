@@ -1,0 +1,14 @@
+#![doc = include_str!("README.md")]
+
+pub mod context;
+pub mod interceptor;
+pub mod log;
+pub mod metrics;
+pub mod observe;
+pub(crate) mod stack;
+pub mod trace;
+
+pub use interceptor::interceptor_fn;
+pub use log::LogLayer;
+pub use metrics::MetricsLayer;
+pub use trace::TraceLayer;
