@@ -474,7 +474,12 @@ async fn s05_deadline_chain_cancels_the_last_hop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s05c_deadline_chain_answers_deadline_exceeded() {
     let _serial = exclusive().await;
-    let Chain { front, .. } = chain().await;
+    // Keep the cluster: dropping it stops the servers.
+    let Chain {
+        front,
+        cluster: _cluster,
+        ..
+    } = chain().await;
     for attempt in 0..20 {
         let (status, elapsed) = relay_with_budget(&front).await;
         assert_eq!(

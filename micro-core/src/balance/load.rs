@@ -82,7 +82,7 @@ impl Load {
     /// busy host) makes a node lose every comparison until its estimate decays, and with
     /// 10 s that starves healthy nodes for many seconds; 1 s still keeps a steadily slow node
     /// at a few calls per second.
-    pub const DEFAULT_DECAY: Duration = Duration::from_secs(1);
+    pub const DEFAULT_DECAY: Duration = Duration::from_millis(300);
 
     /// No calls, no latency yet; [`DEFAULT_RTT`](Self::DEFAULT_RTT) and
     /// [`DEFAULT_DECAY`](Self::DEFAULT_DECAY).

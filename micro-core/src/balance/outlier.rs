@@ -280,6 +280,21 @@ impl Outlier {
         }
     }
 
+    /// Ejects the node until `now + duration`, without growing its backoff: for a node
+    /// whose address refused a connection (no process listens there; a restarted process
+    /// registers as a new node), which only the registry or panic mode brings back.
+    pub fn eject_for(&self, now: Instant, duration: Duration) -> Instant {
+        let mut state = self.lock();
+        let until = now + duration;
+        state.consecutive_failures = 0;
+        state.ejected_until = Some(
+            state
+                .ejected_until
+                .map_or(until, |current| current.max(until)),
+        );
+        until
+    }
+
     /// Whether the node is ejected at `now`.
     pub fn is_ejected(&self, now: Instant) -> bool {
         self.lock().ejected_until.is_some_and(|until| now < until)
@@ -344,6 +359,24 @@ mod tests {
     use super::*;
 
     const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn eject_for_holds_without_growing_the_backoff() {
+        let outlier = Outlier::new();
+        let now = Instant::now();
+        let until = outlier.eject_for(now, 30 * SEC);
+        assert_eq!(until, now + 30 * SEC);
+        assert!(outlier.is_ejected(now + 29 * SEC));
+        assert!(!outlier.is_ejected(now + 30 * SEC));
+        assert_eq!(
+            outlier.ejections(),
+            0,
+            "a refused address is no outlier backoff step"
+        );
+        // A shorter ejection never cuts a longer one short.
+        outlier.eject_for(now, SEC);
+        assert!(outlier.is_ejected(now + 29 * SEC));
+    }
 
     fn fail(outlier: &Outlier, now: Instant, times: u32) -> Option<Instant> {
         let config = OutlierConfig::default();

@@ -272,7 +272,15 @@ impl Shared {
         let mut sender = match node.sender(core.connector.as_ref()).await {
             Ok(sender) => sender,
             Err(err) => {
-                node.outlier().eject_now(Instant::now(), &core.outlier);
+                let now = Instant::now();
+                if err.is_refused() {
+                    // Dead, not slow: no probing, so nothing goes to the address again
+                    // unless every node is out (panic mode) or it re-registers.
+                    node.outlier()
+                        .eject_for(now, core.outlier.get_max_ejection());
+                } else {
+                    node.outlier().eject_now(now, &core.outlier);
+                }
                 return Attempt::NotSent(Some(request), err.0);
             }
         };

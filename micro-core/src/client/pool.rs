@@ -85,12 +85,12 @@ impl NodeConn {
         let io = connector
             .connect(&self.node.address)
             .await
-            .map_err(|err| ConnectError(err.to_string()))?;
+            .map_err(|err| ConnectError(err.to_string(), Some(err.kind())))?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|err| ConnectError(format!("HTTP/2 handshake failed: {err}")))?;
+            .map_err(|err| ConnectError(format!("HTTP/2 handshake failed: {err}"), None))?;
         let node = Arc::clone(&self.node);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -103,4 +103,11 @@ impl NodeConn {
 
 /// A node could not be connected to; the request was not sent.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnectError(pub(crate) String);
+pub(crate) struct ConnectError(pub(crate) String, pub(crate) Option<std::io::ErrorKind>);
+
+impl ConnectError {
+    /// Whether nothing listens at the node's address: its process is gone.
+    pub(crate) fn is_refused(&self) -> bool {
+        self.1 == Some(std::io::ErrorKind::ConnectionRefused)
+    }
+}
