@@ -13,6 +13,7 @@
 //! Most users depend on the `micro` facade crate, which re-exports this crate.
 
 pub mod balance;
+pub mod broker;
 pub mod client;
 pub mod codegen;
 pub mod context;

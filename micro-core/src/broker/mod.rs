@@ -1,0 +1,216 @@
+//! Publish/subscribe: the [`Broker`] trait and its embedded defaults.
+//!
+//! Messages are published to a *topic* and delivered to every subscription of it; a
+//! subscription with a *queue group* shares the topic's messages with the other members of
+//! its group, each message going to one member.
+//!
+//! | broker | selected by | scope |
+//! |---|---|---|
+//! | `MemoryBroker` | `memory` | one process |
+//!
+//! (Being built: the engines come with the issue on real engines.)
+
+use std::{collections::BTreeMap, fmt, pin::Pin, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_core::Stream;
+
+/// A message: headers and an opaque body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Free-form headers. `content-type` says how the body is encoded; `micro-id` is the
+    /// message id used for de-duplication by durable brokers.
+    pub headers: BTreeMap<String, String>,
+    /// The payload.
+    pub body: Bytes,
+}
+
+/// How a subscriber acknowledges messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckMode {
+    /// Messages count as handled once delivered (at most once).
+    #[default]
+    Auto,
+    /// The subscriber acks each message with [`Delivery::ack`]; an unacked message is
+    /// delivered again after the ack wait (at least once). Needs a durable broker.
+    Manual,
+}
+
+/// Options for [`Broker::subscribe`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Share the topic's messages with the other subscribers of this group: each message
+    /// goes to one member. Default is none: every subscription gets every message.
+    pub queue: Option<String>,
+    /// A durable subscription keeps its position across restarts under this name (durable
+    /// brokers only). Default is none.
+    pub durable: Option<String>,
+    /// How messages are acknowledged. Default is [`AckMode::Auto`].
+    pub ack: AckMode,
+    /// How long a manually acked message may stay unacked before it is redelivered.
+    /// Default is the broker's.
+    pub ack_wait: Option<Duration>,
+}
+
+/// One delivered message, with a way to acknowledge it.
+pub struct Delivery {
+    /// The topic it was published to.
+    pub topic: String,
+    /// The message.
+    pub message: Message,
+    acker: Option<Box<dyn Acker>>,
+}
+
+/// Acknowledges one delivery; implemented by durable brokers.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Marks the delivery handled.
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
+    /// Asks for redelivery.
+    async fn nack(self: Box<Self>) -> Result<(), BrokerError>;
+}
+
+/// A stream of deliveries for one subscription. Dropping it unsubscribes.
+pub type Subscription = Pin<Box<dyn Stream<Item = Result<Delivery, BrokerError>> + Send>>;
+
+/// A shared, type-erased broker.
+pub type SharedBroker = Arc<dyn Broker>;
+
+/// An error from a broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// A topic or queue name cannot be used.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What was invalid: `topic`, `queue`, `durable name`.
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// The broker does not offer what the subscription asked for.
+    #[error("broker {broker} does not support {feature}")]
+    Unsupported {
+        /// The broker's name.
+        broker: String,
+        /// What was asked for.
+        feature: &'static str,
+    },
+    /// The broker failed.
+    #[error("broker {broker}: {message}")]
+    Backend {
+        /// The broker's name.
+        broker: String,
+        /// What failed.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// Publish/subscribe messaging.
+#[async_trait]
+pub trait Broker: fmt::Debug + Send + Sync + 'static {
+    /// A short description for messages, for example `memory` or `nats://127.0.0.1:4222`.
+    fn name(&self) -> &str;
+
+    /// Publishes `message` to `topic`. Returns once the broker has accepted it.
+    ///
+    /// # Errors
+    /// An invalid topic, or a broker failure: a message is never dropped silently.
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError>;
+
+    /// Subscribes to `topic`.
+    ///
+    /// # Errors
+    /// An invalid topic or queue name, options the broker does not support, or a failure.
+    async fn subscribe(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, BrokerError>;
+}
+
+// === impl Delivery ===
+
+impl Delivery {
+    /// A delivery of `message` on `topic`, acknowledged through `acker` if any.
+    pub fn new(topic: impl Into<String>, message: Message, acker: Option<Box<dyn Acker>>) -> Self {
+        Self {
+            topic: topic.into(),
+            message,
+            acker,
+        }
+    }
+
+    /// Acknowledges the delivery (a no-op for auto-acked subscriptions).
+    ///
+    /// # Errors
+    /// When the broker cannot record the ack; the message will be delivered again.
+    pub async fn ack(mut self) -> Result<(), BrokerError> {
+        match self.acker.take() {
+            Some(acker) => acker.ack().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the broker to deliver the message again (a no-op for auto-acked subscriptions).
+    ///
+    /// # Errors
+    /// When the broker cannot record the request.
+    pub async fn nack(mut self) -> Result<(), BrokerError> {
+        match self.acker.take() {
+            Some(acker) => acker.nack().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.topic)
+            .field("message", &self.message)
+            .field("ackable", &self.acker.is_some())
+            .finish()
+    }
+}
+
+/// Checks a topic name: dot-separated tokens of `[A-Za-z0-9_-]`, no wildcards, at most
+/// 255 bytes (so it maps one-to-one onto a NATS subject).
+///
+/// # Errors
+/// [`BrokerError::Invalid`] naming what is wrong.
+pub fn validate_topic(topic: &str) -> Result<(), BrokerError> {
+    let invalid = |reason: &str| BrokerError::Invalid {
+        what: "topic",
+        value: topic.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if topic.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if topic.len() > 255 {
+        return Err(invalid("must be at most 255 bytes"));
+    }
+    for token in topic.split('.') {
+        if token.is_empty() {
+            return Err(invalid(
+                "must not have empty tokens (leading, trailing or double dots)",
+            ));
+        }
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        {
+            return Err(invalid(
+                "tokens may only contain ASCII letters, digits, '_' and '-' (no wildcards)",
+            ));
+        }
+    }
+    Ok(())
+}
