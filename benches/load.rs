@@ -145,19 +145,35 @@ fn main() {
             .await
             .unwrap();
         let raw = GreeterClient::new(raw_channel);
-        let micro_client = Client::new(registry);
+        let micro_client = if std::env::var("MICRO_BENCH_BARE").is_ok() {
+            Client::builder().registry(registry).default_layers(false).build().unwrap()
+        } else {
+            Client::new(registry)
+        };
         let micro = GreeterClient::new(micro_client.channel("greeter"));
 
         // Warm both paths up: connections, allocator, caches.
         measure(raw.clone(), 8, Duration::from_millis(500)).await;
         measure(micro.clone(), 8, Duration::from_millis(500)).await;
 
-        println!("SayHello, {secs} s per measurement, server on 127.0.0.1 (other thread)");
+        println!(
+            "SayHello, {secs} s per measurement, server on 127.0.0.1 (other thread); micro = default client stack (trace, metrics, retry, P2C peak-EWMA)"
+        );
         println!(
             "{:>11} | {:>10} {:>9} {:>9} | {:>10} {:>9} {:>9} | {:>9} {:>9} {:>9}",
             "concurrency", "raw rps", "raw p50", "raw p99", "micro rps", "micro p50", "micro p99",
             "rps ratio", "p50 ratio", "p99 ratio"
         );
+        // For profiling one path alone: MICRO_BENCH_ONLY=micro (or raw) runs just that one.
+        if let Ok(only) = std::env::var("MICRO_BENCH_ONLY") {
+            let figures = if only == "raw" {
+                measure(raw.clone(), 64, duration).await
+            } else {
+                measure(micro.clone(), 64, duration).await
+            };
+            println!("{only} at 64: {:.0} rps, p50 {:?}", figures.rps, figures.p50);
+            return;
+        }
         for concurrency in [1, 64] {
             // Alternate the two paths so drift in the machine's load hits both alike.
             let raw_a = measure(raw.clone(), concurrency, duration / 2).await;

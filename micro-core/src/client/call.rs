@@ -82,17 +82,19 @@ impl Shared {
             )));
         }
         let core = &self.client;
-        let path = request.uri().path().to_owned();
+        // A shared handle on the request's path (no copy): the request itself moves on.
+        let path_and_query = request.uri().path_and_query().cloned();
+        let path = path_and_query.as_ref().map_or("", |pq| pq.path());
         let idempotent = options
             .idempotent
-            .unwrap_or_else(|| set.idempotent.contains(&path) || core.idempotent.contains(&path));
+            .unwrap_or_else(|| set.idempotent.contains(path) || core.idempotent.contains(path));
         let header_key = request
             .headers()
             .get(KEY_HEADER)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         let call = CallInfo {
-            path: &path,
+            path,
             key: options.key.as_deref().or(header_key.as_deref()),
         };
         let selector = options.selector.as_ref().unwrap_or(&self.selector);
@@ -113,7 +115,7 @@ impl Shared {
         core.budget.deposit();
 
         let (first, replay) = buffer(request, core.buffer_limit).await.into_first();
-        if let (Some(replay), Some(hedge)) = (&replay, core.hedging.get(&path))
+        if let (Some(replay), Some(hedge)) = (&replay, core.hedging.get(path))
             && idempotent
         {
             return self
@@ -289,13 +291,13 @@ impl Shared {
             return Attempt::NotSent(Some(request), err.to_string());
         }
         // Each attempt tells the server the time actually left.
-        let left = deadline.saturating_duration_since(Instant::now());
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
         request
             .headers_mut()
             .insert(deadline::GRPC_TIMEOUT, deadline::encode(left));
         set_origin(&mut request, &node.conn.authority);
         let guard = node.load().guard();
-        let started = Instant::now();
         match sender.try_send_request(request).await {
             Ok(response) => {
                 let mut response = response.map(Body::new);

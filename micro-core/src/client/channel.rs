@@ -174,27 +174,32 @@ impl Shared {
             timeout = timeout.min(handler_deadline.saturating_duration_since(Instant::now()));
         }
         let deadline = Instant::now() + timeout;
-        let result =
-            tokio::time::timeout_at(deadline, self.send(request, &options, deadline)).await;
+        // One timer for the whole call: it bounds the request here, then the response body.
+        let mut sleep = Box::pin(tokio::time::sleep_until(deadline));
+        let send = self.send(request, &options, deadline);
+        tokio::pin!(send);
+        let result = tokio::select! {
+            biased;
+            result = &mut send => result,
+            () = &mut sleep => return Err(deadline::exceeded(&self.service, timeout).into()),
+        };
         match result {
             // The server's own timer (tonic answers CANCELLED) can beat ours by a hair: a call
             // whose deadline has passed failed with DEADLINE_EXCEEDED, whatever came back.
-            Ok(Ok(response))
+            Ok(response)
                 if Instant::now() >= deadline
                     && matches!(Outcome::of_response(&response), Outcome::Status(_)) =>
             {
                 Err(deadline::exceeded(&self.service, timeout).into())
             }
-            Ok(Ok(response)) => Ok(response.map(|body| {
-                Body::new(DeadlineBody::new(
-                    body,
-                    deadline,
-                    timeout,
-                    Arc::clone(&self.service),
-                ))
-            })),
-            Ok(Err(status)) => Err(status.into()),
-            Err(_) => Err(deadline::exceeded(&self.service, timeout).into()),
+            Ok(response) => {
+                let service = Arc::clone(&self.service);
+                Ok(
+                    response
+                        .map(|body| Body::new(DeadlineBody::new(body, sleep, timeout, service))),
+                )
+            }
+            Err(status) => Err(status.into()),
         }
     }
 

@@ -10,7 +10,7 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tonic::{Status, body::Body};
 
 pub(crate) use crate::context::grpc_timeout::{GRPC_TIMEOUT, encode, parse};
@@ -21,8 +21,8 @@ pin_project! {
     pub(crate) struct DeadlineBody {
         #[pin]
         inner: Body,
-        #[pin]
-        sleep: Sleep,
+        // The call's own timer, handed over from the request phase: one timer per call.
+        sleep: Pin<Box<Sleep>>,
         service: std::sync::Arc<str>,
         timeout: Duration,
         expired: bool,
@@ -32,13 +32,13 @@ pin_project! {
 impl DeadlineBody {
     pub(crate) fn new(
         inner: Body,
-        deadline: Instant,
+        sleep: Pin<Box<Sleep>>,
         timeout: Duration,
         service: std::sync::Arc<str>,
     ) -> Self {
         Self {
             inner,
-            sleep: tokio::time::sleep_until(deadline),
+            sleep,
             service,
             timeout,
             expired: false,
@@ -54,16 +54,16 @@ impl HttpBody for DeadlineBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let this = self.project();
+        let mut this = self.project();
         if *this.expired {
             return Poll::Ready(None);
         }
         // The deadline first: once it has passed, the call failed, whatever the server sends.
-        if this.sleep.poll(cx).is_ready() {
+        if this.sleep.as_mut().poll(cx).is_ready() {
             *this.expired = true;
             return Poll::Ready(Some(Err(exceeded(this.service, *this.timeout))));
         }
-        this.inner.poll_frame(cx)
+        this.inner.as_mut().poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

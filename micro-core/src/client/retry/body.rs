@@ -119,9 +119,35 @@ pub(crate) async fn buffer(request: Request<Body>, limit: usize) -> Buffered {
 
 impl Buffered {
     /// The request for the first attempt, and the replayable copy if there is one.
+    ///
+    /// The first attempt gets the original head, extensions included; replays get a copy
+    /// of method, URI, version and headers (extensions stay with the first: nothing past
+    /// the channel reads them, and copying them costs an allocation per call).
     pub(crate) fn into_first(self) -> (Request<Body>, Option<ReplayableRequest>) {
         match self {
-            Buffered::Replayable(replayable) => (replayable.request(), Some(replayable)),
+            Buffered::Replayable(replayable) => {
+                let first = replayable.body();
+                let mut head = Request::new(());
+                *head.method_mut() = replayable.parts.method.clone();
+                *head.uri_mut() = replayable.parts.uri.clone();
+                *head.version_mut() = replayable.parts.version;
+                *head.headers_mut() = replayable.parts.headers.clone();
+                let (head, ()) = head.into_parts();
+                let ReplayableRequest {
+                    parts,
+                    data,
+                    trailers,
+                } = replayable;
+                let first = Request::from_parts(parts, first);
+                (
+                    first,
+                    Some(ReplayableRequest {
+                        parts: head,
+                        data,
+                        trailers,
+                    }),
+                )
+            }
             Buffered::OneShot(request) => (request, None),
         }
     }
@@ -132,25 +158,54 @@ impl Buffered {
 impl ReplayableRequest {
     /// A fresh copy of the request for one attempt. Cheap: the body's bytes are shared.
     pub(crate) fn request(&self) -> Request<Body> {
-        let mut frames = VecDeque::with_capacity(2);
-        if !self.data.is_empty() {
-            frames.push_back(Frame::data(self.data.clone()));
-        }
-        if let Some(trailers) = &self.trailers {
-            frames.push_back(Frame::trailers(trailers.clone()));
-        }
-        let body = Body::new(Resumed {
-            frames,
-            error: None,
-            rest: None,
-        });
-        Request::from_parts(self.parts.clone(), body)
+        Request::from_parts(self.parts.clone(), self.body())
+    }
+
+    fn body(&self) -> Body {
+        Body::new(Replay {
+            data: (!self.data.is_empty()).then(|| self.data.clone()),
+            trailers: self.trailers.clone(),
+        })
     }
 
     /// The length of the buffered body.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.data.len()
+    }
+}
+
+/// The body of a replayed request: the buffered bytes, then the trailers, if any.
+#[derive(Debug)]
+struct Replay {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(
+            self.trailers
+                .take()
+                .map(|trailers| Ok(Frame::trailers(trailers))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |data| data.len() as u64))
     }
 }
 
