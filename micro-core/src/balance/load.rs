@@ -1,7 +1,8 @@
 //! Per-node load: calls in flight and a peak-EWMA latency estimate.
 //!
-//! The estimate follows Finagle's and linkerd's peak EWMA: a sample above the estimate replaces
-//! it at once (so a node that turns slow is avoided at once), a sample below it pulls it down
+//! The estimate follows Finagle's and linkerd's peak EWMA: a sample above the estimate raises
+//! it at once, though at most to double (so a node that turns slow is avoided within a few
+//! answers, and one pause on a busy host does not starve a node), a sample below it pulls it down
 //! with weight `1 - exp(-elapsed / decay)` (so a node that recovers wins traffic back over
 //! about `decay`). Reads decay the estimate towards zero by the same rule, so a node that was
 //! slow and then got no traffic is tried again instead of being shunned forever.
@@ -179,8 +180,12 @@ impl Load {
             .ewma
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !ewma.sampled || rtt > ewma.estimate_ns {
+        if !ewma.sampled {
             ewma.estimate_ns = rtt;
+        } else if rtt > ewma.estimate_ns {
+            // The peak, but at most double per answer: one pause on a busy host must not
+            // starve a node, while one that stays slow reaches its latency in a few answers.
+            ewma.estimate_ns = rtt.min(ewma.estimate_ns * 2.0);
         } else {
             let elapsed = nanos(now.saturating_duration_since(ewma.updated));
             let weight = (-elapsed / self.decay_ns).exp();
@@ -288,8 +293,12 @@ mod tests {
         load.end(Some(10 * MS));
         assert_eq!(load.latency(), Some(10 * MS));
 
-        // A higher sample is taken at once.
+        // A higher sample is taken at once, at most doubling the estimate per sample.
         load.end(Some(100 * MS));
+        assert_eq!(load.latency(), Some(20 * MS));
+        for _ in 0..3 {
+            load.end(Some(100 * MS));
+        }
         assert_eq!(load.latency(), Some(100 * MS));
 
         // A lower one after one tau: weight e^-1 on the old estimate.
