@@ -653,7 +653,9 @@ async fn s08_not_serving_node_leaves_the_picks() {
     eprintln!("s08: {}", report.summary());
 
     let baseline = share(&report.share_per_node_between(start, switched), &nodes[0]);
-    assert!(baseline > 0.2, "baseline share {baseline:.3}");
+    // Enough traffic before the switch that calls after it would show; the default
+    // selector spreads by load, not evenly.
+    assert!(baseline > 0.05, "baseline share {baseline:.3}");
     let late = report.answered_by_after(&nodes[0], switched + Duration::from_millis(200));
     assert!(
         late.is_empty(),
