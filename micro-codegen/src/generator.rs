@@ -17,7 +17,7 @@ pub struct GeneratedFile {
     /// The file name, without a directory: the proto package followed by `.rs`, or
     /// `_.rs` for files without a package.
     pub name: String,
-    /// The Rust source, formatted with `prettyplease`.
+    /// The Rust source, as prost-build formats it.
     pub content: String,
 }
 
