@@ -373,6 +373,20 @@ impl NatsBroker {
         &self.inner.client
     }
 
+    /// A round trip through the server on this broker's connection: once it returns, the
+    /// server has processed everything this broker sent before, subscriptions included (so
+    /// a publisher on another connection reaches them).
+    ///
+    /// # Errors
+    /// Not connected within the publish timeout, or the connection was re-established
+    /// meanwhile.
+    pub async fn round_trip(&self) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + self.inner.config.publish_timeout;
+        self.wait_connected(deadline).await?;
+        let epoch = self.inner.confirmer.epoch();
+        self.inner.confirmer.confirm(epoch, deadline).await
+    }
+
     /// The NATS subject of `topic`.
     pub fn subject(&self, topic: &str) -> String {
         format!("{}.{topic}", self.inner.config.prefix)
