@@ -206,7 +206,7 @@ async fn jetstream_durable_subscriber_killed_three_times() {
     let total: usize = std::env::var("MICRO_NATS_DURABLE_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(100_000);
     let server = NatsServer::start().await;
     let publisher = NatsBroker::builder(&server.url())
         .jetstream(true)
@@ -247,6 +247,11 @@ async fn jetstream_durable_subscriber_killed_three_times() {
                         while publisher.publish("durable", message.clone()).await.is_err() {
                             retries += 1;
                         }
+                        // Every 10th message again, as a publisher retrying after a lost
+                        // ack would: the stream must drop the copy (Nats-Msg-Id).
+                        if i % 10 == 0 {
+                            publisher.publish("durable", message).await.unwrap();
+                        }
                         retries
                     }
                 })
@@ -267,13 +272,21 @@ async fn jetstream_durable_subscriber_killed_three_times() {
         let (seen, processed, options) = (seen.clone(), processed.clone(), options.clone());
         tokio::spawn(async move {
             let mut sub = consumer.subscribe("durable", options).await.unwrap();
+            // Acks go out in groups of 50, so a kill always leaves processed but unacked
+            // deliveries behind: they must come again.
+            let mut unacked = Vec::new();
             while let Some(delivery) = sub.next().await {
                 let delivery = delivery.unwrap();
                 let id = delivery.message.headers["micro-id"].clone();
                 let seq: u64 = delivery.message.headers["micro-stream-seq"].parse().unwrap();
                 seen.lock().unwrap().entry(id).or_default().insert(seq);
                 processed.fetch_add(1, Ordering::Relaxed);
-                delivery.ack().await.unwrap();
+                unacked.push(delivery);
+                if unacked.len() >= 50 {
+                    for delivery in unacked.drain(..) {
+                        delivery.ack().await.unwrap();
+                    }
+                }
             }
         })
     };

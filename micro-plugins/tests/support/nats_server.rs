@@ -88,7 +88,7 @@ impl NatsServer {
             .arg(self.port.to_string())
             .args(["-m"])
             .arg(self.monitor.to_string())
-            .args(["--http_host", "127.0.0.1", "-js", "--store_dir"])
+            .args(["-js", "--store_dir"])
             .arg(self.dir.path().join("js"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
