@@ -464,9 +464,13 @@ impl NatsBroker {
         let epoch = self.inner.confirmer.epoch();
         let sent = match headers {
             Some(headers) => {
-                timeout_at(deadline, client.publish_with_headers(subject, headers, body)).await
+                ready_or_deadline(
+                    deadline,
+                    client.publish_with_headers(subject, headers, body),
+                )
+                .await
             }
-            None => timeout_at(deadline, client.publish(subject, body)).await,
+            None => ready_or_deadline(deadline, client.publish(subject, body)).await,
         };
         match sent {
             Err(_) => return Err(backend_msg(name, "publish timed out: the buffer is full")),
@@ -713,7 +717,10 @@ impl PullState {
     }
 
     fn delivery(&self, message: jetstream::Message) -> Delivery {
-        let meta = message.info().ok().map(|i| (i.stream_sequence, i.delivered));
+        let meta = message
+            .info()
+            .ok()
+            .map(|i| (i.stream_sequence, i.delivered));
         let (message, acker) = message.split();
         let mut decoded = from_nats(message.headers.as_ref(), message.payload);
         if let Some((seq, delivered)) = meta {
@@ -787,7 +794,10 @@ impl Confirmer {
         name: &str,
         timeout: Duration,
     ) -> Result<Arc<Self>, BrokerError> {
-        let subject = Subject::from(format!("_MICRO.confirm.{}", client.new_inbox().replace("_INBOX.", "")));
+        let subject = Subject::from(format!(
+            "_MICRO.confirm.{}",
+            client.new_inbox().replace("_INBOX.", "")
+        ));
         let subscriber = client
             .subscribe(subject.clone())
             .await
@@ -867,7 +877,12 @@ impl Confirmer {
         let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
         let body = Bytes::from(token.to_be_bytes().to_vec());
         let deadline = Instant::now() + self.timeout;
-        if self.client.publish(self.subject.clone(), body).await.is_err() {
+        if self
+            .client
+            .publish(self.subject.clone(), body)
+            .await
+            .is_err()
+        {
             return Err("publish confirmation could not be sent");
         }
         loop {
@@ -889,6 +904,24 @@ impl Confirmer {
 }
 
 // === helpers ===
+
+/// `fut` with a deadline; a future that is ready at once (a publish with room in the
+/// buffer) skips the timer.
+async fn ready_or_deadline<F: std::future::Future>(
+    deadline: Instant,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await;
+    match first {
+        Some(out) => Ok(out),
+        None => timeout_at(deadline, fut).await,
+    }
+}
 
 fn to_nats_headers(headers: &BTreeMap<String, String>) -> Result<Option<HeaderMap>, BrokerError> {
     if headers.is_empty() {

@@ -4,7 +4,12 @@
 //! `$HOME/.cache/micro/test-venv`, or `MICRO_NATS_SERVER`) and, for the interop test,
 //! nats-py in that venv (or `MICRO_TEST_PYTHON`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
 
 #[path = "support/nats_server.rs"]
 mod nats_server;
@@ -56,8 +61,14 @@ async fn server_restart_while_subscribed() {
         .unwrap();
     // Subscriber `b` on its own connection measures how fast subscriptions resume.
     let b = NatsBroker::connect(&server.url()).await.unwrap();
-    let mut sub_a = a.subscribe("restart", SubscribeOptions::default()).await.unwrap();
-    let mut sub_b = b.subscribe("restart", SubscribeOptions::default()).await.unwrap();
+    let mut sub_a = a
+        .subscribe("restart", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let mut sub_b = b
+        .subscribe("restart", SubscribeOptions::default())
+        .await
+        .unwrap();
     b.round_trip().await.unwrap();
 
     let got_a = Arc::new(Mutex::new(HashSet::new()));
@@ -71,7 +82,9 @@ async fn server_restart_while_subscribed() {
     let gb = got_b.clone();
     tokio::spawn(async move {
         while let Some(Ok(d)) = sub_b.next().await {
-            gb.lock().unwrap().push((seq_of(&d.message.body), Instant::now()));
+            gb.lock()
+                .unwrap()
+                .push((seq_of(&d.message.body), Instant::now()));
         }
     });
 
@@ -162,7 +175,10 @@ async fn server_restart_while_subscribed() {
         .map(|(_, at)| *at - back)
         .expect("subscriber b received nothing after the restart");
     println!("subscriber on its own connection resumed {first_after:?} after the server was back");
-    assert!(first_after < Duration::from_secs(1), "resumed after {first_after:?}");
+    assert!(
+        first_after < Duration::from_secs(1),
+        "resumed after {first_after:?}"
+    );
 }
 
 /// Item 6 (bounded buffer): during an outage a publisher cannot queue more than the
@@ -194,7 +210,10 @@ async fn publish_buffer_is_bounded_during_outage() {
         "during the outage: {accepted} of 200 buffered, rest failed after {:?}",
         started.elapsed()
     );
-    assert!(accepted <= 16 + 16, "buffer not bounded: {accepted} accepted");
+    assert!(
+        accepted <= 16 + 16,
+        "buffer not bounded: {accepted} accepted"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(accepted < 200, "nothing failed");
 }
@@ -225,7 +244,12 @@ async fn jetstream_durable_subscriber_killed_three_times() {
         ..SubscribeOptions::default()
     };
     // The consumer exists before the first publish.
-    drop(consumer.subscribe("durable", options.clone()).await.unwrap());
+    drop(
+        consumer
+            .subscribe("durable", options.clone())
+            .await
+            .unwrap(),
+    );
 
     let started = Instant::now();
     let publishing = {
@@ -278,7 +302,9 @@ async fn jetstream_durable_subscriber_killed_three_times() {
             while let Some(delivery) = sub.next().await {
                 let delivery = delivery.unwrap();
                 let id = delivery.message.headers["micro-id"].clone();
-                let seq: u64 = delivery.message.headers["micro-stream-seq"].parse().unwrap();
+                let seq: u64 = delivery.message.headers["micro-stream-seq"]
+                    .parse()
+                    .unwrap();
                 seen.lock().unwrap().entry(id).or_default().insert(seq);
                 processed.fetch_add(1, Ordering::Relaxed);
                 unacked.push(delivery);
@@ -327,7 +353,7 @@ async fn jetstream_durable_subscriber_killed_three_times() {
     let elapsed = started.elapsed();
     worker.abort();
 
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     let duplicated: Vec<_> = seen.iter().filter(|(_, seqs)| seqs.len() != 1).collect();
     let mut info = async_nats::jetstream::new(publisher.client().clone())
         .get_stream(publisher.stream_name("durable"))
@@ -342,7 +368,10 @@ async fn jetstream_durable_subscriber_killed_three_times() {
     );
     assert_eq!(kills, 3);
     assert_eq!(seen.len(), total, "every message processed at least once");
-    assert!(duplicated.is_empty(), "ids with several stored copies: {duplicated:?}");
+    assert!(
+        duplicated.is_empty(),
+        "ids with several stored copies: {duplicated:?}"
+    );
     assert_eq!(stored, total as u64, "one stored copy per id");
 }
 
@@ -388,17 +417,22 @@ async fn queue_group_of_three() {
         counts.iter().map(Vec::len).collect::<Vec<_>>()
     );
     assert_eq!(all, (0..N).collect::<Vec<_>>(), "each message exactly once");
-    assert!(counts.iter().all(|c| !c.is_empty()), "every member got work");
+    assert!(
+        counts.iter().all(|c| !c.is_empty()),
+        "every member got work"
+    );
     for m in members {
         m.abort();
     }
 }
 
 fn python() -> PathBuf {
-    let path = std::env::var("MICRO_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default())
-            .join(".cache/micro/test-venv/bin/python")
-    });
+    let path = std::env::var("MICRO_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/micro/test-venv/bin/python")
+        });
     assert!(
         path.exists(),
         "no Python for the interop test at {}: create the venv \
@@ -489,7 +523,10 @@ async fn python_interop_both_ways() {
         let expected_subject = "\"subject\": \"micro.interop.micro-to-py\"";
         assert!(line.contains(expected_subject), "{line}");
         assert!(line.contains("\"content-type\": \"text/plain\""), "{line}");
-        assert!(line.contains(&format!("\"micro-id\": \"rs-{i}\"")), "{line}");
+        assert!(
+            line.contains(&format!("\"micro-id\": \"rs-{i}\"")),
+            "{line}"
+        );
         assert!(line.contains(&format!("\"body\": \"hello {i}\"")), "{line}");
     }
     assert!(child.wait().await.unwrap().success());

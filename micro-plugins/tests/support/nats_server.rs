@@ -59,7 +59,10 @@ impl NatsServer {
             server.port = free_port();
             server.monitor = free_port();
         }
-        panic!("nats-server did not start after 5 attempts:\n{}", server.log());
+        panic!(
+            "nats-server did not start after 5 attempts:\n{}",
+            server.log()
+        );
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -132,11 +135,8 @@ impl NatsServer {
             return false;
         }
         let mut response = Vec::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(2),
-            stream.read_to_end(&mut response),
-        )
-        .await;
+        let read =
+            tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response)).await;
         matches!(read, Ok(Ok(_)))
             && (response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200"))
     }
@@ -172,7 +172,11 @@ impl NatsServer {
             // The old socket may linger for a moment.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("nats-server could not restart on port {}:\n{}", self.port, self.log());
+        panic!(
+            "nats-server could not restart on port {}:\n{}",
+            self.port,
+            self.log()
+        );
     }
 }
 
