@@ -15,9 +15,6 @@
     missing_docs
 )]
 
-#[path = "../tests/support/nats_server.rs"]
-mod nats_server;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -229,17 +226,14 @@ async fn latency(kind: Kind, url: &str, round: usize) -> (u64, u64, usize, usize
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let server = nats_server::NatsServer::start().await;
+    let server = micro_test_engines::NatsServer::start().await;
     let url = server.url();
     let kinds = [
         Kind::Raw,
         Kind::Micro(PublishConfirm::Server),
         Kind::Micro(PublishConfirm::Buffered),
     ];
-    println!(
-        "nats-server {}, {N} messages of {SIZE} bytes",
-        nats_server::nats_server_bin().display()
-    );
+    println!("{N} messages of {SIZE} bytes");
 
     // Throughput: 3 rounds, interleaved, best of each.
     let mut best = [0f64; 3];

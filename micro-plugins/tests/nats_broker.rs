@@ -11,9 +11,6 @@
     missing_docs
 )]
 
-#[path = "support/nats_server.rs"]
-mod nats_server;
-
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::PathBuf,
@@ -28,7 +25,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use micro_core::broker::{AckMode, Broker, Message, SubscribeOptions};
 use micro_plugins::nats::{NatsBroker, PublishConfirm};
-use nats_server::NatsServer;
+use micro_test_engines::NatsServer;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     time::Instant,
@@ -117,9 +114,9 @@ async fn server_restart_while_subscribed() {
     };
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    server.stop();
+    server.stop().await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    server.start_again().await;
+    server.restart().await;
     let back = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -193,7 +190,7 @@ async fn publish_buffer_is_bounded_during_outage() {
         .connect()
         .await
         .unwrap();
-    server.stop();
+    server.stop().await;
     // Let the client notice the disconnect.
     let deadline = Instant::now() + Duration::from_secs(5);
     while broker.client().connection_state() == async_nats::connection::State::Connected {
