@@ -1,0 +1,280 @@
+//! Publish -> receive through `NatsBroker` against a raw async-nats client, in the same run
+//! and against the same private nats-server.
+//!
+//! `cargo bench -p micro-plugins --features nats --bench nats`
+//!
+//! - throughput: N messages of 128 bytes published as fast as each publisher allows, one
+//!   subscriber on its own connection; messages/s received.
+//! - latency: an open-loop rate (20 messages every 1 ms = 20,000/s) for 2 s; publish ->
+//!   receive p50/p99 from a timestamp in the body.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use micro_core::broker::{Broker, Message, SubscribeOptions};
+use micro_plugins::nats::{NatsBroker, PublishConfirm};
+use tokio::time::Instant;
+
+const N: usize = 200_000;
+const SIZE: usize = 128;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Raw,
+    Micro(PublishConfirm),
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Raw => "raw async-nats",
+            Kind::Micro(PublishConfirm::Server) => "NatsBroker (confirmed)",
+            Kind::Micro(PublishConfirm::Buffered) => "NatsBroker (buffered)",
+        }
+    }
+}
+
+struct Publisher {
+    kind: Kind,
+    raw: async_nats::Client,
+    micro: Option<NatsBroker>,
+}
+
+impl Publisher {
+    async fn new(kind: Kind, url: &str) -> Self {
+        let raw = async_nats::connect(url).await.unwrap();
+        let micro = match kind {
+            Kind::Raw => None,
+            Kind::Micro(confirm) => Some(
+                NatsBroker::builder(url)
+                    .confirm(confirm)
+                    .connect()
+                    .await
+                    .unwrap(),
+            ),
+        };
+        Self { kind, raw, micro }
+    }
+
+    async fn publish(&self, topic: &str, body: Bytes) {
+        match &self.micro {
+            None => self
+                .raw
+                .publish(format!("micro.{topic}"), body)
+                .await
+                .unwrap(),
+            Some(broker) => broker
+                .publish(
+                    topic,
+                    Message {
+                        headers: Default::default(),
+                        body,
+                    },
+                )
+                .await
+                .unwrap(),
+        }
+    }
+
+    async fn flush(&self) {
+        match &self.micro {
+            None => self.raw.flush().await.unwrap(),
+            Some(broker) => broker.client().flush().await.unwrap(),
+        }
+    }
+}
+
+/// A subscriber that counts messages and records latencies; raw or micro as `kind`.
+async fn subscriber(
+    kind: Kind,
+    url: &str,
+    topic: &str,
+    expect: usize,
+    base: Instant,
+) -> tokio::task::JoinHandle<(usize, Option<Instant>, Vec<u64>)> {
+    let mut latencies = Vec::with_capacity(expect);
+    let mut stream: futures_util::stream::BoxStream<'static, Bytes> = match kind {
+        Kind::Raw => {
+            let client = async_nats::connect(url).await.unwrap();
+            let sub = client.subscribe(format!("micro.{topic}")).await.unwrap();
+            client.flush().await.unwrap();
+            // Keep the client alive with the stream.
+            Box::pin(sub.map(move |m| {
+                let _ = &client;
+                m.payload
+            }))
+        }
+        Kind::Micro(_) => {
+            let broker = NatsBroker::builder(url)
+                .subscription_capacity(65_536)
+                .connect()
+                .await
+                .unwrap();
+            let sub = broker
+                .subscribe(topic, SubscribeOptions::default())
+                .await
+                .unwrap();
+            broker.round_trip().await.unwrap();
+            Box::pin(sub.map(move |d| {
+                let _ = &broker;
+                d.unwrap().message.body
+            }))
+        }
+    };
+    tokio::spawn(async move {
+        let mut count = 0;
+        let mut last = None;
+        while let Ok(Some(body)) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await
+        {
+            let now = Instant::now();
+            let sent = u64::from_le_bytes(body[..8].try_into().unwrap());
+            let now_ns = u64::try_from((now - base).as_nanos()).unwrap();
+            latencies.push(now_ns.saturating_sub(sent));
+            count += 1;
+            last = Some(now);
+            if count == expect {
+                break;
+            }
+        }
+        (count, last, latencies)
+    })
+}
+
+fn body(base: Instant) -> Bytes {
+    let mut b = vec![0u8; SIZE];
+    let ns = u64::try_from(base.elapsed().as_nanos()).unwrap();
+    b[..8].copy_from_slice(&ns.to_le_bytes());
+    Bytes::from(b)
+}
+
+async fn throughput(kind: Kind, url: &str, round: usize) -> (f64, usize) {
+    let topic = format!("bench.tp.{round}");
+    let base = Instant::now();
+    let sub = subscriber(kind, url, &topic, N, base).await;
+    let publisher = Arc::new(Publisher::new(kind, url).await);
+    let start = Instant::now();
+    match kind {
+        Kind::Micro(PublishConfirm::Server) => {
+            // Each publish waits for its confirmation: run many at once.
+            futures_util::stream::iter(0..N)
+                .map(|_| {
+                    let publisher = publisher.clone();
+                    let topic = topic.clone();
+                    async move { publisher.publish(&topic, body(base)).await }
+                })
+                .buffer_unordered(256)
+                .for_each(|()| async {})
+                .await;
+        }
+        _ => {
+            for _ in 0..N {
+                publisher.publish(&topic, body(base)).await;
+            }
+        }
+    }
+    publisher.flush().await;
+    let (count, last, _) = sub.await.unwrap();
+    let elapsed = last.map_or(Duration::from_secs(1), |l| l - start);
+    (count as f64 / elapsed.as_secs_f64(), count)
+}
+
+async fn latency(kind: Kind, url: &str, round: usize) -> (u64, u64, usize, usize) {
+    const PER_TICK: usize = 20;
+    const TICKS: usize = 2000;
+    let topic = format!("bench.lat.{round}");
+    let base = Instant::now();
+    let sub = subscriber(kind, url, &topic, PER_TICK * TICKS, base).await;
+    let publisher = Arc::new(Publisher::new(kind, url).await);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(TICKS);
+    for _ in 0..TICKS {
+        tick.tick().await;
+        let publisher = publisher.clone();
+        let topic = topic.clone();
+        tasks.push(tokio::spawn(async move {
+            futures_util::future::join_all(
+                (0..PER_TICK).map(|_| publisher.publish(&topic, body(base))),
+            )
+            .await;
+            if publisher.kind == Kind::Raw {
+                publisher.flush().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    publisher.flush().await;
+    let (count, _, mut lat) = sub.await.unwrap();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    (pct(0.50), pct(0.99), count, PER_TICK * TICKS)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let server = micro_test_engines::NatsServer::start().await;
+    let url = server.url();
+    let kinds = [
+        Kind::Raw,
+        Kind::Micro(PublishConfirm::Server),
+        Kind::Micro(PublishConfirm::Buffered),
+    ];
+    println!("{N} messages of {SIZE} bytes");
+
+    // Throughput: 3 rounds, interleaved, best of each.
+    let mut best = [0f64; 3];
+    for round in 0..3 {
+        for (i, kind) in kinds.iter().enumerate() {
+            let (rate, count) = throughput(*kind, &url, round * 10 + i).await;
+            println!(
+                "throughput round {round} {:<24} {:>10.0} msg/s ({count}/{N} received)",
+                kind.label(),
+                rate
+            );
+            best[i] = best[i].max(rate);
+        }
+    }
+    println!();
+    for (i, kind) in kinds.iter().enumerate() {
+        println!(
+            "throughput {:<24} {:>10.0} msg/s  ratio vs raw {:.2}",
+            kind.label(),
+            best[i],
+            best[i] / best[0]
+        );
+    }
+
+    // Latency at 20,000 msg/s: 2 rounds, interleaved, the second reported.
+    let mut results = [(0, 0, 0, 0); 3];
+    for round in 0..2 {
+        for (i, kind) in kinds.iter().enumerate() {
+            results[i] = latency(*kind, &url, 100 + round * 10 + i).await;
+        }
+    }
+    println!();
+    for (i, kind) in kinds.iter().enumerate() {
+        let (p50, p99, got, sent) = results[i];
+        println!(
+            "latency @20k/s {:<24} p50 {:>7.1} us  p99 {:>8.1} us  ({got}/{sent})  p50 ratio raw/this {:.2}  p99 ratio {:.2}",
+            kind.label(),
+            p50 as f64 / 1000.0,
+            p99 as f64 / 1000.0,
+            results[0].0 as f64 / p50.max(1) as f64,
+            results[0].1 as f64 / p99.max(1) as f64,
+        );
+    }
+}

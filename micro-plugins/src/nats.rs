@@ -1,0 +1,1047 @@
+//! A [`Broker`] on NATS: core pub/sub with queue groups, and JetStream for durable,
+//! at-least-once subscriptions with ack, redelivery and de-duplication by message id.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), micro_core::broker::BrokerError> {
+//! use micro_core::broker::{AckMode, Broker, Message, SubscribeOptions};
+//! use micro_plugins::nats::NatsBroker;
+//!
+//! // Core NATS: at most once, fast.
+//! let broker = NatsBroker::connect("nats://127.0.0.1:4222").await?;
+//! broker.publish("orders.created", Message::default()).await?;
+//!
+//! // JetStream: publishes are stored and acknowledged by the server.
+//! let durable = NatsBroker::builder("nats://127.0.0.1:4222").jetstream(true).connect().await?;
+//! let options = SubscribeOptions {
+//!     durable: Some("billing".into()),
+//!     ack: AckMode::Manual,
+//!     ..SubscribeOptions::default()
+//! };
+//! let mut deliveries = durable.subscribe("orders.created", options).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Wire format
+//!
+//! Everything a non-Rust NATS client needs to publish to, or read from, a micro topic:
+//!
+//! - **Subject**: `<prefix>.<topic>`, prefix `micro` unless set with
+//!   [`NatsBrokerBuilder::prefix`]. Topic `orders.created` is subject `micro.orders.created`.
+//!   Topics are dot-separated tokens of `[A-Za-z0-9_-]` (see
+//!   [`validate_topic`]), so a subject maps back to exactly one topic.
+//! - **Body**: the [`Message::body`] bytes as they are, no framing or envelope.
+//! - **Headers**: each entry of [`Message::headers`] is one NATS header with the same name
+//!   and value (names and values as given, case preserved). A message without headers is
+//!   sent as a plain `PUB` (no `HPUB`). Received NATS headers become message headers; of a
+//!   header with several values the last wins. Conventional headers:
+//!   - `content-type`: how the body is encoded, for example `application/protobuf` (the
+//!     typed helpers) or `application/json`. Absent means opaque bytes.
+//!   - `micro-id`: the message id. Publishing through JetStream, micro also sets
+//!     `Nats-Msg-Id` to it, so the stream drops a second copy published within the
+//!     duplicate window. A non-Rust publisher to a JetStream topic sets `Nats-Msg-Id`
+//!     itself (and `micro-id` too, if micro subscribers should see the id).
+//! - **Queue groups**: [`SubscribeOptions::queue`] is the NATS queue group name, so a
+//!   non-Rust subscriber in the same group shares the messages.
+//! - **JetStream**: the stream of topic `t` is named `<PREFIX>_<t with '.' replaced by
+//!   '_'>` (for example `MICRO_orders_created`; the prefix upper-cased, its dots also
+//!   replaced), captures exactly the subject `<prefix>.<t>`, file storage, duplicate window
+//!   [`NatsBrokerBuilder::duplicate_window`] (2 minutes by default). A durable subscription
+//!   is a pull consumer on that stream named after [`SubscribeOptions::durable`], explicit
+//!   ack. A message delivered from JetStream also carries the headers
+//!   `micro-stream-seq` (the stream sequence) and `micro-delivery-count` (1 on the first
+//!   delivery); they are added on delivery and are not on the wire.
+//!
+//! # Publishing, outages and the bounded buffer
+//!
+//! [`Broker::publish`] returns `Ok` only once the server has the message, and an error
+//! otherwise, within [`NatsBrokerBuilder::publish_timeout`] (5 s by default):
+//!
+//! - While the client is disconnected, `publish` waits for the reconnect up to the publish
+//!   timeout, then fails. The async-nats command buffer is bounded by
+//!   [`NatsBrokerBuilder::client_capacity`] messages (1024 by default); when it is full,
+//!   publishers wait (bounded by the timeout) instead of growing memory.
+//! - Core NATS ([`PublishConfirm::Server`], the default): after the message is handed to the
+//!   client, the broker confirms a round trip through the server (one small echo message on
+//!   a private subject, shared by all publishes in flight, so concurrent publishes cost one
+//!   round trip together). If the connection was re-established between the hand-over and
+//!   the confirmation, the message may have been lost in the old connection's write buffer:
+//!   `publish` returns an error (the message may still have arrived: at most a duplicate,
+//!   never a silent loss). [`PublishConfirm::Buffered`] returns once the message is in the
+//!   bounded buffer: faster, but a message in flight when the connection drops can be lost
+//!   silently.
+//! - Core NATS delivers to the subscribers connected at that moment: a subscriber that is
+//!   itself reconnecting misses messages published meanwhile. Use JetStream for
+//!   at-least-once.
+//! - JetStream ([`NatsBrokerBuilder::jetstream`]): the broker creates the topic's stream if
+//!   missing and publishes with an ack from the server; an error means the stream may or
+//!   may not have the message, and publishing again with the same `micro-id` is safe.
+//!
+//! # Subscriptions and reconnects
+//!
+//! - `ack: Auto` and no durable name: a core NATS subscription (queue subscription with a
+//!   queue group). async-nats subscribes again after a reconnect; the stream does not end.
+//! - `durable: Some(name)` or `ack: Manual`: a JetStream pull consumer. The consumer is
+//!   named `durable`, or the queue group for `Manual` without a durable name (so the group's
+//!   members share it), or is ephemeral. Members with the same consumer name share its
+//!   messages, each to one member. `Manual` acks explicitly, with
+//!   [`SubscribeOptions::ack_wait`] (30 s by default) before an unacked message is
+//!   delivered again; `Auto` takes no acks. Transient errors (missed heartbeats, a
+//!   disconnect, a deleted consumer) are logged and the pull loop recreates what it needs
+//!   and continues: the subscription stream only ends when it is dropped.
+//! - [`Delivery::ack`] sends the ack without waiting for the server's confirmation; an
+//!   ack that is lost means one more delivery (at least once).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::{
+    Client, ConnectOptions, HeaderMap, HeaderName, HeaderValue, Subject,
+    jetstream::{
+        self, AckKind,
+        consumer::{AckPolicy, DeliverPolicy, pull},
+        stream::{self, StorageType},
+    },
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use micro_core::broker::{
+    AckMode, Acker, Broker, BrokerError, Delivery, Message, SubscribeOptions, Subscription,
+    validate_topic,
+};
+use tokio::{
+    sync::oneshot,
+    time::{Instant, timeout_at},
+};
+
+/// The default subject prefix: topic `t` is subject `micro.t`.
+pub const DEFAULT_PREFIX: &str = "micro";
+/// The header holding a message's id.
+pub const MESSAGE_ID_HEADER: &str = "micro-id";
+/// Added to JetStream deliveries: the stream sequence of the message.
+pub const STREAM_SEQ_HEADER: &str = "micro-stream-seq";
+/// Added to JetStream deliveries: how many times the message was delivered, 1 the first time.
+pub const DELIVERY_COUNT_HEADER: &str = "micro-delivery-count";
+
+/// How [`Broker::publish`] on core NATS decides that a message was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublishConfirm {
+    /// After a round trip through the server on the same connection (shared by concurrent
+    /// publishes): a message is never lost silently by the client. The default.
+    #[default]
+    Server,
+    /// Once the message is in the client's bounded buffer: faster, but a message in flight
+    /// when the connection drops is lost silently.
+    Buffered,
+}
+
+/// Builds a [`NatsBroker`]; see the [module docs](self) for what each option means on the
+/// wire.
+#[derive(Debug, Clone)]
+pub struct NatsBrokerBuilder {
+    servers: Vec<String>,
+    prefix: String,
+    jetstream: bool,
+    confirm: PublishConfirm,
+    publish_timeout: Duration,
+    client_capacity: usize,
+    subscription_capacity: usize,
+    duplicate_window: Duration,
+    ack_wait: Duration,
+    pull_batch: usize,
+    max_reconnect_delay: Duration,
+    connection_name: Option<String>,
+}
+
+/// A [`Broker`] on NATS and JetStream. Cheap to clone: clones share one connection.
+#[derive(Clone)]
+pub struct NatsBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    client: Client,
+    js: jetstream::Context,
+    config: NatsBrokerBuilder,
+    confirmer: Arc<Confirmer>,
+    streams: Mutex<HashSet<String>>,
+}
+
+// === impl NatsBrokerBuilder ===
+
+impl NatsBrokerBuilder {
+    /// A builder for the servers in `servers`: comma-separated `nats://host:port` URLs.
+    pub fn new(servers: &str) -> Self {
+        Self {
+            servers: servers
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            jetstream: false,
+            confirm: PublishConfirm::Server,
+            publish_timeout: Duration::from_secs(5),
+            client_capacity: 1024,
+            subscription_capacity: 8192,
+            duplicate_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(30),
+            pull_batch: 128,
+            max_reconnect_delay: Duration::from_millis(500),
+            connection_name: None,
+        }
+    }
+
+    /// The subject prefix (default `micro`): topic `t` is subject `<prefix>.t`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Publish through JetStream: create each topic's stream if missing and wait for the
+    /// server's ack (default off: core NATS).
+    pub fn jetstream(mut self, on: bool) -> Self {
+        self.jetstream = on;
+        self
+    }
+
+    /// How core NATS publishes are confirmed (default [`PublishConfirm::Server`]).
+    pub fn confirm(mut self, confirm: PublishConfirm) -> Self {
+        self.confirm = confirm;
+        self
+    }
+
+    /// How long a publish may take, waiting for a reconnect, for room in the buffer and for
+    /// the confirmation included (default 5 s).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// Bound of the client's outgoing command buffer, in messages (default 1024).
+    pub fn client_capacity(mut self, capacity: usize) -> Self {
+        self.client_capacity = capacity.max(1);
+        self
+    }
+
+    /// Bound of each subscription's incoming buffer, in messages (default 8192); a
+    /// subscriber that falls further behind is a NATS slow consumer and loses messages
+    /// (core) or gets them again (JetStream).
+    pub fn subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = capacity.max(1);
+        self
+    }
+
+    /// The duplicate window of the streams the broker creates (default 2 minutes).
+    pub fn duplicate_window(mut self, window: Duration) -> Self {
+        self.duplicate_window = window;
+        self
+    }
+
+    /// The ack wait of consumers when the subscription does not set one (default 30 s).
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    /// How many messages a JetStream subscription asks for at a time (default 128); at most
+    /// these many are in flight unacked per subscription.
+    pub fn pull_batch(mut self, batch: usize) -> Self {
+        self.pull_batch = batch.max(1);
+        self
+    }
+
+    /// The longest pause between reconnect attempts (default 500 ms; attempts start at
+    /// once and back off exponentially up to this).
+    pub fn max_reconnect_delay(mut self, delay: Duration) -> Self {
+        self.max_reconnect_delay = delay;
+        self
+    }
+
+    /// The client connection name shown by the server's monitoring.
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = Some(name.into());
+        self
+    }
+
+    /// Connects.
+    ///
+    /// # Errors
+    /// An invalid prefix or server list, or no server reachable.
+    pub async fn connect(self) -> Result<NatsBroker, BrokerError> {
+        let name = self
+            .servers
+            .iter()
+            .map(|s| {
+                if s.contains("://") {
+                    s.clone()
+                } else {
+                    format!("nats://{s}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        validate_prefix(&self.prefix)?;
+        if self.servers.is_empty() {
+            return Err(BrokerError::Invalid {
+                what: "server list",
+                value: String::new(),
+                reason: "no server given".to_owned(),
+            });
+        }
+        let max_delay = self.max_reconnect_delay;
+        let mut options = ConnectOptions::new()
+            .client_capacity(self.client_capacity)
+            .subscription_capacity(self.subscription_capacity)
+            .max_reconnects(None)
+            .reconnect_delay_callback(move |attempts| {
+                if attempts <= 1 {
+                    Duration::ZERO
+                } else {
+                    let exp = u32::try_from(attempts.min(16)).unwrap_or(16);
+                    (Duration::from_millis(10) * 2u32.saturating_pow(exp)).min(max_delay)
+                }
+            })
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("nats: connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("nats: disconnected"),
+                    other => tracing::debug!(event = %other, "nats: event"),
+                }
+            });
+        if let Some(connection_name) = &self.connection_name {
+            options = options.name(connection_name);
+        }
+        let servers: Vec<async_nats::ServerAddr> = self
+            .servers
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e: std::io::Error| BrokerError::Invalid {
+                what: "server list",
+                value: self.servers.join(","),
+                reason: e.to_string(),
+            })?;
+        let client = options
+            .connect(servers)
+            .await
+            .map_err(|e| backend(&name, "connect", e))?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(self.publish_timeout);
+        let confirmer = Confirmer::start(&client, &name, self.publish_timeout).await?;
+        Ok(NatsBroker {
+            inner: Arc::new(Inner {
+                name,
+                client,
+                js,
+                config: self,
+                confirmer,
+                streams: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+}
+
+// === impl NatsBroker ===
+
+impl NatsBroker {
+    /// Connects to `servers` (comma-separated `nats://host:port` URLs) with the defaults.
+    ///
+    /// # Errors
+    /// No server reachable.
+    pub async fn connect(servers: &str) -> Result<Self, BrokerError> {
+        NatsBrokerBuilder::new(servers).connect().await
+    }
+
+    /// A builder for `servers` (comma-separated `nats://host:port` URLs).
+    pub fn builder(servers: &str) -> NatsBrokerBuilder {
+        NatsBrokerBuilder::new(servers)
+    }
+
+    /// The underlying async-nats client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// A round trip through the server on this broker's connection: once it returns, the
+    /// server has processed everything this broker sent before, subscriptions included (so
+    /// a publisher on another connection reaches them).
+    ///
+    /// # Errors
+    /// Not connected within the publish timeout, or the connection was re-established
+    /// meanwhile.
+    pub async fn round_trip(&self) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + self.inner.config.publish_timeout;
+        self.wait_connected(deadline).await?;
+        let epoch = self.inner.confirmer.epoch();
+        self.inner.confirmer.confirm(epoch, deadline).await
+    }
+
+    /// The NATS subject of `topic`.
+    pub fn subject(&self, topic: &str) -> String {
+        format!("{}.{topic}", self.inner.config.prefix)
+    }
+
+    /// The JetStream stream name of `topic`.
+    pub fn stream_name(&self, topic: &str) -> String {
+        format!(
+            "{}_{}",
+            self.inner.config.prefix.to_uppercase().replace('.', "_"),
+            topic.replace('.', "_")
+        )
+    }
+
+    fn stream_config(&self, topic: &str) -> stream::Config {
+        stream::Config {
+            name: self.stream_name(topic),
+            subjects: vec![self.subject(topic)],
+            storage: StorageType::File,
+            duplicate_window: self.inner.config.duplicate_window,
+            ..stream::Config::default()
+        }
+    }
+
+    async fn ensure_stream(&self, topic: &str) -> Result<(), BrokerError> {
+        let known = self
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(topic);
+        if !known {
+            self.inner
+                .js
+                .get_or_create_stream(self.stream_config(topic))
+                .await
+                .map_err(|e| backend(&self.inner.name, "creating the stream", e))?;
+            self.inner
+                .streams
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(topic.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn wait_connected(&self, deadline: Instant) -> Result<(), BrokerError> {
+        let mut pause = Duration::from_millis(1);
+        while self.inner.client.connection_state() != async_nats::connection::State::Connected {
+            if Instant::now() + pause > deadline {
+                return Err(backend_msg(
+                    &self.inner.name,
+                    "not connected: publish timed out waiting for the reconnect",
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    async fn publish_core(
+        &self,
+        subject: String,
+        headers: Option<HeaderMap>,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<(), BrokerError> {
+        let name = &self.inner.name;
+        let client = &self.inner.client;
+        let confirm = self.inner.config.confirm == PublishConfirm::Server;
+        if confirm {
+            self.wait_connected(deadline).await?;
+        }
+        let epoch = self.inner.confirmer.epoch();
+        let sent = match headers {
+            Some(headers) => {
+                ready_or_deadline(
+                    deadline,
+                    client.publish_with_headers(subject, headers, body),
+                )
+                .await
+            }
+            None => ready_or_deadline(deadline, client.publish(subject, body)).await,
+        };
+        match sent {
+            Err(_) => return Err(backend_msg(name, "publish timed out: the buffer is full")),
+            Ok(Err(e)) => return Err(backend(name, "publish", e)),
+            Ok(Ok(())) => {}
+        }
+        if confirm {
+            self.inner.confirmer.confirm(epoch, deadline).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn publish_jetstream(
+        &self,
+        topic: &str,
+        subject: String,
+        headers: Option<HeaderMap>,
+        message: Message,
+        deadline: Instant,
+    ) -> Result<(), BrokerError> {
+        let name = &self.inner.name;
+        timeout_at(deadline, self.ensure_stream(topic))
+            .await
+            .map_err(|_| backend_msg(name, "publish timed out creating the stream"))??;
+        let mut headers = headers.unwrap_or_default();
+        if let Some(id) = message.headers.get(MESSAGE_ID_HEADER) {
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                header_value(MESSAGE_ID_HEADER, id)?,
+            );
+        }
+        let ack = timeout_at(
+            deadline,
+            self.inner
+                .js
+                .publish_with_headers(subject, headers, message.body),
+        )
+        .await
+        .map_err(|_| backend_msg(name, "publish timed out: the buffer is full"))?
+        .map_err(|e| backend(name, "publish", e))?;
+        timeout_at(deadline, ack)
+            .await
+            .map_err(|_| backend_msg(name, "publish timed out waiting for the stream's ack"))?
+            .map_err(|e| backend(name, "publish (stream ack)", e))?;
+        Ok(())
+    }
+
+    async fn subscribe_jetstream(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, BrokerError> {
+        let consumer_name = match (&options.durable, options.ack, &options.queue) {
+            (Some(durable), _, _) => Some(durable.clone()),
+            (None, AckMode::Manual, Some(queue)) => Some(queue.clone()),
+            _ => None,
+        };
+        let ack_policy = match options.ack {
+            AckMode::Manual => AckPolicy::Explicit,
+            AckMode::Auto => AckPolicy::None,
+        };
+        let consumer = pull::Config {
+            durable_name: consumer_name.clone(),
+            name: consumer_name.clone(),
+            ack_policy,
+            ack_wait: options.ack_wait.unwrap_or(self.inner.config.ack_wait),
+            deliver_policy: DeliverPolicy::All,
+            filter_subject: self.subject(topic),
+            inactive_threshold: if consumer_name.is_some() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(300)
+            },
+            ..pull::Config::default()
+        };
+        let state = PullState {
+            broker: self.clone(),
+            topic: topic.to_owned(),
+            consumer,
+            manual: options.ack == AckMode::Manual,
+            messages: None,
+            failures: 0,
+        };
+        // Open once up front so configuration errors surface to the caller.
+        let mut state = state;
+        state.messages = Some(state.open().await?);
+        Ok(Box::pin(futures_util::stream::unfold(
+            state,
+            |mut state| async move {
+                let delivery = state.next().await;
+                Some((Ok(delivery), state))
+            },
+        )))
+    }
+}
+
+impl fmt::Debug for NatsBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsBroker")
+            .field("name", &self.inner.name)
+            .field("prefix", &self.inner.config.prefix)
+            .field("jetstream", &self.inner.config.jetstream)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Broker for NatsBroker {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
+        validate_topic(topic)?;
+        let deadline = Instant::now() + self.inner.config.publish_timeout;
+        let subject = self.subject(topic);
+        let headers = to_nats_headers(&message.headers)?;
+        if self.inner.config.jetstream {
+            self.publish_jetstream(topic, subject, headers, message, deadline)
+                .await
+        } else {
+            self.publish_core(subject, headers, message.body, deadline)
+                .await
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, BrokerError> {
+        validate_topic(topic)?;
+        if let Some(queue) = &options.queue {
+            validate_name("queue", queue)?;
+        }
+        if let Some(durable) = &options.durable {
+            validate_name("durable name", durable)?;
+        }
+        if options.durable.is_some() || options.ack == AckMode::Manual {
+            return self.subscribe_jetstream(topic, options).await;
+        }
+        let subject = self.subject(topic);
+        let client = &self.inner.client;
+        let subscriber = match options.queue {
+            Some(queue) => client.queue_subscribe(subject, queue).await,
+            None => client.subscribe(subject).await,
+        }
+        .map_err(|e| backend(&self.inner.name, "subscribe", e))?;
+        let topic = topic.to_owned();
+        Ok(Box::pin(subscriber.map(move |message| {
+            Ok(Delivery::new(
+                topic.clone(),
+                from_nats(message.headers.as_ref(), message.payload),
+                None,
+            ))
+        })))
+    }
+}
+
+// === JetStream pull loop ===
+
+struct PullState {
+    broker: NatsBroker,
+    topic: String,
+    consumer: pull::Config,
+    manual: bool,
+    messages: Option<pull::Stream>,
+    failures: u32,
+}
+
+impl PullState {
+    async fn open(&self) -> Result<pull::Stream, BrokerError> {
+        let inner = &self.broker.inner;
+        let stream = inner
+            .js
+            .get_or_create_stream(self.broker.stream_config(&self.topic))
+            .await
+            .map_err(|e| backend(&inner.name, "creating the stream", e))?;
+        let consumer: jetstream::consumer::PullConsumer = match &self.consumer.durable_name {
+            Some(name) => stream
+                .get_or_create_consumer(name, self.consumer.clone())
+                .await
+                .map_err(|e| backend(&inner.name, "creating the consumer", e))?,
+            None => stream
+                .create_consumer(self.consumer.clone())
+                .await
+                .map_err(|e| backend(&inner.name, "creating the consumer", e))?,
+        };
+        consumer
+            .stream()
+            .max_messages_per_batch(inner.config.pull_batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| backend(&inner.name, "pulling", e))
+    }
+
+    /// The next delivery; retries forever through transient failures.
+    async fn next(&mut self) -> Delivery {
+        loop {
+            let Some(messages) = self.messages.as_mut() else {
+                if self.failures > 0 {
+                    let exp = self.failures.min(6);
+                    let pause = (Duration::from_millis(20) * 2u32.pow(exp))
+                        .min(self.broker.inner.config.max_reconnect_delay);
+                    tokio::time::sleep(pause).await;
+                }
+                match self.open().await {
+                    Ok(messages) => self.messages = Some(messages),
+                    Err(e) => {
+                        self.failures = self.failures.saturating_add(1);
+                        tracing::warn!(topic = %self.topic, error = %e, "nats: reopening the consumer failed; retrying");
+                    }
+                }
+                continue;
+            };
+            match messages.next().await {
+                Some(Ok(message)) => {
+                    self.failures = 0;
+                    return self.delivery(message);
+                }
+                Some(Err(e)) => {
+                    use pull::MessagesErrorKind as K;
+                    match e.kind() {
+                        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
+                            tracing::warn!(topic = %self.topic, error = %e, "nats: consumer lost; recreating it");
+                            self.messages = None;
+                            self.failures = self.failures.saturating_add(1);
+                        }
+                        _ => {
+                            tracing::debug!(topic = %self.topic, error = %e, "nats: transient pull error");
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!(topic = %self.topic, "nats: pull stream ended; reopening it");
+                    self.messages = None;
+                    self.failures = self.failures.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn delivery(&self, message: jetstream::Message) -> Delivery {
+        let meta = message
+            .info()
+            .ok()
+            .map(|i| (i.stream_sequence, i.delivered));
+        let (message, acker) = message.split();
+        let mut decoded = from_nats(message.headers.as_ref(), message.payload);
+        if let Some((seq, delivered)) = meta {
+            decoded
+                .headers
+                .insert(STREAM_SEQ_HEADER.to_owned(), seq.to_string());
+            decoded
+                .headers
+                .insert(DELIVERY_COUNT_HEADER.to_owned(), delivered.to_string());
+        }
+        let acker: Option<Box<dyn Acker>> = if self.manual {
+            Some(Box::new(JsAcker {
+                acker,
+                broker: self.broker.inner.name.clone(),
+            }))
+        } else {
+            None
+        };
+        Delivery::new(self.topic.clone(), decoded, acker)
+    }
+}
+
+struct JsAcker {
+    acker: jetstream::message::Acker,
+    broker: String,
+}
+
+#[async_trait]
+impl Acker for JsAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.acker
+            .ack()
+            .await
+            .map_err(|e| backend_boxed(&self.broker, "ack", e))
+    }
+
+    async fn nack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.acker
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|e| backend_boxed(&self.broker, "nack", e))
+    }
+}
+
+// === Publish confirmation ===
+
+/// Confirms that messages handed to the client reached the server: publishes a token on a
+/// private subject this client subscribes to and waits to receive it back. The server
+/// handles a connection's messages in order, so the echo arriving means every message
+/// handed over before it was processed, unless the connection changed in between (the
+/// `connects` statistic moved), in which case the waiters get an error.
+struct Confirmer {
+    client: Client,
+    name: String,
+    subject: Subject,
+    timeout: Duration,
+    token: AtomicU64,
+    subscriber: tokio::sync::Mutex<async_nats::Subscriber>,
+    waiters: Mutex<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    running: bool,
+    list: Vec<(u64, oneshot::Sender<Result<(), &'static str>>)>,
+}
+
+impl Confirmer {
+    async fn start(
+        client: &Client,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let subject = Subject::from(format!(
+            "_MICRO.confirm.{}",
+            client.new_inbox().replace("_INBOX.", "")
+        ));
+        let subscriber = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| backend(name, "subscribe (publish confirmations)", e))?;
+        Ok(Arc::new(Self {
+            client: client.clone(),
+            name: name.to_owned(),
+            subject,
+            timeout,
+            token: AtomicU64::new(0),
+            subscriber: tokio::sync::Mutex::new(subscriber),
+            waiters: Mutex::new(Waiters::default()),
+        }))
+    }
+
+    fn epoch(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::Acquire)
+    }
+
+    async fn confirm(self: &Arc<Self>, epoch: u64, deadline: Instant) -> Result<(), BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut waiters = self
+                .waiters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            waiters.list.push((epoch, tx));
+            !std::mem::replace(&mut waiters.running, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).run());
+        }
+        match timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(backend_msg(&self.name, reason)),
+            Ok(Err(_)) => Err(backend_msg(&self.name, "publish confirmation abandoned")),
+            Err(_) => Err(backend_msg(
+                &self.name,
+                "publish timed out waiting for the server's confirmation",
+            )),
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut subscriber = self.subscriber.lock().await;
+        loop {
+            let batch = {
+                let mut waiters = self
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if waiters.list.is_empty() {
+                    waiters.running = false;
+                    return;
+                }
+                std::mem::take(&mut waiters.list)
+            };
+            let outcome = self.round_trip(&mut subscriber).await;
+            let now = self.epoch();
+            for (epoch, tx) in batch {
+                let result = match outcome {
+                    Err(reason) => Err(reason),
+                    Ok(()) if epoch != now => Err(
+                        "the connection was re-established during the publish: delivery unknown",
+                    ),
+                    Ok(()) => Ok(()),
+                };
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    async fn round_trip(
+        &self,
+        subscriber: &mut async_nats::Subscriber,
+    ) -> Result<(), &'static str> {
+        let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
+        let body = Bytes::from(token.to_be_bytes().to_vec());
+        let deadline = Instant::now() + self.timeout;
+        if self
+            .client
+            .publish(self.subject.clone(), body)
+            .await
+            .is_err()
+        {
+            return Err("publish confirmation could not be sent");
+        }
+        loop {
+            match timeout_at(deadline, subscriber.next()).await {
+                Err(_) => return Err("publish timed out waiting for the server's confirmation"),
+                Ok(None) => return Err("the connection is closed"),
+                Ok(Some(echo)) => {
+                    if echo.payload.len() == 8 {
+                        let mut raw = [0u8; 8];
+                        raw.copy_from_slice(&echo.payload);
+                        if u64::from_be_bytes(raw) == token {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// === helpers ===
+
+/// `fut` with a deadline; a future that is ready at once (a publish with room in the
+/// buffer) skips the timer.
+async fn ready_or_deadline<F: std::future::Future>(
+    deadline: Instant,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await;
+    match first {
+        Some(out) => Ok(out),
+        None => timeout_at(deadline, fut).await,
+    }
+}
+
+fn to_nats_headers(headers: &BTreeMap<String, String>) -> Result<Option<HeaderMap>, BrokerError> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let header: HeaderName = name.parse().map_err(|_| BrokerError::Invalid {
+            what: "header name",
+            value: name.clone(),
+            reason: "NATS header names are printable ASCII without ':'".to_owned(),
+        })?;
+        map.insert(header, header_value(name, value)?);
+    }
+    Ok(Some(map))
+}
+
+fn header_value(name: &str, value: &str) -> Result<HeaderValue, BrokerError> {
+    value.parse().map_err(|_| BrokerError::Invalid {
+        what: "header value",
+        value: format!("{name}: {value}"),
+        reason: "NATS header values must not contain CR or LF".to_owned(),
+    })
+}
+
+fn from_nats(headers: Option<&HeaderMap>, body: Bytes) -> Message {
+    let mut out = BTreeMap::new();
+    if let Some(headers) = headers {
+        for (name, values) in headers.iter() {
+            if let Some(value) = values.last() {
+                out.insert(name.to_string(), value.as_str().to_owned());
+            }
+        }
+    }
+    Message { headers: out, body }
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), BrokerError> {
+    validate_topic(prefix).map_err(|_| BrokerError::Invalid {
+        what: "subject prefix",
+        value: prefix.to_owned(),
+        reason: "dot-separated tokens of ASCII letters, digits, '_' and '-'".to_owned(),
+    })
+}
+
+fn validate_name(what: &'static str, name: &str) -> Result<(), BrokerError> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    {
+        return Err(BrokerError::Invalid {
+            what,
+            value: name.to_owned(),
+            reason: "1 to 128 ASCII letters, digits, '_' or '-'".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn backend(
+    broker: &str,
+    what: &str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> BrokerError {
+    BrokerError::Backend {
+        broker: broker.to_owned(),
+        message: format!("{what}: {error}"),
+        source: Some(Box::new(error)),
+    }
+}
+
+fn backend_boxed(broker: &str, what: &str, error: async_nats::Error) -> BrokerError {
+    BrokerError::Backend {
+        broker: broker.to_owned(),
+        message: format!("{what}: {error}"),
+        source: Some(error),
+    }
+}
+
+fn backend_msg(broker: &str, message: &str) -> BrokerError {
+    BrokerError::Backend {
+        broker: broker.to_owned(),
+        message: message.to_owned(),
+        source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        let mut headers = BTreeMap::new();
+        headers.insert("content-type".to_owned(), "application/json".to_owned());
+        headers.insert("micro-id".to_owned(), "42".to_owned());
+        let nats = to_nats_headers(&headers).unwrap_or_default();
+        let back = from_nats(nats.as_ref(), Bytes::from_static(b"x"));
+        assert_eq!(back.headers, headers);
+        assert_eq!(to_nats_headers(&BTreeMap::new()).ok(), Some(None));
+    }
+
+    #[test]
+    fn bad_headers_are_errors_not_panics() {
+        let mut headers = BTreeMap::new();
+        headers.insert("a:b".to_owned(), "v".to_owned());
+        assert!(to_nats_headers(&headers).is_err());
+        let mut headers = BTreeMap::new();
+        headers.insert("a".to_owned(), "v\r\nX: y".to_owned());
+        assert!(to_nats_headers(&headers).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("queue", "workers-1").is_ok());
+        assert!(validate_name("queue", "a.b").is_err());
+        assert!(validate_name("queue", "").is_err());
+        assert!(validate_prefix("micro.dev").is_ok());
+        assert!(validate_prefix("micro.>").is_err());
+    }
+}
