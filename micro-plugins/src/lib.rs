@@ -1,7 +1,22 @@
 //! Distributed engines for micro, each behind a cargo feature.
 //!
-//! This crate will hold the engines that implement micro-core's traits when a service
-//! outgrows one machine: an etcd registry (feature `etcd`), a NATS and JetStream broker
-//! (feature `nats`), a Redis store (feature `redis`) and an mDNS registry for LANs
-//! (feature `mdns`). It holds none yet: the embedded defaults in `micro-core` (the `local`
-//! and `memory` registries) are what is built so far.
+//! | feature | module | engine |
+//! |---|---|---|
+//! | `etcd` | [`etcd`] | a [`Registry`](micro_core::Registry) on an etcd v3 cluster, selected with `MICRO_REGISTRY=etcd://host:port[,host:port…][?namespace=…]` |
+//!
+//! NATS and JetStream (feature `nats`), Redis (feature `redis`) and mDNS (feature `mdns`)
+//! are to come.
+//!
+//! micro-core cannot depend on this crate, so its `registry::from_url` and `from_env` learn
+//! the schemes of these engines at run time: call [`install`] once at start-up.
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+/// Registers the URL schemes of every engine compiled in (`etcd://` with feature `etcd`)
+/// with micro-core's [`registry::from_url`](micro_core::registry::from_url), so
+/// `MICRO_REGISTRY` can select them. Idempotent; does nothing without features.
+pub fn install() {
+    #[cfg(feature = "etcd")]
+    etcd::install();
+}
