@@ -6,7 +6,6 @@ use std::{
     time::Duration,
 };
 
-use etcd_client::Client;
 use micro_core::RegistryError;
 use tokio::{
     sync::Notify,
@@ -14,7 +13,7 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-use super::{Inner, State};
+use super::{Inner, State, pool::Pool};
 
 /// First delay before retrying a failed keepalive or grant.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -61,7 +60,7 @@ impl Inner {
     /// it) when there is none. Starts the keepalive of a new TTL.
     pub(super) async fn ensure_lease(
         self: &Arc<Self>,
-        client: &Client,
+        client: &Pool,
         state: &mut State,
         ttl: i64,
     ) -> Result<i64, RegistryError> {
@@ -96,7 +95,7 @@ impl Inner {
     /// Grants a lease of `ttl` seconds and puts every record of that TTL with it.
     async fn grant_and_put(
         &self,
-        client: &Client,
+        client: &Pool,
         state: &State,
         ttl: i64,
     ) -> Result<i64, RegistryError> {
@@ -215,14 +214,19 @@ async fn maintain(inner: Weak<Inner>, ttl: i64, replaced: Arc<Notify>) {
 /// the lease gone, the stream fails or stalls for a whole TTL, or `register` replaced the
 /// lease.
 async fn keep_alive(
-    client: &Client,
+    client: &Pool,
     lease: i64,
     ttl: Duration,
     period: Duration,
     replaced: &Notify,
     backoff: &mut Duration,
 ) -> Outcome {
-    let mut leases = client.lease_client();
+    let (index, current) = client.current();
+    let mut leases = current.lease_client();
+    let broken = |reason: String| {
+        client.failed(index);
+        Outcome::Broken(reason)
+    };
     let opened = tokio::select! {
         opened = tokio::time::timeout(ttl, leases.keep_alive(lease)) => opened,
         () = replaced.notified() => return Outcome::Replaced,
@@ -230,8 +234,8 @@ async fn keep_alive(
     let (mut keeper, mut stream) = match opened {
         Ok(Ok(pair)) => pair,
         Ok(Err(err)) if is_lease_not_found(&err) => return Outcome::Lost,
-        Ok(Err(err)) => return Outcome::Broken(err.to_string()),
-        Err(_) => return Outcome::Broken(format!("no answer to a keepalive within {ttl:?}")),
+        Ok(Err(err)) => return broken(err.to_string()),
+        Err(_) => return broken(format!("no answer to a keepalive within {ttl:?}")),
     };
     *backoff = MIN_BACKOFF;
     let mut last_answer = Instant::now();
@@ -241,18 +245,18 @@ async fn keep_alive(
         tokio::select! {
             _ = ticks.tick() => {
                 if last_answer.elapsed() >= ttl {
-                    return Outcome::Broken(format!("no keepalive answer for {ttl:?}"));
+                    return broken(format!("no keepalive answer for {ttl:?}"));
                 }
                 if let Err(err) = keeper.keep_alive().await {
-                    return Outcome::Broken(err.to_string());
+                    return broken(err.to_string());
                 }
             }
             message = stream.message() => match message {
                 Ok(Some(answer)) if answer.ttl() > 0 => last_answer = Instant::now(),
                 Ok(Some(_)) => return Outcome::Lost,
-                Ok(None) => return Outcome::Broken("keepalive stream ended".to_owned()),
+                Ok(None) => return broken("keepalive stream ended".to_owned()),
                 Err(err) if is_lease_not_found(&err) => return Outcome::Lost,
-                Err(err) => return Outcome::Broken(err.to_string()),
+                Err(err) => return broken(err.to_string()),
             },
             () = replaced.notified() => return Outcome::Replaced,
         }

@@ -56,19 +56,27 @@
 //! a delete (deregistration or lease expiry) is `Delete` with the last record. Revisions only
 //! move forward: anything at or below the last revision seen is skipped. When etcd has
 //! compacted the revision the watch needs, the watcher lists again, emits the difference
-//! against what it has reported, and watches on from the new listing. When the connection to
-//! etcd fails, the watch yields one `Err` and ends;
+//! against what it has reported, and watches on from the new listing. When the watch stream
+//! fails (its member died), the watcher opens it again at once from the last revision seen,
+//! once per endpoint, so a cluster that lost a member keeps the watch going without a gap
+//! or a duplicate. When that fails too (etcd is unreachable), the watch yields one `Err` and
+//! ends;
 //! [`CacheRegistry`](micro_core::registry::CacheRegistry) then keeps serving the last known
 //! nodes and watches again with backoff.
 //!
 //! # Connection
 //!
 //! Nothing connects until the first operation (so [`from_url`] is synchronous and cheap).
-//! The client balances over every endpoint given; each request times out after
-//! [`EtcdRegistryBuilder::request_timeout`] (5 s by default) and is tried once more on
-//! another endpoint when the first attempt fails with an unavailable member.
+//! The registry keeps one client per endpoint and uses one endpoint at a time, like etcd's
+//! own clients: when a request, the keepalive or a watch fails because that member is
+//! unavailable, it moves on to the next endpoint. (etcd-client's balanced channel keeps
+//! sending a share of the requests to a dead member.) Each request times out after
+//! [`EtcdRegistryBuilder::request_timeout`] (5 s by default) and is tried again, up to once
+//! per endpoint, when an attempt fails with an unavailable member. A watch whose member
+//! fails resumes on another member from the last revision it saw (see above).
 
 mod lease;
+mod pool;
 mod url;
 mod watch;
 
@@ -80,11 +88,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions};
+use etcd_client::{ConnectOptions, DeleteOptions, GetOptions, PutOptions};
 use micro_core::registry::{
     self, RegisterOptions, Registry, RegistryError, Service, WatchOptions, Watcher,
 };
 use tokio::sync::{Mutex, OnceCell};
+
+use pool::Pool;
 
 pub use url::{SCHEME, from_url, install};
 
@@ -127,7 +137,7 @@ pub(crate) struct Inner {
     /// `<prefix><namespace>/`.
     root: String,
     options: ConnectOptions,
-    client: OnceCell<Client>,
+    pool: OnceCell<Arc<Pool>>,
     state: Mutex<State>,
 }
 
@@ -237,7 +247,7 @@ impl EtcdRegistryBuilder {
                 endpoints,
                 root: format!("{prefix}{}/", self.namespace),
                 options,
-                client: OnceCell::new(),
+                pool: OnceCell::new(),
                 state: Mutex::new(State::default()),
             }),
         })
@@ -404,7 +414,7 @@ impl Registry for EtcdRegistry {
             None => self.inner.root.clone(),
         };
         let (known, revision) = self.inner.list(&client, &prefix).await?;
-        watch::start(self.inner.name.clone(), client, prefix, known, revision).await
+        watch::start(self.inner.watch_config(client, prefix), known, revision).await
     }
 }
 
@@ -415,45 +425,62 @@ impl Inner {
         format!("{}{service}/{node_id}", self.root)
     }
 
+    fn watch_config(&self, client: Arc<Pool>, prefix: String) -> watch::Config {
+        watch::Config {
+            registry: self.name.clone(),
+            client,
+            prefix,
+        }
+    }
+
     fn service_prefix(&self, service: &str) -> String {
         format!("{}{service}/", self.root)
     }
 
-    /// The client, connected on first use.
-    async fn client(&self) -> Result<Client, RegistryError> {
-        let client = self
-            .client
+    /// The clients, one per endpoint, created on first use (they connect lazily).
+    async fn client(&self) -> Result<Arc<Pool>, RegistryError> {
+        let pool = self
+            .pool
             .get_or_try_init(|| async {
-                Client::connect(&self.endpoints, Some(self.options.clone()))
+                Pool::connect(&self.endpoints, &self.options)
                     .await
+                    .map(Arc::new)
                     .map_err(|err| {
                         RegistryError::backend(&self.name, "cannot connect to etcd", err)
                     })
             })
             .await?;
-        Ok(client.clone())
+        Ok(pool.clone())
     }
 
-    /// Runs `op`, and once more when the first attempt fails because the member it reached
-    /// is unavailable (the balanced client then picks another endpoint).
-    async fn retry<T, F, Fut>(&self, client: &Client, op: F) -> Result<T, etcd_client::Error>
+    /// Runs `op` on the current endpoint; when it fails because that member is
+    /// unavailable, moves on to the next endpoint and tries again, once per endpoint.
+    async fn retry<T, F, Fut>(&self, pool: &Pool, op: F) -> Result<T, etcd_client::Error>
     where
-        F: Fn(Client) -> Fut,
+        F: Fn(etcd_client::Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        match op(client.clone()).await {
-            Err(err) if is_unavailable(&err) && self.endpoints.len() > 1 => {
-                tracing::debug!(registry = %self.name, error = %err, "etcd request failed; retrying");
-                op(client.clone()).await
+        let mut attempts = pool.len();
+        loop {
+            attempts -= 1;
+            let (index, client) = pool.current();
+            match op(client).await {
+                Err(err) if is_unavailable(&err) => {
+                    pool.failed(index);
+                    if attempts == 0 {
+                        return Err(err);
+                    }
+                    tracing::debug!(registry = %self.name, error = %err, "etcd request failed; trying the next endpoint");
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
     /// The records under `prefix` by key, and the revision they were read at.
     async fn list(
         &self,
-        client: &Client,
+        client: &Pool,
         prefix: &str,
     ) -> Result<(BTreeMap<String, Service>, i64), RegistryError> {
         let response = self
@@ -475,7 +502,7 @@ impl Inner {
 
     async fn put_all(
         &self,
-        client: &Client,
+        client: &Pool,
         entries: &[(String, String)],
         lease: i64,
     ) -> Result<(), etcd_client::Error> {
@@ -493,7 +520,7 @@ impl Inner {
     }
 
     /// Revokes the leases whose TTL no record uses any more, and stops their keepalive.
-    async fn release_idle(&self, client: &Client, state: &mut State) {
+    async fn release_idle(&self, client: &Pool, state: &mut State) {
         let used: Vec<i64> = state.records.values().map(|r| r.ttl).collect();
         let idle: Vec<i64> = state
             .leases
@@ -534,14 +561,21 @@ impl Drop for Inner {
     }
 }
 
-/// A TTL in whole seconds, rounded up, at least 1 (etcd raises it to its own minimum).
+/// etcd's longest lease TTL, in seconds.
+const MAX_TTL_SECS: u64 = 9_000_000_000;
+
+/// A TTL in whole seconds, rounded up, at least 1 (etcd raises it to its own minimum, about
+/// 2 s with default settings) and at most etcd's maximum.
 fn ttl_secs(ttl: Duration) -> i64 {
-    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-    i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0))
+        .clamp(1, MAX_TTL_SECS);
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 /// A member or the connection to it is unavailable: worth another try elsewhere.
-fn is_unavailable(err: &etcd_client::Error) -> bool {
+pub(crate) fn is_unavailable(err: &etcd_client::Error) -> bool {
     match err {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         etcd_client::Error::GRpcStatus(status) => matches!(
