@@ -32,10 +32,10 @@ impl Binary {
             }
         }
         let venv = venv_bin().map(|dir| dir.join(self.name));
-        if self.venv_first {
-            if let Some(p) = venv.as_ref().filter(|p| is_executable(p)) {
-                return p.clone();
-            }
+        if self.venv_first
+            && let Some(p) = venv.as_ref().filter(|p| is_executable(p))
+        {
+            return p.clone();
         }
         if let Some(p) = on_path(self.name) {
             return p;

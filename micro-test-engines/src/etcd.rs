@@ -42,9 +42,19 @@ impl EtcdServer {
         members.remove(0)
     }
 
-    fn new(bin: &Path, name: &str, client_port: u16, peer_port: u16, cluster: &InitialCluster) -> EtcdServer {
+    fn new(
+        bin: &Path,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        cluster: &InitialCluster,
+    ) -> EtcdServer {
         let dir = temp_dir(&format!("micro-etcd-{name}-"));
-        let mut proc = Proc::new(format!("etcd {name}"), bin.to_path_buf(), dir.path().join("etcd.log"));
+        let mut proc = Proc::new(
+            format!("etcd {name}"),
+            bin.to_path_buf(),
+            dir.path().join("etcd.log"),
+        );
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let data = dir.path().join("data");
@@ -136,6 +146,11 @@ impl EtcdServer {
         self.proc.is_running()
     }
 
+    /// Whether the process runs but is paused (SIGSTOP without SIGCONT since).
+    pub fn is_paused(&self) -> bool {
+        self.proc.is_paused()
+    }
+
     /// SIGTERM, then waits for the exit (SIGKILL after 10 s). The data directory is kept.
     pub async fn stop(&mut self) {
         self.proc.stop().await;
@@ -207,7 +222,15 @@ async fn start_members(n: usize, what: &str) -> Vec<EtcdServer> {
             token: format!("micro-test-{}", ports[1]),
         };
         let mut members: Vec<EtcdServer> = (0..n)
-            .map(|i| EtcdServer::new(&bin, &format!("m{i}"), ports[2 * i], ports[2 * i + 1], &initial_cluster))
+            .map(|i| {
+                EtcdServer::new(
+                    &bin,
+                    &format!("m{i}"),
+                    ports[2 * i],
+                    ports[2 * i + 1],
+                    &initial_cluster,
+                )
+            })
             .collect();
         for m in &mut members {
             m.proc.spawn();
@@ -272,6 +295,27 @@ impl EtcdCluster {
         self.members
             .get_mut(i)
             .unwrap_or_else(|| panic!("etcd cluster has {n} members, no member {i}"))
+    }
+
+    /// Waits until every running, unpaused member is healthy: after a member was killed,
+    /// stopped or paused, the others may be electing a new leader and refuse requests
+    /// ("leader changed") for a moment. Panics with the logs' tails after 30 s.
+    pub async fn wait_healthy(&mut self) {
+        let ports: Vec<u16> = self
+            .members
+            .iter()
+            .filter(|m| m.is_running() && !m.is_paused())
+            .map(|m| m.client_port)
+            .collect();
+        let mut procs: Vec<&mut Proc> = self
+            .members
+            .iter_mut()
+            .filter(|m| m.proc.is_running() && !m.proc.is_paused())
+            .map(|m| &mut m.proc)
+            .collect();
+        if let Err(e) = wait_all_ready(&mut procs, "healthy", |i| healthy(ports[i])).await {
+            panic!("etcd cluster not healthy: {e}");
+        }
     }
 
     /// All members.

@@ -61,7 +61,11 @@ impl NatsServer {
 
     fn new(bin: &Path, name: &str, ports: Ports, cluster: Option<(&str, &[String])>) -> NatsServer {
         let dir = temp_dir(&format!("micro-nats-{name}-"));
-        let mut proc = Proc::new(format!("nats {name}"), bin.to_path_buf(), dir.path().join("nats.log"));
+        let mut proc = Proc::new(
+            format!("nats {name}"),
+            bin.to_path_buf(),
+            dir.path().join("nats.log"),
+        );
         let mut args: Vec<std::ffi::OsString> = vec![
             "--addr".into(),
             "127.0.0.1".into(),
@@ -92,7 +96,11 @@ impl NatsServer {
             port: ports.client,
             monitor_port: ports.monitor,
             cluster_port: ports.cluster,
-            health_path: if cluster.is_some() { HEALTH_CLUSTER } else { HEALTH_SINGLE },
+            health_path: if cluster.is_some() {
+                HEALTH_CLUSTER
+            } else {
+                HEALTH_SINGLE
+            },
             dir,
         }
     }
@@ -152,6 +160,11 @@ impl NatsServer {
         self.proc.is_running()
     }
 
+    /// Whether the process runs but is paused (SIGSTOP without SIGCONT since).
+    pub fn is_paused(&self) -> bool {
+        self.proc.is_paused()
+    }
+
     /// SIGTERM, then waits for the exit (SIGKILL after 10 s). The store is kept.
     pub async fn stop(&mut self) {
         self.proc.stop().await;
@@ -169,7 +182,11 @@ impl NatsServer {
     pub async fn restart(&mut self) {
         self.proc.spawn();
         let (port, monitor, path) = (self.port, self.monitor_port, self.health_path);
-        if let Err(e) = self.proc.wait_ready("healthy", || healthy(port, monitor, path)).await {
+        if let Err(e) = self
+            .proc
+            .wait_ready("healthy", || healthy(port, monitor, path))
+            .await
+        {
             panic!("nats restart failed: {e}");
         }
     }
@@ -209,7 +226,9 @@ async fn start_nodes(n: usize, clustered: bool, what: &str) -> Vec<NatsServer> {
         let per = if clustered { 3 } else { 2 };
         let ports = free_ports(per * n);
         let routes: Vec<String> = if clustered {
-            (0..n).map(|i| format!("nats://127.0.0.1:{}", ports[per * i + 2])).collect()
+            (0..n)
+                .map(|i| format!("nats://127.0.0.1:{}", ports[per * i + 2]))
+                .collect()
         } else {
             Vec::new()
         };
@@ -228,8 +247,10 @@ async fn start_nodes(n: usize, clustered: bool, what: &str) -> Vec<NatsServer> {
         for node in &mut nodes {
             node.proc.spawn();
         }
-        let probes: Vec<(u16, u16, &'static str)> =
-            nodes.iter().map(|s| (s.port, s.monitor_port, s.health_path)).collect();
+        let probes: Vec<(u16, u16, &'static str)> = nodes
+            .iter()
+            .map(|s| (s.port, s.monitor_port, s.health_path))
+            .collect();
         let mut procs: Vec<&mut Proc> = nodes.iter_mut().map(|s| &mut s.proc).collect();
         let ready = wait_all_ready(&mut procs, "healthy", |i| {
             let (port, monitor, path) = probes[i];
@@ -261,10 +282,15 @@ async fn wait_routes(nodes: &[NatsServer], what: &str) {
     loop {
         let mut missing = Vec::new();
         for node in nodes {
-            let routez = probe::http(&format!("127.0.0.1:{}", node.monitor_port), "GET", "/routez", None)
-                .await
-                .map(|r| r.body.replace(' ', ""))
-                .unwrap_or_default();
+            let routez = probe::http(
+                &format!("127.0.0.1:{}", node.monitor_port),
+                "GET",
+                "/routez",
+                None,
+            )
+            .await
+            .map(|r| r.body.replace(' ', ""))
+            .unwrap_or_default();
             for other in nodes.iter().filter(|o| o.name != node.name) {
                 if !routez.contains(&format!("\"remote_name\":\"{}\"", other.name)) {
                     missing.push(format!("{}→{}", node.name, other.name));
@@ -275,8 +301,14 @@ async fn wait_routes(nodes: &[NatsServer], what: &str) {
             return;
         }
         if std::time::Instant::now() >= deadline {
-            let logs: Vec<String> = nodes.iter().map(|n| format!("{}:\n{}", n.name, n.log_tail())).collect();
-            panic!("{what}: routes {missing:?} missing after 30 s; logs:\n{}", logs.join("\n"));
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("{}:\n{}", n.name, n.log_tail()))
+                .collect();
+            panic!(
+                "{what}: routes {missing:?} missing after 30 s; logs:\n{}",
+                logs.join("\n")
+            );
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
@@ -309,6 +341,32 @@ impl NatsCluster {
         self.nodes
             .get_mut(i)
             .unwrap_or_else(|| panic!("nats cluster has {n} nodes, no node {i}"))
+    }
+
+    /// Waits until every running, unpaused node is healthy (in contact with a JetStream meta
+    /// leader, which a new election after a node was killed can take a few seconds to give).
+    /// Panics with the logs' tails after 30 s.
+    pub async fn wait_healthy(&mut self) {
+        let probes: Vec<(u16, u16, &'static str)> = self
+            .nodes
+            .iter()
+            .filter(|s| s.is_running() && !s.is_paused())
+            .map(|s| (s.port, s.monitor_port, s.health_path))
+            .collect();
+        let mut procs: Vec<&mut Proc> = self
+            .nodes
+            .iter_mut()
+            .filter(|s| s.proc.is_running() && !s.proc.is_paused())
+            .map(|s| &mut s.proc)
+            .collect();
+        let ready = wait_all_ready(&mut procs, "healthy", |i| {
+            let (port, monitor, path) = probes[i];
+            healthy(port, monitor, path)
+        })
+        .await;
+        if let Err(e) = ready {
+            panic!("nats cluster not healthy: {e}");
+        }
     }
 
     /// All nodes.

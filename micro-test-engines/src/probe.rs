@@ -18,7 +18,12 @@ pub struct HttpResponse {
 
 /// One HTTP/1.1 request to `addr` ("127.0.0.1:PORT") with `Connection: close`; a body is sent
 /// as `application/json`.
-pub async fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> io::Result<HttpResponse> {
+pub async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr).await?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(body) = body {
@@ -36,7 +41,12 @@ pub async fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> i
 }
 
 fn parse_http(raw: &[u8]) -> io::Result<HttpResponse> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad HTTP response: {what}"));
+    let bad = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad HTTP response: {what}"),
+        )
+    };
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -86,7 +96,9 @@ pub async fn redis_ping(addr: &str) -> io::Result<()> {
     if line.trim_end() == "+PONG" {
         Ok(())
     } else {
-        Err(io::Error::other(format!("redis answered PING with {line:?}")))
+        Err(io::Error::other(format!(
+            "redis answered PING with {line:?}"
+        )))
     }
 }
 
@@ -123,9 +135,21 @@ mod tests {
     #[test]
     fn parses_plain_and_chunked() {
         let r = parse_http(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
-        assert_eq!(r, HttpResponse { status: 200, body: "ok".into() });
+        assert_eq!(
+            r,
+            HttpResponse {
+                status: 200,
+                body: "ok".into()
+            }
+        );
         let r = parse_http(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
             .unwrap();
-        assert_eq!(r, HttpResponse { status: 503, body: "abcde".into() });
+        assert_eq!(
+            r,
+            HttpResponse {
+                status: 503,
+                body: "abcde".into()
+            }
+        );
     }
 }

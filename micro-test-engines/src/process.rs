@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
@@ -53,6 +54,8 @@ pub(crate) struct Proc {
     /// Where this run's output starts in the log.
     log_start: u64,
     child: Option<Child>,
+    /// SIGSTOPped and not SIGCONTed since.
+    paused: AtomicBool,
 }
 
 impl fmt::Debug for Proc {
@@ -76,6 +79,7 @@ impl Proc {
             log,
             log_start: 0,
             child: None,
+            paused: AtomicBool::new(false),
         }
     }
 
@@ -103,7 +107,9 @@ impl Proc {
             .create(true)
             .append(true)
             .open(&self.log)
-            .unwrap_or_else(|e| panic!("{}: cannot open log {}: {e}", self.name, self.log.display()));
+            .unwrap_or_else(|e| {
+                panic!("{}: cannot open log {}: {e}", self.name, self.log.display())
+            });
         self.log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let err = log
             .try_clone()
@@ -124,6 +130,7 @@ impl Proc {
         });
         tracing::debug!(name = %self.name, pid = ?child.id(), "engine started");
         self.child = Some(child);
+        self.paused.store(false, Ordering::Relaxed);
     }
 
     /// The running process's id.
@@ -133,6 +140,11 @@ impl Proc {
 
     pub(crate) fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Whether it runs but is SIGSTOPped.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.child.is_some() && self.paused.load(Ordering::Relaxed)
     }
 
     fn signal(&self, sig: Signal) {
@@ -145,22 +157,37 @@ impl Proc {
         }
     }
 
-    /// SIGSTOP: the process stays alive but answers nothing.
+    /// SIGSTOP: the process stays alive but answers nothing. Returns once every thread is
+    /// stopped (kill(2) returns before a thread running on another core has stopped).
     pub(crate) fn pause(&self) {
         tracing::debug!(name = %self.name, "SIGSTOP");
         self.signal(Signal::SIGSTOP);
+        self.paused.store(true, Ordering::Relaxed);
+        let Some(pid) = self.pid() else { return };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: still running 5 s after SIGSTOP",
+                self.name
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// SIGCONT after [`Proc::pause`].
     pub(crate) fn resume(&self) {
         tracing::debug!(name = %self.name, "SIGCONT");
         self.signal(Signal::SIGCONT);
+        self.paused.store(false, Ordering::Relaxed);
     }
 
     /// SIGTERM (and SIGCONT, in case it is paused), then waits for the exit; SIGKILL after
     /// 10 s. Does nothing if it is not running.
     pub(crate) async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if let Some(pid) = child.id() {
             let pid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
             let _ = signal::kill(pid, Signal::SIGTERM);
@@ -177,7 +204,9 @@ impl Proc {
 
     /// SIGKILL, then reaps it. Does nothing if it is not running.
     pub(crate) async fn kill(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let _ = child.kill().await;
         tracing::debug!(name = %self.name, "engine killed");
     }
@@ -207,7 +236,11 @@ impl Proc {
 
     /// Polls `probe` every 25 ms until it returns true. Fails if the process exits (with
     /// [`StartError::AddrInUse`] if its log says a port was taken) or after 30 s.
-    pub(crate) async fn wait_ready<F, Fut>(&mut self, what: &str, mut probe: F) -> Result<(), StartError>
+    pub(crate) async fn wait_ready<F, Fut>(
+        &mut self,
+        what: &str,
+        mut probe: F,
+    ) -> Result<(), StartError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
@@ -217,7 +250,9 @@ impl Proc {
 
     /// An error if the process has exited (it was expected to be running).
     fn check_exit(&mut self, what: &str) -> Result<(), StartError> {
-        let Some(status) = self.exited() else { return Ok(()) };
+        let Some(status) = self.exited() else {
+            return Ok(());
+        };
         let log = self.run_log();
         let msg = format!(
             "{} ({}) exited before {what}: {status}; log {}:\n{}",
@@ -226,18 +261,24 @@ impl Proc {
             self.log.display(),
             tail(&log)
         );
-        Err(if log.to_ascii_lowercase().contains("address already in use") {
-            StartError::AddrInUse(msg)
-        } else {
-            StartError::Failed(msg)
-        })
+        Err(
+            if log.to_ascii_lowercase().contains("address already in use") {
+                StartError::AddrInUse(msg)
+            } else {
+                StartError::Failed(msg)
+            },
+        )
     }
 }
 
 /// Polls `probe(i)` for every process `i` every 25 ms until each has returned true once.
 /// Fails as soon as one exits (with [`StartError::AddrInUse`] if its log says a port was
 /// taken), or after 30 s with the logs of those not ready.
-pub(crate) async fn wait_all_ready<F, Fut>(procs: &mut [&mut Proc], what: &str, mut probe: F) -> Result<(), StartError>
+pub(crate) async fn wait_all_ready<F, Fut>(
+    procs: &mut [&mut Proc],
+    what: &str,
+    mut probe: F,
+) -> Result<(), StartError>
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = bool>,
@@ -250,7 +291,10 @@ where
                 continue;
             }
             proc.check_exit(what)?;
-            ready[i] = matches!(tokio::time::timeout(PROBE_TIMEOUT, probe(i)).await, Ok(true));
+            ready[i] = matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, probe(i)).await,
+                Ok(true)
+            );
         }
         if ready.iter().all(|r| *r) {
             return Ok(());
@@ -275,7 +319,9 @@ where
 impl Drop for Proc {
     /// SIGKILL and reap, also while a test unwinds from a panic.
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let _ = child.start_kill();
         // SIGKILL is immediate (also for a SIGSTOPped process); reap it so no zombie outlives
         // the value. tokio's orphan reaper would get it later otherwise.
@@ -289,12 +335,27 @@ impl Drop for Proc {
     }
 }
 
+/// Whether every thread of `pid` is in state T (stopped), per /proc.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true; // gone: nothing runs
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+            // "tid (comm) S ...": the state follows the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| state == "T" || state == "t" || state == "Z" || state == "X")
+        })
+    })
+}
+
 fn read_from(path: &Path, offset: u64) -> String {
     let mut buf = Vec::new();
-    if let Ok(mut f) = File::open(path) {
-        if f.seek(SeekFrom::Start(offset)).is_ok() {
-            let _ = f.read_to_end(&mut buf);
-        }
+    if let Ok(mut f) = File::open(path)
+        && f.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = f.read_to_end(&mut buf);
     }
     String::from_utf8_lossy(&buf).into_owned()
 }

@@ -115,6 +115,11 @@ impl RedisServer {
         self.proc.is_running()
     }
 
+    /// Whether the process runs but is paused (SIGSTOP without SIGCONT since).
+    pub fn is_paused(&self) -> bool {
+        self.proc.is_paused()
+    }
+
     /// SIGTERM, then waits for the exit (SIGKILL after 10 s).
     pub async fn stop(&mut self) {
         self.proc.stop().await;

@@ -1,6 +1,8 @@
 //! The engines start, answer their protocol, survive stop + restart on the same port, go
 //! silent when paused, and clusters keep answering with one member killed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use micro_test_engines::probe::{self, HttpResponse};
@@ -14,21 +16,35 @@ use tokio::time::timeout;
 const SILENT: Duration = Duration::from_millis(500);
 
 async fn etcd_post(endpoint: &str, path: &str, body: &str) -> HttpResponse {
-    let r = timeout(Duration::from_secs(5), probe::http(endpoint, "POST", path, Some(body)))
-        .await
-        .expect("etcd answers within 5 s")
-        .expect("etcd HTTP request");
+    let r = timeout(
+        Duration::from_secs(5),
+        probe::http(endpoint, "POST", path, Some(body)),
+    )
+    .await
+    .expect("etcd answers within 5 s")
+    .expect("etcd HTTP request");
     assert_eq!(r.status, 200, "{path}: {}", r.body);
     r
 }
 
 // "foo" = Zm9v, "bar" = YmFy, "baz" = YmF6 in base64, as the v3 JSON gateway wants.
 async fn etcd_put(endpoint: &str, key_b64: &str, value_b64: &str) {
-    etcd_post(endpoint, "/v3/kv/put", &format!(r#"{{"key":"{key_b64}","value":"{value_b64}"}}"#)).await;
+    etcd_post(
+        endpoint,
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{key_b64}","value":"{value_b64}"}}"#),
+    )
+    .await;
 }
 
 async fn etcd_get(endpoint: &str, key_b64: &str) -> String {
-    etcd_post(endpoint, "/v3/kv/range", &format!(r#"{{"key":"{key_b64}"}}"#)).await.body
+    etcd_post(
+        endpoint,
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{key_b64}"}}"#),
+    )
+    .await
+    .body
 }
 
 #[tokio::test]
@@ -37,18 +53,34 @@ async fn etcd_round_trip_restart_pause() {
     let endpoint = etcd.endpoint();
     assert_eq!(etcd.url(), format!("http://{endpoint}"));
 
-    let version = probe::http(&endpoint, "GET", "/version", None).await.unwrap();
+    let version = probe::http(&endpoint, "GET", "/version", None)
+        .await
+        .unwrap();
     assert_eq!(version.status, 200);
     assert!(version.body.contains("etcdserver"), "{}", version.body);
     etcd_put(&endpoint, "Zm9v", "YmFy").await;
-    assert!(etcd_get(&endpoint, "Zm9v").await.contains(r#""value":"YmFy""#));
+    assert!(
+        etcd_get(&endpoint, "Zm9v")
+            .await
+            .contains(r#""value":"YmFy""#)
+    );
 
     etcd.stop().await;
     assert!(!etcd.is_running());
-    assert!(probe::http(&endpoint, "GET", "/health", None).await.is_err(), "stopped etcd still answers");
+    assert!(
+        probe::http(&endpoint, "GET", "/health", None)
+            .await
+            .is_err(),
+        "stopped etcd still answers"
+    );
     etcd.restart().await;
     assert_eq!(etcd.endpoint(), endpoint, "restart keeps the port");
-    assert!(etcd_get(&endpoint, "Zm9v").await.contains(r#""value":"YmFy""#), "restart keeps the data");
+    assert!(
+        etcd_get(&endpoint, "Zm9v")
+            .await
+            .contains(r#""value":"YmFy""#),
+        "restart keeps the data"
+    );
 
     etcd.pause();
     let paused = timeout(SILENT, probe::http(&endpoint, "GET", "/health", None)).await;
@@ -58,9 +90,18 @@ async fn etcd_round_trip_restart_pause() {
     etcd_put(&endpoint, "Zm9v", "YmF6").await;
 
     etcd.kill().await;
-    assert!(probe::http(&endpoint, "GET", "/health", None).await.is_err());
+    assert!(
+        probe::http(&endpoint, "GET", "/health", None)
+            .await
+            .is_err()
+    );
     etcd.restart().await;
-    assert!(etcd_get(&endpoint, "Zm9v").await.contains(r#""value":"YmF6""#), "kill keeps the data");
+    assert!(
+        etcd_get(&endpoint, "Zm9v")
+            .await
+            .contains(r#""value":"YmF6""#),
+        "kill keeps the data"
+    );
 }
 
 #[tokio::test]
@@ -72,18 +113,39 @@ async fn etcd_cluster_survives_one_member_killed() {
         assert!(cluster.member(i).is_healthy().await, "member {i}");
     }
     etcd_put(&endpoints[0], "Zm9v", "YmFy").await;
-    let members = probe::http(&endpoints[1], "POST", "/v3/cluster/member/list", Some("{}")).await.unwrap();
-    assert_eq!(members.body.matches("clientURLs").count(), 3, "{}", members.body);
+    let members = probe::http(&endpoints[1], "POST", "/v3/cluster/member/list", Some("{}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        members.body.matches("clientURLs").count(),
+        3,
+        "{}",
+        members.body
+    );
 
     cluster.member(2).kill().await;
+    // If m2 led, the others elect a new leader first.
+    cluster.wait_healthy().await;
     for endpoint in &endpoints[..2] {
-        assert!(etcd_get(endpoint, "Zm9v").await.contains(r#""value":"YmFy""#));
+        assert!(
+            etcd_get(endpoint, "Zm9v")
+                .await
+                .contains(r#""value":"YmFy""#)
+        );
     }
     etcd_put(&endpoints[1], "Zm9v", "YmF6").await;
-    assert!(etcd_get(&endpoints[0], "Zm9v").await.contains(r#""value":"YmF6""#));
+    assert!(
+        etcd_get(&endpoints[0], "Zm9v")
+            .await
+            .contains(r#""value":"YmF6""#)
+    );
 
     cluster.member(2).restart().await;
-    assert!(etcd_get(&endpoints[2], "Zm9v").await.contains(r#""value":"YmF6""#));
+    assert!(
+        etcd_get(&endpoints[2], "Zm9v")
+            .await
+            .contains(r#""value":"YmF6""#)
+    );
 }
 
 #[tokio::test]
@@ -93,12 +155,26 @@ async fn nats_round_trip_restart_pause() {
     assert_eq!(nats.url(), format!("nats://127.0.0.1:{port}"));
     let addr = format!("127.0.0.1:{port}");
     probe::nats_ping(&addr).await.unwrap();
-    let jsz = probe::http(&format!("127.0.0.1:{}", nats.monitor_port()), "GET", "/jsz", None).await.unwrap();
+    let jsz = probe::http(
+        &format!("127.0.0.1:{}", nats.monitor_port()),
+        "GET",
+        "/jsz",
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(jsz.status, 200);
-    assert!(jsz.body.contains("\"config\""), "JetStream not enabled: {}", jsz.body);
+    assert!(
+        jsz.body.contains("\"config\""),
+        "JetStream not enabled: {}",
+        jsz.body
+    );
 
     nats.stop().await;
-    assert!(probe::nats_ping(&addr).await.is_err(), "stopped nats still answers");
+    assert!(
+        probe::nats_ping(&addr).await.is_err(),
+        "stopped nats still answers"
+    );
     nats.restart().await;
     assert_eq!(nats.port(), port, "restart keeps the port");
     probe::nats_ping(&addr).await.unwrap();
@@ -107,7 +183,10 @@ async fn nats_round_trip_restart_pause() {
     let paused = timeout(SILENT, probe::nats_ping(&addr)).await;
     assert!(paused.is_err(), "paused nats answered: {paused:?}");
     nats.resume();
-    timeout(Duration::from_secs(5), probe::nats_ping(&addr)).await.unwrap().unwrap();
+    timeout(Duration::from_secs(5), probe::nats_ping(&addr))
+        .await
+        .unwrap()
+        .unwrap();
 
     nats.kill().await;
     nats.restart().await;
@@ -120,7 +199,10 @@ async fn nats_connect(addr: &str) -> BufReader<TcpStream> {
     let mut line = String::new();
     conn.read_line(&mut line).await.unwrap();
     assert!(line.starts_with("INFO "), "{line}");
-    conn.get_mut().write_all(b"CONNECT {\"verbose\":false}\r\n").await.unwrap();
+    conn.get_mut()
+        .write_all(b"CONNECT {\"verbose\":false}\r\n")
+        .await
+        .unwrap();
     conn
 }
 
@@ -171,7 +253,10 @@ async fn nats_cluster_survives_one_node_killed() {
     let mut cluster = NatsCluster::start(3).await;
     let urls = cluster.urls();
     assert_eq!(urls.len(), 3);
-    let addrs: Vec<String> = urls.iter().map(|u| u.trim_start_matches("nats://").to_owned()).collect();
+    let addrs: Vec<String> = urls
+        .iter()
+        .map(|u| u.trim_start_matches("nats://").to_owned())
+        .collect();
     for (i, addr) in addrs.iter().enumerate() {
         probe::nats_ping(addr).await.unwrap();
         assert!(cluster.node(i).is_healthy().await, "node {i}");
@@ -179,6 +264,7 @@ async fn nats_cluster_survives_one_node_killed() {
     nats_crosses(&addrs[0], &addrs[2], "micro.test.before").await;
 
     cluster.node(2).kill().await;
+    cluster.wait_healthy().await;
     for addr in &addrs[..2] {
         probe::nats_ping(addr).await.unwrap();
     }
@@ -196,7 +282,10 @@ async fn redis_round_trip_restart_pause() {
     let addr = redis.addr();
 
     let mut conn = BufReader::new(TcpStream::connect(&addr).await.unwrap());
-    conn.get_mut().write_all(b"SET micro 42\r\nGET micro\r\n").await.unwrap();
+    conn.get_mut()
+        .write_all(b"SET micro 42\r\nGET micro\r\n")
+        .await
+        .unwrap();
     let mut reply = String::new();
     for _ in 0..3 {
         conn.read_line(&mut reply).await.unwrap();
@@ -204,7 +293,10 @@ async fn redis_round_trip_restart_pause() {
     assert_eq!(reply, "+OK\r\n$2\r\n42\r\n");
 
     redis.stop().await;
-    assert!(probe::redis_ping(&addr).await.is_err(), "stopped redis still answers");
+    assert!(
+        probe::redis_ping(&addr).await.is_err(),
+        "stopped redis still answers"
+    );
     redis.restart().await;
     assert_eq!(redis.port(), port, "restart keeps the port");
     probe::redis_ping(&addr).await.unwrap();
@@ -213,7 +305,10 @@ async fn redis_round_trip_restart_pause() {
     let paused = timeout(SILENT, probe::redis_ping(&addr)).await;
     assert!(paused.is_err(), "paused redis answered: {paused:?}");
     redis.resume();
-    timeout(Duration::from_secs(5), probe::redis_ping(&addr)).await.unwrap().unwrap();
+    timeout(Duration::from_secs(5), probe::redis_ping(&addr))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 fn alive(pid: u32) -> bool {
@@ -245,8 +340,13 @@ async fn restart_on_a_taken_port_fails_with_the_log() {
     let mut redis = RedisServer::start().await;
     redis.stop().await;
     let _squatter = std::net::TcpListener::bind(("127.0.0.1", redis.port())).unwrap();
-    let err = tokio::spawn(async move { redis.restart().await }).await.unwrap_err();
+    let err = tokio::spawn(async move { redis.restart().await })
+        .await
+        .unwrap_err();
     let msg = err.into_panic();
     let msg = msg.downcast_ref::<String>().unwrap();
-    assert!(msg.to_ascii_lowercase().contains("address already in use"), "{msg}");
+    assert!(
+        msg.to_ascii_lowercase().contains("address already in use"),
+        "{msg}"
+    );
 }
