@@ -6,6 +6,8 @@
 //! lease is replaced within one keepalive period, TTL/3) with room for a busy 2-core machine;
 //! each test prints what it measured.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
 use std::{
     collections::BTreeMap,
     future::Future,
@@ -79,10 +81,7 @@ where
         if check().await {
             return start.elapsed();
         }
-        assert!(
-            start.elapsed() < timeout,
-            "{what}: not within {timeout:?}"
-        );
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -156,7 +155,10 @@ async fn follow_until(
             Ok(Some(Ok(event))) => view.apply(&event),
             Ok(Some(Err(err))) => panic!("watch failed: {err}"),
             Ok(None) => panic!("watch ended"),
-            Err(_) => panic!("watcher view {:?} not as expected within {timeout:?}", view.ids()),
+            Err(_) => panic!(
+                "watcher view {:?} not as expected within {timeout:?}",
+                view.ids()
+            ),
         }
     }
 }
@@ -173,7 +175,8 @@ async fn conformance_on_etcd() {
 
     // The same checks through the URL hook-up of micro-core.
     micro_plugins::install();
-    let by_url = registry::from_url(&format!("etcd://{}?namespace=conf2", etcd.endpoint())).unwrap();
+    let by_url =
+        registry::from_url(&format!("etcd://{}?namespace=conf2", etcd.endpoint())).unwrap();
     assert_eq!(
         by_url.name(),
         format!("etcd://{}?namespace=conf2", etcd.endpoint())
@@ -234,9 +237,16 @@ async fn layout_lease_and_namespaces() {
 
     // A heartbeat re-put keeps the lease; the last deregistration revokes it.
     dev.register(&a, ttl(TTL)).await.unwrap();
-    assert_eq!(key_lease(&mut client, key).await.map(|l| l.0), Some(lease_a));
+    assert_eq!(
+        key_lease(&mut client, key).await.map(|l| l.0),
+        Some(lease_a)
+    );
     dev.deregister(&a).await.unwrap();
-    let ttl_left = client.lease_time_to_live(lease_a, None).await.unwrap().ttl();
+    let ttl_left = client
+        .lease_time_to_live(lease_a, None)
+        .await
+        .unwrap()
+        .ttl();
     assert!(ttl_left > 0, "lease stays while g2 uses it");
     dev.deregister(&b).await.unwrap();
     let leases = client.leases().await.unwrap();
@@ -343,7 +353,9 @@ async fn killed_registrant_disappears_within_ttl() {
     })
     .await
         + gone_watch;
-    println!("killed registrant: gone from the watcher after {gone_watch:?}, from the cache after ≤ {gone_cache:?}");
+    println!(
+        "killed registrant: gone from the watcher after {gone_watch:?}, from the cache after ≤ {gone_cache:?}"
+    );
     assert!(
         gone_watch <= TTL + Duration::from_secs(1),
         "node gone after {gone_watch:?}, promised within 4 s"
@@ -406,7 +418,11 @@ async fn paused_etcd_regrants_after_it_returns_and_cache_serves_meanwhile() {
             .await
             .expect("cache lookup must not wait for etcd")
             .unwrap();
-        assert_eq!(node_ids(&got), ["s1"], "stale data served during the outage");
+        assert_eq!(
+            node_ids(&got),
+            ["s1"],
+            "stale data served during the outage"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     etcd.resume();
@@ -430,7 +446,10 @@ async fn paused_etcd_regrants_after_it_returns_and_cache_serves_meanwhile() {
 
     // And it stays registered: the keepalive runs on the new lease.
     tokio::time::sleep(TTL + PERIOD).await;
-    assert!(matches!(key_lease(&mut client, &key).await, Some((_, true))));
+    assert!(matches!(
+        key_lease(&mut client, &key).await,
+        Some((_, true))
+    ));
     wait_for("cache sees s1 again", Duration::from_secs(10), || async {
         node_ids(&cache.get_service("steady").await.unwrap()) == ["s1"]
     })
@@ -474,7 +493,10 @@ async fn stopped_etcd_keeps_registration_after_restart() {
     assert!(took <= PERIOD + SLACK, "{took:?}");
     // The keepalive resumed: still there after two TTLs.
     tokio::time::sleep(TTL * 2).await;
-    assert!(matches!(key_lease(&mut client, &key).await, Some((_, true))));
+    assert!(matches!(
+        key_lease(&mut client, &key).await,
+        Some((_, true))
+    ));
     wait_for("cache follows again", Duration::from_secs(15), || async {
         registrant
             .register(&svc("steady", "s2", 5002), ttl(TTL))
@@ -570,12 +592,16 @@ async fn cluster_keeps_working_with_a_member_killed() {
     let killed = Instant::now();
 
     // Registration, watch and lookups keep working.
-    wait_for("register after the kill", Duration::from_secs(15), || async {
-        registrant
-            .register(&svc("hydra", "h2", 7002), ttl(TTL))
-            .await
-            .is_ok()
-    })
+    wait_for(
+        "register after the kill",
+        Duration::from_secs(15),
+        || async {
+            registrant
+                .register(&svc("hydra", "h2", 7002), ttl(TTL))
+                .await
+                .is_ok()
+        },
+    )
     .await;
     let recovered = killed.elapsed();
     follow_until(&mut watcher, &mut view, Duration::from_secs(10), |v| {
@@ -607,7 +633,10 @@ async fn cluster_keeps_working_with_a_member_killed() {
         })
         .await
         .unwrap();
-    registrant.deregister(&svc("hydra", "h2", 7002)).await.unwrap();
+    registrant
+        .deregister(&svc("hydra", "h2", 7002))
+        .await
+        .unwrap();
     let event = conformance::next_event(&mut fresh).await;
     assert_eq!(event.kind, EventKind::Delete);
     println!(

@@ -29,7 +29,7 @@ pub use error::RegistryError;
 pub use local::LocalRegistry;
 pub use memory::MemoryRegistry;
 pub use record::{Endpoint, Event, EventKind, Node, Service};
-pub use url::{REGISTRY_ENV, Opener, from_env, from_url, register_scheme};
+pub use url::{Opener, REGISTRY_ENV, from_env, from_url, register_scheme};
 
 use std::{fmt, pin::Pin, sync::Arc, time::Duration};
 

@@ -64,30 +64,29 @@ impl Inner {
         state: &mut State,
         ttl: i64,
     ) -> Result<i64, RegistryError> {
-        if !state.leases.contains_key(&ttl) {
+        let mut created = false;
+        let slot = state.leases.entry(ttl).or_insert_with(|| {
+            created = true;
             let replaced = Arc::new(Notify::new());
-            let task = tokio::spawn(maintain(
-                Arc::downgrade(self),
-                ttl,
-                replaced.clone(),
-            ))
-            .abort_handle();
-            state.leases.insert(
-                ttl,
-                Slot {
-                    lease: None,
-                    replaced,
-                    task,
-                },
-            );
-        }
-        if let Some(id) = state.leases.get(&ttl).and_then(|slot| slot.lease) {
+            let task =
+                tokio::spawn(maintain(Arc::downgrade(self), ttl, replaced.clone())).abort_handle();
+            Slot {
+                lease: None,
+                replaced,
+                task,
+            }
+        });
+        if let Some(id) = slot.lease {
             return Ok(id);
         }
         let id = self.grant_and_put(client, state, ttl).await?;
         if let Some(slot) = state.leases.get_mut(&ttl) {
             slot.lease = Some(id);
-            slot.replaced.notify_one();
+            // A keepalive may still run on the lease this one replaces; a new slot's task
+            // has not started one yet and reads the lease when it does.
+            if !created {
+                slot.replaced.notify_one();
+            }
         }
         Ok(id)
     }
@@ -100,7 +99,10 @@ impl Inner {
         ttl: i64,
     ) -> Result<i64, RegistryError> {
         let granted = self
-            .retry(client, |mut c| async move { c.lease_grant(ttl, None).await })
+            .retry(
+                client,
+                |mut c| async move { c.lease_grant(ttl, None).await },
+            )
             .await
             .map_err(|err| RegistryError::backend(&self.name, "cannot grant a lease", err))?;
         let id = granted.id();
@@ -182,7 +184,16 @@ async fn maintain(inner: Weak<Inner>, ttl: i64, replaced: Arc<Notify>) {
             };
             (client, lease, inner.name.clone())
         };
-        match keep_alive(&client, lease, ttl_duration, period, &replaced, &mut backoff).await {
+        match keep_alive(
+            &client,
+            lease,
+            ttl_duration,
+            period,
+            &replaced,
+            &mut backoff,
+        )
+        .await
+        {
             Outcome::Replaced => {}
             Outcome::Lost => {
                 tracing::warn!(

@@ -33,14 +33,24 @@ async fn compacted_watch_lists_again_and_reports_the_difference() {
     let (known, revision) = inner.list(&client, &inner.root).await.unwrap();
     // …then changes it never saw, and a compaction past them.
     registry
-        .deregister(&conformance::service("comp", "", &[conformance::node("a", "")]))
+        .deregister(&conformance::service(
+            "comp",
+            "",
+            &[conformance::node("a", "")],
+        ))
         .await
         .unwrap();
     registry.register(&svc("b", "2"), opts).await.unwrap();
     registry.register(&svc("c", "1"), opts).await.unwrap(); // identical: no event
     registry.register(&svc("d", "1"), opts).await.unwrap();
     let (_, mut raw) = client.current();
-    let now = raw.get("/", None).await.unwrap().header().unwrap().revision();
+    let now = raw
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     raw.compact(now, Some(CompactionOptions::new().with_physical()))
         .await
         .unwrap();

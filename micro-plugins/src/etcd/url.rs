@@ -84,7 +84,10 @@ mod tests {
         let r = from_url("etcd://127.0.0.1:2379, 127.0.0.1:22379?namespace=dev").unwrap();
         assert_eq!(r.endpoints(), ["127.0.0.1:2379", "127.0.0.1:22379"]);
         assert_eq!(r.key_prefix(), "/micro/registry/dev/");
-        assert_eq!(r.name(), "etcd://127.0.0.1:2379,127.0.0.1:22379?namespace=dev");
+        assert_eq!(
+            r.name(),
+            "etcd://127.0.0.1:2379,127.0.0.1:22379?namespace=dev"
+        );
         assert_eq!(
             r.key("greeter", "n1"),
             "/micro/registry/dev/greeter/n1".to_owned()

@@ -107,7 +107,8 @@ impl State {
             let response = match self.stream.message().await {
                 Ok(Some(response)) => response,
                 Ok(None) => {
-                    self.reopen("etcd ended the watch stream".to_owned()).await?;
+                    self.reopen("etcd ended the watch stream".to_owned())
+                        .await?;
                     continue;
                 }
                 Err(err) => {
@@ -162,7 +163,8 @@ impl State {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             match event.event_type() {
                 EventType::Put => {
-                    let Some((key, record)) = decode(&self.config.registry, kv.key(), kv.value()) else {
+                    let Some((key, record)) = decode(&self.config.registry, kv.key(), kv.value())
+                    else {
                         continue;
                     };
                     let kind = match self.known.get(&key) {
