@@ -189,9 +189,8 @@ impl EtcdRegistryBuilder {
     /// The registry. Connects lazily, on the first operation.
     ///
     /// # Errors
-    /// [`RegistryError::InvalidRecord`]-free configuration errors are reported as
-    /// [`RegistryError::Backend`]: no endpoints, an empty or invalid namespace, a prefix not
-    /// starting with `/`.
+    /// [`RegistryError::Backend`] for a configuration that cannot work: no endpoints, an
+    /// empty or invalid namespace, a prefix not starting with `/`.
     pub fn build(self) -> Result<EtcdRegistry, RegistryError> {
         let endpoints: Vec<String> = self
             .endpoints
