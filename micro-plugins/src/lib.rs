@@ -3,12 +3,25 @@
 //! This crate holds the engines that implement micro-core's traits when a service outgrows
 //! one machine:
 //!
-//! | feature | module | what |
+//! | feature | module | engine |
 //! |---|---|---|
-//! | `nats` | [`nats`](crate) (`micro_plugins::nats`) | a [`Broker`](micro_core::broker::Broker) on NATS core pub/sub and JetStream |
+//! | `etcd` | `micro_plugins::etcd` | a [`Registry`](micro_core::Registry) on an etcd v3 cluster, selected with `MICRO_REGISTRY=etcd://host:port[,host:port…][?namespace=…]` |
+//! | `nats` | `micro_plugins::nats` | a [`Broker`](micro_core::broker::Broker) on NATS core pub/sub and JetStream |
 //!
-//! Being built: an etcd registry (feature `etcd`), a Redis store (feature `redis`) and an
-//! mDNS registry for LANs (feature `mdns`).
+//! A Redis store (feature `redis`) and an mDNS registry (feature `mdns`) are to come.
+//!
+//! micro-core cannot depend on this crate, so its `registry::from_url` and `from_env` learn
+//! the schemes of these engines at run time: call [`install`] once at start-up.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "nats")]
 pub mod nats;
+
+/// Registers the URL schemes of every engine compiled in (`etcd://` with feature `etcd`)
+/// with micro-core's [`registry::from_url`](micro_core::registry::from_url), so
+/// `MICRO_REGISTRY` can select them. Idempotent; does nothing without features.
+pub fn install() {
+    #[cfg(feature = "etcd")]
+    etcd::install();
+}

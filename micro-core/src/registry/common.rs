@@ -1,4 +1,7 @@
 //! Helpers shared by the registries: validation, one-node records and grouping.
+//!
+//! Public (re-exported from [`registry`](super)) so registries in other crates validate and
+//! group exactly like the embedded ones.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +11,12 @@ use super::{Node, RegistryError, Service};
 /// the usual 255-byte file name limit.
 const MAX_NAME_LEN: usize = 200;
 
-/// Checks a record handed to `register`.
-pub(crate) fn validate_register(service: &Service) -> Result<(), RegistryError> {
+/// Checks a record handed to `register`: valid name and node ids, at least one node, no
+/// empty address.
+///
+/// # Errors
+/// [`RegistryError::InvalidRecord`] naming the first problem.
+pub fn validate_register(service: &Service) -> Result<(), RegistryError> {
     validate_name("service name", &service.name)?;
     if service.nodes.is_empty() {
         return Err(invalid(format!(
@@ -30,7 +37,10 @@ pub(crate) fn validate_register(service: &Service) -> Result<(), RegistryError> 
 }
 
 /// Checks a record handed to `deregister`: only the name and the node ids matter.
-pub(crate) fn validate_deregister(service: &Service) -> Result<(), RegistryError> {
+///
+/// # Errors
+/// [`RegistryError::InvalidRecord`] naming the first problem.
+pub fn validate_deregister(service: &Service) -> Result<(), RegistryError> {
     validate_name("service name", &service.name)?;
     for node in &service.nodes {
         validate_name(&format!("node id of service {:?}", service.name), &node.id)?;
@@ -68,7 +78,7 @@ fn invalid(message: String) -> RegistryError {
 }
 
 /// The record of one node: `service` with its node list replaced by `node`.
-pub(crate) fn single(service: &Service, node: &Node) -> Service {
+pub fn single(service: &Service, node: &Node) -> Service {
     Service {
         name: service.name.clone(),
         version: service.version.clone(),
@@ -81,7 +91,7 @@ pub(crate) fn single(service: &Service, node: &Node) -> Service {
 /// Groups one-node records into one [`Service`] per name and version, sorted by name and
 /// version, with nodes sorted by id. Service-level fields come from the node with the
 /// smallest id.
-pub(crate) fn group<'a>(records: impl IntoIterator<Item = &'a Service>) -> Vec<Service> {
+pub fn group<'a>(records: impl IntoIterator<Item = &'a Service>) -> Vec<Service> {
     let mut groups: BTreeMap<(&str, &str), Vec<&Service>> = BTreeMap::new();
     for record in records {
         groups

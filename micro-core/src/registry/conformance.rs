@@ -1,4 +1,10 @@
 //! Behaviour every registry shares, run by each registry's tests.
+//!
+//! Available to other crates with the `test-util` feature, so registries outside
+//! micro-core (etcd, mDNS, …) run the same checks: call [`run`] with an empty registry.
+
+// Test support: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
@@ -10,9 +16,10 @@ use super::{
 };
 
 /// How long a test waits for an event that must come.
-pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) fn node(id: &str, address: &str) -> Node {
+/// A node with `id` and `address` and no metadata.
+pub fn node(id: &str, address: &str) -> Node {
     Node {
         id: id.to_owned(),
         address: address.to_owned(),
@@ -20,7 +27,8 @@ pub(crate) fn node(id: &str, address: &str) -> Node {
     }
 }
 
-pub(crate) fn service(name: &str, version: &str, nodes: &[Node]) -> Service {
+/// A service record with `name`, `version` and `nodes`.
+pub fn service(name: &str, version: &str, nodes: &[Node]) -> Service {
     Service {
         name: name.to_owned(),
         version: version.to_owned(),
@@ -30,7 +38,7 @@ pub(crate) fn service(name: &str, version: &str, nodes: &[Node]) -> Service {
 }
 
 /// The next event, failing the test after [`EVENT_TIMEOUT`].
-pub(crate) async fn next_event(watcher: &mut Watcher) -> Event {
+pub async fn next_event(watcher: &mut Watcher) -> Event {
     match tokio::time::timeout(EVENT_TIMEOUT, watcher.next()).await {
         Ok(Some(Ok(event))) => event,
         Ok(Some(Err(err))) => panic!("watch failed: {err}"),
@@ -65,7 +73,10 @@ fn row(name: &str, version: &str, nodes: &[&str]) -> (String, String, Vec<String
 
 /// Register, read, watch and deregister on an empty registry. Waits for each event before
 /// the next change, so registries that derive events by diffing see every step.
-pub(crate) async fn run(registry: SharedRegistry) {
+///
+/// # Panics
+/// On the first behaviour that differs, with what was expected.
+pub async fn run(registry: SharedRegistry) {
     let opts = RegisterOptions {
         ttl: Duration::from_secs(600),
     };

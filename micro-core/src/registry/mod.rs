@@ -8,14 +8,15 @@
 //! |---|---|---|
 //! | [`LocalRegistry`] | `local` (the default), `local:///some/dir` | processes of one user on one machine, no network |
 //! | [`MemoryRegistry`] | `memory` | one registry value and its clones, in one process: each `memory` opened is a new, empty registry |
+//! | registries of other crates | their scheme, once added with [`register_scheme`] (for example `etcd://` by `micro_plugins::install()`) | as the registry says |
 //!
 //! [`CacheRegistry`] wraps any registry, serves lookups from memory, keeps them fresh with a
 //! watch and keeps serving the last known nodes while the backend fails.
 
 mod cache;
 mod common;
-#[cfg(test)]
-mod conformance;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
 mod error;
 mod local;
 mod memory;
@@ -23,11 +24,12 @@ mod record;
 mod url;
 
 pub use cache::CacheRegistry;
+pub use common::{group, single, validate_deregister, validate_register};
 pub use error::RegistryError;
 pub use local::LocalRegistry;
 pub use memory::MemoryRegistry;
 pub use record::{Endpoint, Event, EventKind, Node, Service};
-pub use url::{REGISTRY_ENV, from_env, from_url};
+pub use url::{Opener, REGISTRY_ENV, from_env, from_url, register_scheme};
 
 use std::{fmt, pin::Pin, sync::Arc, time::Duration};
 

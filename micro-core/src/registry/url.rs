@@ -1,6 +1,9 @@
 //! Choosing a registry by URL, from code or from `MICRO_REGISTRY`.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use super::{LocalRegistry, MemoryRegistry, RegistryError, SharedRegistry};
 
@@ -10,6 +13,59 @@ pub const REGISTRY_ENV: &str = "MICRO_REGISTRY";
 
 const KNOWN: &str = "local, local:///<dir>, memory";
 
+/// Opens a registry from its full URL (scheme included), for [`register_scheme`].
+pub type Opener = fn(&str) -> Result<SharedRegistry, RegistryError>;
+
+/// Schemes added by other crates with [`register_scheme`], in the order they were added.
+static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
+
+/// Teaches [`from_url`] and [`from_env`] a registry that lives outside micro-core.
+///
+/// micro-core cannot depend on the crates that hold distributed registries, so they add
+/// themselves here: after `register_scheme("etcd", open)`, `from_url("etcd://host:2379")`
+/// (and `MICRO_REGISTRY=etcd://host:2379`) calls `open` with the whole URL. A URL names
+/// the scheme either before `://` or as the whole value (`etcd`). `micro_plugins::install()`
+/// registers the schemes of the engines compiled into micro-plugins.
+///
+/// This is a small process-wide table and the only global state of the registry module.
+/// Registering a scheme again replaces its opener; the built-in names (`local`, `memory`)
+/// cannot be replaced.
+pub fn register_scheme(scheme: &'static str, opener: Opener) {
+    let mut schemes = SCHEMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match schemes.iter_mut().find(|(known, _)| *known == scheme) {
+        Some(entry) => entry.1 = opener,
+        None => schemes.push((scheme, opener)),
+    }
+}
+
+/// The opener registered for the scheme of `url`, if any.
+fn registered(url: &str) -> Option<Opener> {
+    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    let schemes = SCHEMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    schemes
+        .iter()
+        .find(|(known, _)| *known == scheme)
+        .map(|(_, opener)| *opener)
+}
+
+/// The registries this process knows, for error messages.
+fn known() -> String {
+    let schemes = SCHEMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut known = KNOWN.to_owned();
+    for (scheme, _) in schemes.iter() {
+        known.push_str(", ");
+        known.push_str(scheme);
+        known.push_str("://…");
+    }
+    known
+}
+
 /// Opens the registry named by `url`.
 ///
 /// | url | registry |
@@ -17,6 +73,7 @@ const KNOWN: &str = "local, local:///<dir>, memory";
 /// | `local` or empty | [`LocalRegistry`] in the per-user runtime directory |
 /// | `local:///some/dir` | [`LocalRegistry`] in `/some/dir` |
 /// | `memory` | a new, empty [`MemoryRegistry`] |
+/// | `<scheme>://…` | the registry of a scheme added with [`register_scheme`] |
 ///
 /// # `memory` is a new registry on every call
 ///
@@ -56,9 +113,12 @@ pub fn from_url(url: &str) -> Result<SharedRegistry, RegistryError> {
             {
                 return Ok(Arc::new(LocalRegistry::with_dir(PathBuf::from(dir))?));
             }
+            if let Some(open) = registered(url) {
+                return open(url);
+            }
             Err(RegistryError::UnknownRegistry {
                 url: url.to_owned(),
-                expected: KNOWN.to_owned(),
+                expected: known(),
             })
         }
     }
@@ -79,7 +139,7 @@ pub fn from_env() -> Result<SharedRegistry, RegistryError> {
         Err(std::env::VarError::NotPresent) => from_url("local"),
         Err(std::env::VarError::NotUnicode(value)) => Err(RegistryError::UnknownRegistry {
             url: value.to_string_lossy().into_owned(),
-            expected: KNOWN.to_owned(),
+            expected: known(),
         }),
     }
 }
@@ -94,6 +154,27 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("zookeeper://x"), "{msg}");
         assert!(msg.contains("local") && msg.contains("memory"), "{msg}");
+    }
+
+    #[test]
+    fn registered_schemes_open_and_are_listed() {
+        fn open(url: &str) -> Result<SharedRegistry, RegistryError> {
+            assert!(url.starts_with("urltest"), "{url}");
+            Ok(Arc::new(MemoryRegistry::new()))
+        }
+        fn fail(url: &str) -> Result<SharedRegistry, RegistryError> {
+            Err(RegistryError::backend_msg(url, "refused"))
+        }
+        register_scheme("urltest", fail);
+        assert!(from_url("urltest://a:1").is_err());
+        register_scheme("urltest", open);
+        assert_eq!(from_url("urltest://a:1,b:2?x=y").unwrap().name(), "memory");
+        assert_eq!(from_url(" urltest ").unwrap().name(), "memory");
+        // Built-in names win; other schemes still fail and list the added one.
+        assert_eq!(from_url("memory").unwrap().name(), "memory");
+        let msg = from_url("urltestx://a").unwrap_err().to_string();
+        assert!(msg.contains("urltest://"), "{msg}");
+        assert!(msg.contains("memory"), "{msg}");
     }
 
     #[test]
