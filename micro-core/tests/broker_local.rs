@@ -41,7 +41,9 @@ async fn wait_for_subscribers(publisher: &LocalBroker, topic: &str, count: usize
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("publisher sees {seen} subscribers of {topic}, expected {count}").into());
+            return Err(
+                format!("publisher sees {seen} subscribers of {topic}, expected {count}").into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -58,9 +60,15 @@ async fn next(sub: &mut Subscription) -> Result<Message, Box<dyn std::error::Err
 async fn fan_out_reaches_every_process() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (a, b, publisher) = (process(&dir)?, process(&dir)?, process(&dir)?);
-    let mut sub_a = a.subscribe("orders.created", SubscribeOptions::default()).await?;
-    let mut sub_b = b.subscribe("orders.created", SubscribeOptions::default()).await?;
-    let mut sub_b2 = b.subscribe("orders.created", SubscribeOptions::default()).await?;
+    let mut sub_a = a
+        .subscribe("orders.created", SubscribeOptions::default())
+        .await?;
+    let mut sub_b = b
+        .subscribe("orders.created", SubscribeOptions::default())
+        .await?;
+    let mut sub_b2 = b
+        .subscribe("orders.created", SubscribeOptions::default())
+        .await?;
     wait_for_subscribers(&publisher, "orders.created", 3).await?;
 
     for n in 0..20 {
@@ -68,7 +76,11 @@ async fn fan_out_reaches_every_process() -> TestResult {
     }
     for sub in [&mut sub_a, &mut sub_b, &mut sub_b2] {
         for n in 0..20 {
-            assert_eq!(next(sub).await?, msg(n), "every subscription, in publish order");
+            assert_eq!(
+                next(sub).await?,
+                msg(n),
+                "every subscription, in publish order"
+            );
         }
     }
     Ok(())
@@ -93,17 +105,29 @@ async fn queue_group_shares_messages_across_processes() -> TestResult {
     for member in &mut members {
         // Round-robin over the group: 30 each.
         for _ in 0..30 {
-            *seen.entry(next(member).await?.headers["n"].clone()).or_default() += 1;
+            *seen
+                .entry(next(member).await?.headers["n"].clone())
+                .or_default() += 1;
         }
     }
     assert_eq!(seen.len(), 90, "every message reached the group");
-    assert!(seen.values().all(|&c| c == 1), "each message to exactly one member");
+    assert!(
+        seen.values().all(|&c| c == 1),
+        "each message to exactly one member"
+    );
     for member in &mut members {
         tokio::task::yield_now().await;
-        assert!(member.next().now_or_never().is_none(), "a member got more than its share");
+        assert!(
+            member.next().now_or_never().is_none(),
+            "a member got more than its share"
+        );
     }
     for n in 0..90 {
-        assert_eq!(next(&mut plain).await?, msg(n), "plain subscriber still gets everything");
+        assert_eq!(
+            next(&mut plain).await?,
+            msg(n),
+            "plain subscriber still gets everything"
+        );
     }
     Ok(())
 }
@@ -131,7 +155,11 @@ async fn dropped_subscriber_is_deregistered_and_stops_receiving() -> TestResult 
     }
     for n in 0..20 {
         assert_eq!(next(&mut kept).await?, msg(n));
-        assert_eq!(next(&mut member).await?, msg(n), "the group's live member gets all");
+        assert_eq!(
+            next(&mut member).await?,
+            msg(n),
+            "the group's live member gets all"
+        );
     }
     Ok(())
 }
@@ -149,16 +177,37 @@ async fn durable_manual_and_long_topics_are_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
     let broker = process(&dir)?;
     for options in [
-        SubscribeOptions { durable: Some("d".to_owned()), ..SubscribeOptions::default() },
-        SubscribeOptions { ack: AckMode::Manual, ..SubscribeOptions::default() },
+        SubscribeOptions {
+            durable: Some("d".to_owned()),
+            ..SubscribeOptions::default()
+        },
+        SubscribeOptions {
+            ack: AckMode::Manual,
+            ..SubscribeOptions::default()
+        },
     ] {
-        let err = broker.subscribe("t", options).await.err().ok_or("accepted")?;
+        let err = broker
+            .subscribe("t", options)
+            .await
+            .err()
+            .ok_or("accepted")?;
         assert!(matches!(err, BrokerError::Unsupported { .. }), "{err}");
     }
     let long = "a".repeat(190);
-    let err = broker.publish(&long, msg(0)).await.err().ok_or("long topic accepted")?;
+    let err = broker
+        .publish(&long, msg(0))
+        .await
+        .err()
+        .ok_or("long topic accepted")?;
     assert!(err.to_string().contains("187"), "{err}");
-    let err = broker.publish("bad topic", msg(0)).await.err().ok_or("bad topic accepted")?;
-    assert!(matches!(err, BrokerError::Invalid { what: "topic", .. }), "{err}");
+    let err = broker
+        .publish("bad topic", msg(0))
+        .await
+        .err()
+        .ok_or("bad topic accepted")?;
+    assert!(
+        matches!(err, BrokerError::Invalid { what: "topic", .. }),
+        "{err}"
+    );
     Ok(())
 }

@@ -25,8 +25,10 @@ async fn wait_for_subscribers(publisher: &LocalBroker, topic: &str, count: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_handles_messages_published_by_another_process() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let service_registry: SharedRegistry = Arc::new(LocalRegistry::with_dir(dir.path().to_owned())?);
-    let publisher_registry: SharedRegistry = Arc::new(LocalRegistry::with_dir(dir.path().to_owned())?);
+    let service_registry: SharedRegistry =
+        Arc::new(LocalRegistry::with_dir(dir.path().to_owned())?);
+    let publisher_registry: SharedRegistry =
+        Arc::new(LocalRegistry::with_dir(dir.path().to_owned())?);
     let publisher = LocalBroker::new(publisher_registry);
 
     let (tx, mut rx) = mpsc::channel(8);
@@ -39,7 +41,9 @@ async fn service_handles_messages_published_by_another_process() -> TestResult {
                 let order: prost_types::Timestamp = delivery
                     .decode()
                     .map_err(|err| tonic::Status::invalid_argument(err.to_string()))?;
-                tx.send(order).await.map_err(|_| tonic::Status::internal("test gone"))?;
+                tx.send(order)
+                    .await
+                    .map_err(|_| tonic::Status::internal("test gone"))?;
                 Ok(())
             }
         })
@@ -49,7 +53,10 @@ async fn service_handles_messages_published_by_another_process() -> TestResult {
         .await?;
     wait_for_subscribers(&publisher, "orders.created", 1).await?;
 
-    let order = prost_types::Timestamp { seconds: 1234, nanos: 5 };
+    let order = prost_types::Timestamp {
+        seconds: 1234,
+        nanos: 5,
+    };
     publish_proto(&publisher, "orders.created", &order).await?;
     let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?;
     assert_eq!(got, Some(order));
@@ -57,6 +64,8 @@ async fn service_handles_messages_published_by_another_process() -> TestResult {
     // Shutdown stops the subscription: it leaves the registry.
     running.shutdown().await?;
     wait_for_subscribers(&publisher, "orders.created", 0).await?;
-    publisher.publish("orders.created", Default::default()).await?;
+    publisher
+        .publish("orders.created", Default::default())
+        .await?;
     Ok(())
 }

@@ -18,12 +18,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use self::endpoint::{Endpoint, Route, Routes};
 use super::{
-    Broker, BrokerError, Delivery, Message, SubscribeOptions, Subscription,
-    memory::check_options, validate_topic,
+    Broker, BrokerError, Delivery, Message, SubscribeOptions, Subscription, memory::check_options,
+    validate_topic,
 };
-use crate::registry::{
-    CacheRegistry, Node, RegisterOptions, Service as Record, SharedRegistry,
-};
+use crate::registry::{CacheRegistry, Node, RegisterOptions, Service as Record, SharedRegistry};
 
 /// How many messages a subscription buffers before deliveries wait. Default is 1024.
 pub const DEFAULT_BUFFER: usize = 1024;

@@ -239,7 +239,11 @@ pub(super) fn check_options(broker: &str, options: &SubscribeOptions) -> Result<
 /// Hands `message` to the first candidate with room, else waits for the first candidate
 /// up to `timeout`. Closed candidates (just unsubscribed) are skipped; `true` when the
 /// message was delivered or every candidate is gone.
-async fn deliver(candidates: Vec<mpsc::Sender<Message>>, message: Message, timeout: Duration) -> bool {
+async fn deliver(
+    candidates: Vec<mpsc::Sender<Message>>,
+    message: Message,
+    timeout: Duration,
+) -> bool {
     let mut message = message;
     let mut open = Vec::with_capacity(candidates.len());
     for tx in candidates {

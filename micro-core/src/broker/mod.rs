@@ -44,7 +44,9 @@ mod url;
 pub use handler::{Handler, HandlerFuture};
 pub use local::{LocalBroker, LocalBrokerBuilder};
 pub use memory::MemoryBroker;
-pub use typed::{CONTENT_TYPE_PROTOBUF, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TYPE, publish_proto};
+pub use typed::{
+    CONTENT_TYPE_PROTOBUF, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TYPE, publish_proto,
+};
 pub use url::{BROKER_ENV, from_env, from_env_with_registry, from_url, from_url_with_registry};
 
 use std::{collections::BTreeMap, fmt, pin::Pin, sync::Arc, time::Duration};
@@ -279,7 +281,9 @@ pub fn validate_queue(queue: &str) -> Result<(), BrokerError> {
         reason: reason.to_owned(),
     };
     if queue.is_empty() {
-        return Err(invalid("must not be empty (use no queue for a plain subscription)"));
+        return Err(invalid(
+            "must not be empty (use no queue for a plain subscription)",
+        ));
     }
     if queue.len() > 255 {
         return Err(invalid("must be at most 255 bytes"));

@@ -32,7 +32,11 @@ async fn memory_fans_out_to_every_plain_subscriber() -> TestResult {
     let broker = MemoryBroker::new();
     let mut subs = Vec::new();
     for _ in 0..3 {
-        subs.push(broker.subscribe("orders.created", SubscribeOptions::default()).await?);
+        subs.push(
+            broker
+                .subscribe("orders.created", SubscribeOptions::default())
+                .await?,
+        );
     }
     // A clone shares the subscriptions.
     broker.clone().publish("orders.created", msg(7)).await?;
@@ -51,7 +55,9 @@ async fn memory_queue_group_gets_each_message_exactly_once() -> TestResult {
     for _ in 0..3 {
         members.push(broker.subscribe("jobs", queue("workers")).await?);
     }
-    let mut plain = broker.subscribe("jobs", SubscribeOptions::default()).await?;
+    let mut plain = broker
+        .subscribe("jobs", SubscribeOptions::default())
+        .await?;
     for n in 0..300 {
         broker.publish("jobs", msg(n)).await?;
     }
@@ -60,17 +66,26 @@ async fn memory_queue_group_gets_each_message_exactly_once() -> TestResult {
     for member in &mut members {
         for _ in 0..100 {
             let delivery = next(member).await?;
-            *seen.entry(delivery.message.headers["n"].clone()).or_default() += 1;
+            *seen
+                .entry(delivery.message.headers["n"].clone())
+                .or_default() += 1;
         }
     }
     assert_eq!(seen.len(), 300, "every message reached the group");
     assert!(seen.values().all(|&c| c == 1), "no message twice");
     for member in &mut members {
         tokio::task::yield_now().await;
-        assert!(member.next().now_or_never().is_none(), "a message left over");
+        assert!(
+            member.next().now_or_never().is_none(),
+            "a message left over"
+        );
     }
     for n in 0..300 {
-        assert_eq!(next(&mut plain).await?.message, msg(n), "plain subscriber gets all, in order");
+        assert_eq!(
+            next(&mut plain).await?.message,
+            msg(n),
+            "plain subscriber gets all, in order"
+        );
     }
     Ok(())
 }
@@ -107,8 +122,15 @@ async fn memory_full_buffer_makes_publish_wait_then_fail() -> TestResult {
     published?;
     assert_eq!(first.map_err(|e| e.to_string())?, msg(0));
     // Stays full: fails after the timeout, naming the topic.
-    let err = broker.publish("t", msg(3)).await.err().ok_or("publish succeeded")?;
-    assert!(err.to_string().contains("\"t\"") && err.to_string().contains("full"), "{err}");
+    let err = broker
+        .publish("t", msg(3))
+        .await
+        .err()
+        .ok_or("publish succeeded")?;
+    assert!(
+        err.to_string().contains("\"t\"") && err.to_string().contains("full"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -125,18 +147,37 @@ async fn invalid_topics_and_queues_are_rejected_naming_the_problem() -> TestResu
     ] {
         let err = broker.publish(topic, msg(0)).await.err().ok_or(topic)?;
         let text = err.to_string();
-        assert!(text.contains(problem) && text.contains(&format!("{topic:?}")), "{text}");
+        assert!(
+            text.contains(problem) && text.contains(&format!("{topic:?}")),
+            "{text}"
+        );
         let err = broker
             .subscribe(topic, SubscribeOptions::default())
             .await
             .err()
             .ok_or(topic)?;
-        assert!(matches!(err, BrokerError::Invalid { what: "topic", .. }), "{err}");
+        assert!(
+            matches!(err, BrokerError::Invalid { what: "topic", .. }),
+            "{err}"
+        );
     }
     let long = "a".repeat(256);
-    assert!(validate_topic(&long).err().ok_or("long")?.to_string().contains("255"));
-    let err = broker.subscribe("ok", queue("bad queue")).await.err().ok_or("queue")?;
-    assert!(matches!(err, BrokerError::Invalid { what: "queue", .. }), "{err}");
+    assert!(
+        validate_topic(&long)
+            .err()
+            .ok_or("long")?
+            .to_string()
+            .contains("255")
+    );
+    let err = broker
+        .subscribe("ok", queue("bad queue"))
+        .await
+        .err()
+        .ok_or("queue")?;
+    assert!(
+        matches!(err, BrokerError::Invalid { what: "queue", .. }),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -152,7 +193,11 @@ async fn memory_refuses_durable_and_manual_ack() -> TestResult {
         ..SubscribeOptions::default()
     };
     for options in [durable, manual] {
-        let err = broker.subscribe("t", options).await.err().ok_or("accepted")?;
+        let err = broker
+            .subscribe("t", options)
+            .await
+            .err()
+            .ok_or("accepted")?;
         assert!(matches!(err, BrokerError::Unsupported { .. }), "{err}");
         assert!(err.to_string().contains("memory"), "{err}");
     }
@@ -162,23 +207,40 @@ async fn memory_refuses_durable_and_manual_ack() -> TestResult {
 #[tokio::test]
 async fn proto_messages_round_trip_with_headers() -> TestResult {
     let broker = MemoryBroker::new();
-    let mut sub = broker.subscribe("clock", SubscribeOptions::default()).await?;
-    let tick = prost_types::Timestamp { seconds: 42, nanos: 7 };
+    let mut sub = broker
+        .subscribe("clock", SubscribeOptions::default())
+        .await?;
+    let tick = prost_types::Timestamp {
+        seconds: 42,
+        nanos: 7,
+    };
     publish_proto(&broker, "clock", &tick).await?;
     let delivery = next(&mut sub).await?;
-    assert_eq!(delivery.message.headers[HEADER_CONTENT_TYPE], CONTENT_TYPE_PROTOBUF);
-    assert_eq!(delivery.message.headers[HEADER_TYPE], "google.protobuf.Timestamp");
+    assert_eq!(
+        delivery.message.headers[HEADER_CONTENT_TYPE],
+        CONTENT_TYPE_PROTOBUF
+    );
+    assert_eq!(
+        delivery.message.headers[HEADER_TYPE],
+        "google.protobuf.Timestamp"
+    );
     assert_eq!(delivery.decode::<prost_types::Timestamp>()?, tick);
 
     let json = Delivery::new(
         "clock",
         Message {
-            headers: BTreeMap::from([(HEADER_CONTENT_TYPE.to_owned(), "application/json".to_owned())]),
+            headers: BTreeMap::from([(
+                HEADER_CONTENT_TYPE.to_owned(),
+                "application/json".to_owned(),
+            )]),
             body: Bytes::from_static(b"{}"),
         },
         None,
     );
-    let err = json.decode::<prost_types::Timestamp>().err().ok_or("decoded json")?;
+    let err = json
+        .decode::<prost_types::Timestamp>()
+        .err()
+        .ok_or("decoded json")?;
     assert!(err.to_string().contains("application/json"), "{err}");
     Ok(())
 }

@@ -28,7 +28,11 @@ pub const CONTENT_TYPE_PROTOBUF: &str = "application/protobuf";
 ///
 /// # Errors
 /// As [`Broker::publish`].
-pub async fn publish_proto<T>(broker: &dyn Broker, topic: &str, message: &T) -> Result<(), BrokerError>
+pub async fn publish_proto<T>(
+    broker: &dyn Broker,
+    topic: &str,
+    message: &T,
+) -> Result<(), BrokerError>
 where
     T: prost::Message + prost::Name,
 {
@@ -45,8 +49,10 @@ impl Message {
             body: message.encode_to_vec().into(),
             ..Self::default()
         };
-        out.headers
-            .insert(HEADER_CONTENT_TYPE.to_owned(), CONTENT_TYPE_PROTOBUF.to_owned());
+        out.headers.insert(
+            HEADER_CONTENT_TYPE.to_owned(),
+            CONTENT_TYPE_PROTOBUF.to_owned(),
+        );
         out.headers.insert(HEADER_TYPE.to_owned(), T::full_name());
         out
     }

@@ -92,7 +92,8 @@ mod tests {
 
     #[test]
     fn unknown_broker_is_named_with_alternatives() {
-        let Err(err) = from_url_with_registry("kafka://x", Arc::new(registry::MemoryRegistry::new()))
+        let Err(err) =
+            from_url_with_registry("kafka://x", Arc::new(registry::MemoryRegistry::new()))
         else {
             panic!("kafka accepted");
         };
@@ -104,7 +105,10 @@ mod tests {
     #[test]
     fn memory_and_local_open() -> Result<(), BrokerError> {
         let registry: SharedRegistry = Arc::new(registry::MemoryRegistry::new());
-        assert_eq!(from_url_with_registry("memory", registry.clone())?.name(), "memory");
+        assert_eq!(
+            from_url_with_registry("memory", registry.clone())?.name(),
+            "memory"
+        );
         assert_eq!(from_url_with_registry(" local ", registry)?.name(), "local");
         Ok(())
     }

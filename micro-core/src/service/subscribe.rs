@@ -94,7 +94,11 @@ impl Running {
 }
 
 /// Handles deliveries one at a time until stopped or the subscription ends.
-async fn run(subscriber: Subscriber, mut subscription: Subscription, mut stop: oneshot::Receiver<()>) {
+async fn run(
+    subscriber: Subscriber,
+    mut subscription: Subscription,
+    mut stop: oneshot::Receiver<()>,
+) {
     let Subscriber { topic, handler, .. } = subscriber;
     loop {
         let item = tokio::select! {

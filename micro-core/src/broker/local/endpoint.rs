@@ -65,18 +65,27 @@ impl Endpoint {
         };
         let socket: SocketAddr = config.address.parse().map_err(|err| {
             error(
-                format!("invalid endpoint address {:?}; expected host:port", config.address),
+                format!(
+                    "invalid endpoint address {:?}; expected host:port",
+                    config.address
+                ),
                 Box::new(err),
             )
         })?;
         let listener = TcpListener::bind(socket).await.map_err(|err| {
             error(
-                format!("cannot listen on {} for the broker endpoint", config.address),
+                format!(
+                    "cannot listen on {} for the broker endpoint",
+                    config.address
+                ),
                 Box::new(err),
             )
         })?;
         let bound = listener.local_addr().map_err(|err| {
-            error("cannot read the endpoint's address".to_owned(), Box::new(err))
+            error(
+                "cannot read the endpoint's address".to_owned(),
+                Box::new(err),
+            )
         })?;
         let address = if bound.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port()).to_string()

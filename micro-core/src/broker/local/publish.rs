@@ -95,7 +95,11 @@ impl Inner {
                         Outcome::Failed(why) => failures.push(why),
                     }
                 }
-                if failures.is_empty() { Ok(()) } else { Err(failures) }
+                if failures.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failures)
+                }
             }
         }))
         .await;
@@ -121,7 +125,12 @@ impl Inner {
     async fn deliver(&self, node: &Node, request: DeliverRequest) -> Outcome {
         let mut client = match self.client(&node.address) {
             Ok(client) => client,
-            Err(why) => return Outcome::Failed(format!("subscription {} at {}: {why}", node.id, node.address)),
+            Err(why) => {
+                return Outcome::Failed(format!(
+                    "subscription {} at {}: {why}",
+                    node.id, node.address
+                ));
+            }
         };
         let mut request = tonic::Request::new(request);
         request.set_timeout(self.config.publish_timeout + DEADLINE_SLACK);
