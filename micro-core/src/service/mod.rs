@@ -27,7 +27,7 @@
 //!
 //! # Subscriptions
 //!
-//! [`ServiceBuilder::subscribe`] runs a [`Handler`](crate::broker::Handler) for each message
+//! [`ServiceBuilder::subscribe`] runs a [`Handler`] for each message
 //! published to a topic. The service subscribes through its broker
 //! ([`ServiceBuilder::broker`], default `MICRO_BROKER` on the service's registry) when it
 //! starts, before it registers; each subscription runs in its own task and handles its
