@@ -305,8 +305,8 @@ impl LocalBrokerBuilder {
         self
     }
 
-    /// Sets the registration TTL of subscriptions and how often it is renewed (kept below
-    /// half the TTL). Default is [`DEFAULT_TTL`] and [`DEFAULT_INTERVAL`].
+    /// Sets the registration TTL of subscriptions and how often it is renewed (at most a
+    /// third of the TTL, so one missed renewal does not expire a subscription). Default is [`DEFAULT_TTL`] and [`DEFAULT_INTERVAL`].
     pub fn ttl(mut self, ttl: Duration, interval: Duration) -> Self {
         self.config.ttl = ttl;
         self.config.interval = interval.min(ttl / 3).max(Duration::from_millis(1));
