@@ -4,11 +4,50 @@
 //! subscription with a *queue group* shares the topic's messages with the other members of
 //! its group, each message going to one member.
 //!
-//! | broker | selected by | scope |
+//! | broker | selected by (`MICRO_BROKER`) | scope |
 //! |---|---|---|
-//! | `MemoryBroker` | `memory` | one process |
+//! | [`LocalBroker`] | `local` (the default) | processes on one machine, through the registry and gRPC; nothing to install |
+//! | [`MemoryBroker`] | `memory` | one broker value and its clones, in one process |
 //!
-//! (Being built: the engines come with the issue on real engines.)
+//! Both deliver at most once and refuse durable subscriptions and manual acks
+//! ([`BrokerError::Unsupported`]); the NATS broker (micro-plugins, feature `nats`) adds
+//! JetStream for durable, at-least-once subscriptions.
+//!
+//! # Topics and headers
+//!
+//! Topics are dot-separated tokens of `[A-Za-z0-9_-]` ([`validate_topic`]), so a topic is
+//! also a valid NATS subject. Headers are free-form; micro sets and reads:
+//!
+//! | header | meaning |
+//! |---|---|
+//! | `content-type` | how the body is encoded: `application/protobuf` from [`publish_proto`] |
+//! | `micro-type` | the full protobuf name of the body's message, for example `orders.v1.OrderCreated` |
+//! | `micro-id` | a message id, used by durable brokers to drop duplicates |
+//!
+//! # Typed messages
+//!
+//! [`publish_proto`] encodes a protobuf message and sets its headers;
+//! [`Delivery::decode`] decodes it on the other side.
+//!
+//! # Subscribing in a service
+//!
+//! [`ServiceBuilder::subscribe`](crate::ServiceBuilder::subscribe) runs a [`Handler`] for
+//! each delivery of a topic for as long as the service runs.
+
+mod handler;
+pub mod local;
+pub mod memory;
+pub mod proto;
+mod typed;
+mod url;
+
+pub use handler::{Handler, HandlerFuture};
+pub use local::{LocalBroker, LocalBrokerBuilder};
+pub use memory::MemoryBroker;
+pub use typed::{
+    CONTENT_TYPE_PROTOBUF, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TYPE, publish_proto,
+};
+pub use url::{BROKER_ENV, from_env, from_env_with_registry, from_url, from_url_with_registry};
 
 use std::{collections::BTreeMap, fmt, pin::Pin, sync::Arc, time::Duration};
 
@@ -99,6 +138,16 @@ pub enum BrokerError {
         /// What was asked for.
         feature: &'static str,
     },
+    /// A delivered message cannot be decoded as the type asked for.
+    #[error("cannot decode message on topic {topic:?} as {expected}: {reason}")]
+    Decode {
+        /// The topic the message came from.
+        topic: String,
+        /// The type asked for.
+        expected: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// The broker failed.
     #[error("broker {broker}: {message}")]
     Backend {
@@ -145,6 +194,12 @@ impl Delivery {
             message,
             acker,
         }
+    }
+
+    /// Takes the acker out, leaving an auto-acked delivery: for runners that hand the
+    /// delivery to a handler and ack or nack once it returned.
+    pub(crate) fn take_acker(&mut self) -> Option<Box<dyn Acker>> {
+        self.acker.take()
     }
 
     /// Acknowledges the delivery (a no-op for auto-acked subscriptions).
@@ -214,3 +269,35 @@ pub fn validate_topic(topic: &str) -> Result<(), BrokerError> {
     }
     Ok(())
 }
+
+/// Checks a queue group name: 1 to 255 bytes of `[A-Za-z0-9._-]`.
+///
+/// # Errors
+/// [`BrokerError::Invalid`] naming what is wrong.
+pub fn validate_queue(queue: &str) -> Result<(), BrokerError> {
+    let invalid = |reason: &str| BrokerError::Invalid {
+        what: "queue",
+        value: queue.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if queue.is_empty() {
+        return Err(invalid(
+            "must not be empty (use no queue for a plain subscription)",
+        ));
+    }
+    if queue.len() > 255 {
+        return Err(invalid("must be at most 255 bytes"));
+    }
+    if !queue
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(invalid(
+            "may only contain ASCII letters, digits, '.', '_' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

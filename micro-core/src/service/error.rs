@@ -1,6 +1,6 @@
 use std::{io, time::Duration};
 
-use crate::registry::RegistryError;
+use crate::{broker::BrokerError, registry::RegistryError};
 
 /// An error configuring, starting or running a [`Service`](super::Service).
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,10 @@ pub enum ServiceError {
     /// The registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+
+    /// The broker failed, or refused a subscription or topic.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 
     /// The gRPC server failed.
     #[error("server failed: {0}")]

@@ -25,6 +25,19 @@
 //! health, reflection). Tracing and metrics are on by default; turn them off with
 //! [`ServiceBuilder::default_layers`]. See [`crate::middleware`] for details.
 //!
+//! # Subscriptions
+//!
+//! [`ServiceBuilder::subscribe`] runs a [`Handler`] for each message
+//! published to a topic. The service subscribes through its broker
+//! ([`ServiceBuilder::broker`], default `MICRO_BROKER` on the service's registry) when it
+//! starts, before it registers; each subscription runs in its own task and handles its
+//! deliveries one at a time, in order (a slow handler slows its publishers down through
+//! the broker's backpressure). `Ok` acks the delivery (manual-ack subscriptions); an error
+//! is logged and nacks it. At shutdown, right after deregistering, the subscriptions stop:
+//! the handler in progress finishes (within the grace period), then the subscription is
+//! dropped, so messages it had buffered but not yet handled are not handled (at-most-once
+//! brokers lose them; durable brokers redeliver them).
+//!
 //! # Configuration from the environment
 //!
 //! What the code leaves unset is read from the environment:
@@ -32,6 +45,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `MICRO_REGISTRY` | registry: `local`, `memory`, `local:///dir` | `local` |
+//! | `MICRO_BROKER` | broker for subscriptions: `local`, `memory` | `local` |
 //! | `MICRO_SERVER_ADDRESS` | address to listen on (`host:port`, `unix:/path`) | [`DEFAULT_ADDRESS`] |
 //! | `MICRO_SERVER_ADVERTISE` | address to register instead of the bound one | the bound address |
 //! | `MICRO_REGISTER_TTL` | registration TTL (`30s`, `500ms`, `2m`) | [`DEFAULT_REGISTER_TTL`] |
@@ -42,6 +56,7 @@ mod error;
 mod health;
 mod reflection;
 mod running;
+mod subscribe;
 
 pub use env::{REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, SERVER_ADDRESS_ENV, SERVER_ADVERTISE_ENV};
 pub use error::ServiceError;
@@ -56,6 +71,7 @@ use tower::{Layer, ServiceExt, util::BoxCloneService};
 use tower_service::Service as TowerService;
 
 use crate::{
+    broker::{self, Handler, SharedBroker, SubscribeOptions},
     client::Client,
     codegen::{DescribedService, ServiceDescriptor},
     middleware::stack::UserLayer,
@@ -106,6 +122,8 @@ pub struct Service {
     file_descriptor_sets: Vec<Vec<u8>>,
     layers: Vec<UserLayer>,
     default_layers: bool,
+    broker: Option<SharedBroker>,
+    subscriptions: Vec<subscribe::Subscriber>,
 }
 
 /// Configures a [`Service`]; made by [`Service::builder`].
@@ -118,6 +136,8 @@ pub struct ServiceBuilder {
     file_descriptor_sets: Vec<Vec<u8>>,
     layers: Vec<UserLayer>,
     default_layers: bool,
+    broker: Option<SharedBroker>,
+    subscriptions: Vec<subscribe::Subscriber>,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +178,8 @@ impl Service {
             file_descriptor_sets: Vec::new(),
             layers: Vec::new(),
             default_layers: true,
+            broker: None,
+            subscriptions: Vec::new(),
         }
     }
 
@@ -174,6 +196,13 @@ impl Service {
     /// A client on the same registry, for handlers that call other services.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The broker the service subscribes through, for handlers that publish: the one set
+    /// with [`ServiceBuilder::broker`], else the one opened for its subscriptions; `None`
+    /// when neither.
+    pub fn broker(&self) -> Option<SharedBroker> {
+        self.broker.clone()
     }
 
     /// Binds, serves, registers and heartbeats; returns once the service is reachable.
@@ -203,6 +232,8 @@ impl fmt::Debug for Service {
             .field("services", &self.service_names())
             .field("layers", &self.layers.len())
             .field("default_layers", &self.default_layers)
+            .field("broker", &self.broker.as_ref().map(|b| b.name().to_owned()))
+            .field("subscriptions", &self.subscriptions)
             .finish_non_exhaustive()
     }
 }
@@ -355,6 +386,55 @@ impl ServiceBuilder {
         self
     }
 
+    /// Sets the broker for [`subscribe`](Self::subscribe) and [`Service::broker`]. Default
+    /// is the one named by `MICRO_BROKER` (`local` when unset) on the service's registry,
+    /// opened at [`build`](Self::build) only when the service subscribes.
+    pub fn broker(mut self, broker: SharedBroker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Runs `handler` for each message published to `topic` while the service runs; see
+    /// [the module docs](self#subscriptions). Every instance of the service gets every
+    /// message; use [`subscribe_with`](Self::subscribe_with) and a queue group to share them
+    /// between instances.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), micro_core::ServiceError> {
+    /// use micro_core::{Service, broker::Delivery};
+    ///
+    /// Service::builder("billing")
+    ///     .subscribe("orders.created", |delivery: Delivery| async move {
+    ///         tracing::info!(bytes = delivery.message.body.len(), "order created");
+    ///         Ok(())
+    ///     })
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn subscribe(self, topic: impl Into<String>, handler: impl Handler) -> Self {
+        self.subscribe_with(topic, SubscribeOptions::default(), handler)
+    }
+
+    /// As [`subscribe`](Self::subscribe), with options: a queue group (each message to one
+    /// instance of the group), a durable name, manual acks (acked when the handler returns
+    /// `Ok`). The broker must support them, or [`Service::start`] fails.
+    pub fn subscribe_with(
+        mut self,
+        topic: impl Into<String>,
+        options: SubscribeOptions,
+        handler: impl Handler,
+    ) -> Self {
+        self.subscriptions.push(subscribe::Subscriber {
+            topic: topic.into(),
+            options,
+            handler: Arc::new(handler),
+        });
+        self
+    }
+
     /// Adds an encoded `FileDescriptorSet` to serve through reflection, for services whose
     /// descriptors do not come from `micro-codegen`.
     pub fn file_descriptor_set(mut self, encoded: impl Into<Vec<u8>>) -> Self {
@@ -403,6 +483,16 @@ impl ServiceBuilder {
             Some(registry) => registry,
             None => registry::from_env()?,
         };
+        for subscriber in &self.subscriptions {
+            broker::validate_topic(&subscriber.topic)?;
+        }
+        let broker = match self.broker {
+            Some(broker) => Some(broker),
+            None if !self.subscriptions.is_empty() => {
+                Some(broker::from_env_with_registry(registry.clone())?)
+            }
+            None => None,
+        };
         let client = Client::new(registry.clone());
         let node_id = format!("{}-{}", config.name, uuid::Uuid::new_v4());
         Ok(Service {
@@ -415,6 +505,8 @@ impl ServiceBuilder {
             file_descriptor_sets: self.file_descriptor_sets,
             layers: self.layers,
             default_layers: self.default_layers,
+            broker,
+            subscriptions: self.subscriptions,
         })
     }
 
@@ -437,6 +529,7 @@ impl fmt::Debug for ServiceBuilder {
             )
             .field("layers", &self.layers.len())
             .field("default_layers", &self.default_layers)
+            .field("subscriptions", &self.subscriptions)
             .finish_non_exhaustive()
     }
 }

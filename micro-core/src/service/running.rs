@@ -11,7 +11,7 @@ use tokio::{
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Server, server::TcpIncoming};
 
-use super::{Service, ServiceError, health::HealthState, reflection};
+use super::{Service, ServiceError, health::HealthState, reflection, subscribe};
 use crate::middleware::stack::ServerStack;
 use crate::registry::{Endpoint, Node, RegisterOptions, Service as Record, SharedRegistry};
 
@@ -31,6 +31,7 @@ pub struct RunningService {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     heartbeat: JoinHandle<()>,
     heartbeat_stop: Option<oneshot::Sender<()>>,
+    subscriptions: subscribe::Running,
     signals: Signals,
 }
 
@@ -53,6 +54,8 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         file_descriptor_sets,
         layers,
         default_layers,
+        broker,
+        subscriptions,
         ..
     } = service;
 
@@ -125,11 +128,21 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
             metadata: config.node_metadata.clone(),
         }],
     };
+    // Subscribed before registering: a service that is found also handles its topics.
+    let subscriptions = match subscribe::start(broker.as_ref(), subscriptions).await {
+        Ok(subscriptions) => subscriptions,
+        Err(err) => {
+            let _ = stop.send(());
+            return Err(err.into());
+        }
+    };
     let ttl = config.ttl.unwrap_or(super::DEFAULT_REGISTER_TTL);
     let interval = config.interval.unwrap_or(super::DEFAULT_REGISTER_INTERVAL);
     let options = RegisterOptions { ttl };
     if let Err(err) = registry.register(&record, options).await {
         let _ = stop.send(());
+        let mut subscriptions = subscriptions;
+        subscriptions.abort();
         return Err(err.into());
     }
     tracing::info!(
@@ -159,6 +172,7 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         server,
         heartbeat,
         heartbeat_stop: Some(heartbeat_stop),
+        subscriptions,
         signals,
     })
 }
@@ -208,6 +222,7 @@ impl RunningService {
             _ = self.signals.terminate.recv() => "SIGTERM",
             result = &mut self.server => {
                 self.stop_heartbeat().await;
+                self.subscriptions.abort();
                 let _ = self.registry.deregister(&self.record).await;
                 return match result {
                     Ok(Ok(())) => Ok(()),
@@ -227,7 +242,8 @@ impl RunningService {
         self.shutdown_until(again).await
     }
 
-    /// Shuts down gracefully: health NOT_SERVING, deregister, give clients
+    /// Shuts down gracefully: health NOT_SERVING, deregister, stop the subscriptions (the
+    /// handlers in progress finish within the grace period), give clients
     /// [`DEFAULT_SHUTDOWN_DELAY`](super::DEFAULT_SHUTDOWN_DELAY) to notice, stop accepting,
     /// end health watches and drain calls in flight for at most the grace period.
     ///
@@ -248,6 +264,7 @@ impl RunningService {
         if let Err(err) = self.registry.deregister(&self.record).await {
             tracing::warn!(service = %self.record.name, error = %err, "deregistration failed; the node expires with its TTL");
         }
+        self.subscriptions.stop(self.grace_period).await;
         tokio::time::sleep(self.shutdown_delay).await;
         self.health.close();
         if let Some(stop) = self.stop.take() {
@@ -289,6 +306,7 @@ impl Drop for RunningService {
     fn drop(&mut self) {
         self.heartbeat.abort();
         self.server.abort();
+        self.subscriptions.abort();
     }
 }
 
