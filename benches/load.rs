@@ -145,11 +145,14 @@ fn main() {
             .await
             .unwrap();
         let raw = GreeterClient::new(raw_channel);
-        let micro_client = if std::env::var("MICRO_BENCH_BARE").is_ok() {
-            Client::builder().registry(registry).default_layers(false).build().unwrap()
-        } else {
-            Client::new(registry)
-        };
+        let mut builder = Client::builder().registry(registry);
+        if std::env::var("MICRO_BENCH_BARE").is_ok() {
+            builder = builder.default_layers(false);
+        }
+        if std::env::var("MICRO_BENCH_NOBUF").is_ok() {
+            builder = builder.buffer_limit(0);
+        }
+        let micro_client = builder.build().unwrap();
         let micro = GreeterClient::new(micro_client.channel("greeter"));
 
         // Warm both paths up: connections, allocator, caches.

@@ -209,13 +209,17 @@ impl Shared {
     pub(super) async fn node_set(&self) -> Result<Arc<NodeSet>, Status> {
         let updates = self
             .updates
-            .get_or_try_init(|| async {
-                self.client
-                    .registry
-                    .subscribe(&self.service)
-                    .await
-                    .map(Mutex::new)
-                    .map_err(|err| self.registry_error(err))
+            .get_or_try_init(|| {
+                // Boxed: this runs once per channel, and its state would grow every call's
+                // future.
+                Box::pin(async {
+                    self.client
+                        .registry
+                        .subscribe(&self.service)
+                        .await
+                        .map(Mutex::new)
+                        .map_err(|err| self.registry_error(err))
+                })
             })
             .await?;
         {

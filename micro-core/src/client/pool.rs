@@ -60,7 +60,8 @@ impl NodeConn {
         if let Some(sender) = self.open_sender() {
             return Ok((sender, false));
         }
-        match self.connect(connector).await {
+        // Boxed: connecting is rare, and its state would grow every call's future.
+        match Box::pin(self.connect(connector)).await {
             Ok(sender) => {
                 self.sender.store(Some(Arc::new(sender.clone())));
                 Ok((sender, true))
