@@ -10,7 +10,14 @@
 //! machine is tested without sleeping. The channel decides whether another ejection is allowed
 //! ([`may_eject`]) and falls back to all nodes when none is eligible (panic mode).
 
-use std::{fmt, sync::Mutex, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -57,9 +64,20 @@ pub enum OutlierConfigError {
 }
 
 /// A node's outlier-detection state, shared by every call to the node.
-#[derive(Default)]
 pub struct Outlier {
     state: Mutex<State>,
+    /// True while the state is the default (no failure in a row, no ejection): every call's
+    /// success and eligibility check then skips the lock. Written only under the lock.
+    healthy: AtomicBool,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            healthy: AtomicBool::new(true),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -232,6 +250,9 @@ impl Outlier {
 
     /// [`record_success`](Self::record_success) as of `now`.
     pub fn record_success_at(&self, now: Instant) -> bool {
+        if self.healthy.load(Ordering::Acquire) {
+            return false;
+        }
         let mut state = self.lock();
         state.consecutive_failures = 0;
         match state.ejected_until {
@@ -297,6 +318,9 @@ impl Outlier {
 
     /// Whether the node is ejected at `now`.
     pub fn is_ejected(&self, now: Instant) -> bool {
+        if self.healthy.load(Ordering::Acquire) {
+            return false;
+        }
         self.lock().ejected_until.is_some_and(|until| now < until)
     }
 
@@ -321,12 +345,17 @@ impl Outlier {
         self.lock().ejections
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> Guard<'_> {
         // The state is a few integers, consistent after every statement: a panic elsewhere
         // cannot leave it half-written.
-        self.state
+        let state = self
+            .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Guard {
+            state,
+            healthy: &self.healthy,
+        }
     }
 }
 
@@ -531,5 +560,32 @@ mod tests {
             let factor = jitter();
             assert!((0.8..1.2).contains(&factor), "{factor}");
         }
+    }
+}
+
+/// The locked state; on release, publishes whether it is back to the default.
+struct Guard<'a> {
+    state: std::sync::MutexGuard<'a, State>,
+    healthy: &'a AtomicBool,
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let healthy = self.state.consecutive_failures == 0 && self.state.ejected_until.is_none();
+        self.healthy.store(healthy, Ordering::Release);
     }
 }

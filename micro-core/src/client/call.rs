@@ -85,9 +85,12 @@ impl Shared {
         // A shared handle on the request's path (no copy): the request itself moves on.
         let path_and_query = request.uri().path_and_query().cloned();
         let path = path_and_query.as_ref().map_or("", |pq| pq.path());
-        let idempotent = options
-            .idempotent
-            .unwrap_or_else(|| set.idempotent.contains(path) || core.idempotent.contains(path));
+        // Looked up only when a failure makes it matter: the happy path hashes nothing.
+        let idempotent = || {
+            options
+                .idempotent
+                .unwrap_or_else(|| set.idempotent.contains(path) || core.idempotent.contains(path))
+        };
         let header_key = request
             .headers()
             .get(KEY_HEADER)
@@ -115,9 +118,12 @@ impl Shared {
         core.budget.deposit();
 
         let (first, replay) = buffer(request, core.buffer_limit).await.into_first();
-        if let (Some(replay), Some(hedge)) = (&replay, core.hedging.get(path))
-            && idempotent
-        {
+        let hedge = if core.hedging.is_empty() {
+            None
+        } else {
+            core.hedging.get(path).filter(|_| idempotent())
+        };
+        if let (Some(replay), Some(hedge)) = (&replay, hedge) {
             return self
                 .hedged(
                     replay,
@@ -143,7 +149,8 @@ impl Shared {
             match self.attempt(&set, node, next, deadline).await {
                 Attempt::Answered(response, outcome) => {
                     attempts += 1;
-                    let retry = core.retry.decide(outcome, idempotent) == Decision::Retry
+                    let retry = outcome != Outcome::Success
+                        && core.retry.decide(outcome, idempotent()) == Decision::Retry
                         && replay.is_some()
                         && self.back_off(attempts, max_attempts, deadline).await;
                     if !retry {
@@ -162,7 +169,7 @@ impl Shared {
                 Attempt::Failed(reason) => {
                     attempts += 1;
                     tried.push(format!("{} ({reason})", node.address()));
-                    let retry = core.retry.decide(Outcome::SendFailed, idempotent)
+                    let retry = core.retry.decide(Outcome::SendFailed, idempotent())
                         == Decision::Retry
                         && replay.is_some()
                         && self.back_off(attempts, max_attempts, deadline).await;
