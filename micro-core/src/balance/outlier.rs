@@ -383,6 +383,33 @@ fn jitter() -> f64 {
     rand::random_range(low..high)
 }
 
+/// The locked state; on release, publishes whether it is back to the default.
+struct Guard<'a> {
+    state: std::sync::MutexGuard<'a, State>,
+    healthy: &'a AtomicBool,
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let healthy = self.state.consecutive_failures == 0 && self.state.ejected_until.is_none();
+        self.healthy.store(healthy, Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,32 +587,5 @@ mod tests {
             let factor = jitter();
             assert!((0.8..1.2).contains(&factor), "{factor}");
         }
-    }
-}
-
-/// The locked state; on release, publishes whether it is back to the default.
-struct Guard<'a> {
-    state: std::sync::MutexGuard<'a, State>,
-    healthy: &'a AtomicBool,
-}
-
-impl std::ops::Deref for Guard<'_> {
-    type Target = State;
-
-    fn deref(&self) -> &State {
-        &self.state
-    }
-}
-
-impl std::ops::DerefMut for Guard<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        &mut self.state
-    }
-}
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let healthy = self.state.consecutive_failures == 0 && self.state.ejected_until.is_none();
-        self.healthy.store(healthy, Ordering::Release);
     }
 }
