@@ -127,6 +127,16 @@ impl Load {
         }
     }
 
+    /// [`guard`](Self::guard) for a call that started at `now`, for callers that already
+    /// read the clock.
+    pub fn guard_at(&self, now: Instant) -> LoadGuard<'_> {
+        self.begin();
+        LoadGuard {
+            load: self,
+            started: now,
+        }
+    }
+
     /// Counts a call as in flight until the guard is dropped.
     pub fn guard(&self) -> LoadGuard<'_> {
         self.begin();
@@ -233,6 +243,19 @@ impl LoadGuard<'_> {
         self.finish(Some(rtt));
     }
 
+    /// Ends the call as [`observe`](Self::observe) does, with the node's answer at `now`:
+    /// one clock read for the latency and the estimate's age.
+    pub fn answered_at(self, now: Instant) {
+        let rtt = now.saturating_duration_since(self.started);
+        // Saturating, so an unpaired `end` cannot wrap the count around.
+        let _ = self
+            .load
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.load.observe(now, rtt);
+        std::mem::forget(self);
+    }
+
     /// Ends the call with an explicit latency, or none.
     pub fn finish(self, rtt: Option<Duration>) {
         self.load.end(rtt);
@@ -258,6 +281,17 @@ mod tests {
 
     fn ms(load: &Load) -> f64 {
         load.latency().map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answered_at_measures_from_the_given_start() {
+        let load = Load::new();
+        let start = Instant::now();
+        let guard = load.guard_at(start);
+        assert_eq!(load.in_flight(), 1);
+        guard.answered_at(start + 7 * MS);
+        assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.latency(), Some(7 * MS));
     }
 
     #[test]

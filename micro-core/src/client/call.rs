@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use http::{Request, Response};
+use hyper::body::Incoming;
 use tokio::time::Instant;
 use tonic::{Code, Status, body::Body};
 
@@ -25,7 +26,7 @@ pub const KEY_HEADER: &str = "x-micro-key";
 /// What one attempt on one node came to.
 enum Attempt {
     /// Response headers arrived; `outcome` says whether they carry a retryable status.
-    Answered(Response<Body>, Outcome),
+    Answered(Response<Incoming>, Outcome),
     /// The request never reached the node; it is handed back when it was not consumed.
     NotSent(Option<Request<Body>>, String),
     /// The request was sent and the connection or stream failed: the node may have run it.
@@ -72,7 +73,7 @@ impl Shared {
         request: Request<Body>,
         options: &CallOptions,
         deadline: Instant,
-    ) -> Result<Response<Body>, Status> {
+    ) -> Result<Response<Incoming>, Status> {
         let set = self.node_set().await?;
         if set.nodes.is_empty() {
             return Err(Status::unavailable(format!(
@@ -138,7 +139,7 @@ impl Shared {
         let mut request = Some(first);
         let mut attempts = 0u32;
         let mut tried: Vec<String> = Vec::new();
-        let mut last: Option<Response<Body>> = None;
+        let mut last: Option<Response<Incoming>> = None;
         while let Some(node) = order.next() {
             let Some(next) = request
                 .take()
@@ -218,7 +219,7 @@ impl Shared {
         max_attempts: u8,
         delay: Duration,
         deadline: Instant,
-    ) -> Result<Response<Body>, Status> {
+    ) -> Result<Response<Incoming>, Status> {
         let set = self.nodes.load_full();
         let mut running = FuturesUnordered::new();
         let mut started = 0u8;
@@ -304,12 +305,12 @@ impl Shared {
             .headers_mut()
             .insert(deadline::GRPC_TIMEOUT, deadline::encode(left));
         set_origin(&mut request, &node.conn.authority);
-        let guard = node.load().guard();
+        let guard = node.load().guard_at(started);
         match sender.try_send_request(request).await {
             Ok(response) => {
-                let mut response = response.map(Body::new);
+                let mut response = response;
                 let outcome = Outcome::of_response(&response);
-                guard.finish(Some(started.elapsed()));
+                guard.answered_at(Instant::now());
                 self.record(set, node, outcome);
                 response
                     .extensions_mut()

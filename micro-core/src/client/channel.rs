@@ -83,6 +83,10 @@ pub(super) struct NodeSet {
     pub(super) idempotent: HashSet<String>,
 }
 
+/// The core's future: the response body is boxed once, by the channel, after the layers.
+type CoreFuture =
+    Pin<Box<dyn Future<Output = Result<Response<DeadlineBody>, BoxError>> + Send + 'static>>;
+
 /// The future returned by [`Channel`]'s `call`.
 pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
@@ -139,9 +143,9 @@ impl tower_service::Service<Request<Body>> for Channel {
 }
 
 impl tower_service::Service<Request<Body>> for Core {
-    type Response = Response<Body>;
+    type Response = Response<DeadlineBody>;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = CoreFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -156,7 +160,10 @@ impl tower_service::Service<Request<Body>> for Core {
 
 impl Shared {
     /// Sets the call's deadline, then sends it; the deadline also bounds the response body.
-    async fn call(self: Arc<Self>, mut request: Request<Body>) -> Result<Response<Body>, BoxError> {
+    async fn call(
+        self: Arc<Self>,
+        mut request: Request<Body>,
+    ) -> Result<Response<DeadlineBody>, BoxError> {
         let options = request
             .extensions_mut()
             .remove::<CallOptions>()
@@ -194,10 +201,7 @@ impl Shared {
             }
             Ok(response) => {
                 let service = Arc::clone(&self.service);
-                Ok(
-                    response
-                        .map(|body| Body::new(DeadlineBody::new(body, sleep, timeout, service))),
-                )
+                Ok(response.map(|body| DeadlineBody::new(body, sleep, timeout, service)))
             }
             Err(status) => Err(status.into()),
         }

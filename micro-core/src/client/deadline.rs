@@ -9,9 +9,10 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tonic::{Status, body::Body};
+use tonic::Status;
 
 pub(crate) use crate::context::grpc_timeout::{GRPC_TIMEOUT, encode, parse};
 
@@ -20,7 +21,7 @@ pin_project! {
     /// deadline covers the whole call, streamed responses included.
     pub(crate) struct DeadlineBody {
         #[pin]
-        inner: Body,
+        inner: Incoming,
         // The call's own timer, handed over from the request phase: one timer per call.
         sleep: Pin<Box<Sleep>>,
         service: std::sync::Arc<str>,
@@ -31,7 +32,7 @@ pin_project! {
 
 impl DeadlineBody {
     pub(crate) fn new(
-        inner: Body,
+        inner: Incoming,
         sleep: Pin<Box<Sleep>>,
         timeout: Duration,
         service: std::sync::Arc<str>,
@@ -63,7 +64,10 @@ impl HttpBody for DeadlineBody {
             *this.expired = true;
             return Poll::Ready(Some(Err(exceeded(this.service, *this.timeout))));
         }
-        this.inner.as_mut().poll_frame(cx)
+        this.inner
+            .as_mut()
+            .poll_frame(cx)
+            .map_err(|err| Status::from_error(Box::new(err)))
     }
 
     fn is_end_stream(&self) -> bool {

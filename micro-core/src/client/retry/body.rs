@@ -56,6 +56,7 @@ struct Resumed {
 /// An error read from the body is put back in its place too.
 pub(crate) async fn buffer(request: Request<Body>, limit: usize) -> Buffered {
     let (parts, mut body) = request.into_parts();
+    let mut first = None;
     let mut frames = VecDeque::new();
     let mut len = 0usize;
     let mut error = None;
@@ -74,7 +75,12 @@ pub(crate) async fn buffer(request: Request<Body>, limit: usize) -> Buffered {
                 } else if frame.is_trailers() {
                     trailers_seen = true;
                 }
-                frames.push_back(frame);
+                // The usual unary body is one frame: keep it out of the deque (no allocation).
+                if first.is_none() && frames.is_empty() {
+                    first = Some(frame);
+                } else {
+                    frames.push_back(frame);
+                }
                 ended = body.is_end_stream();
             }
             Poll::Ready(Some(Err(status))) => {
@@ -88,8 +94,12 @@ pub(crate) async fn buffer(request: Request<Body>, limit: usize) -> Buffered {
         let mut data = BytesMut::with_capacity(len);
         let mut single = None;
         let mut trailers = None;
-        let count = frames.iter().filter(|frame| frame.is_data()).count();
-        for frame in frames {
+        let count = first
+            .iter()
+            .chain(&frames)
+            .filter(|frame| frame.is_data())
+            .count();
+        for frame in first.into_iter().chain(frames) {
             match frame.into_data() {
                 Ok(bytes) if count == 1 => single = Some(bytes),
                 Ok(bytes) => data.extend_from_slice(&bytes),
@@ -107,6 +117,9 @@ pub(crate) async fn buffer(request: Request<Body>, limit: usize) -> Buffered {
         });
     }
     let rest = (!ended && error.is_none()).then_some(body);
+    if let Some(first) = first {
+        frames.push_front(first);
+    }
     let body = Body::new(Resumed {
         frames,
         error,
