@@ -87,9 +87,31 @@ pub(super) struct NodeSet {
 type CoreFuture =
     Pin<Box<dyn Future<Output = Result<Response<DeadlineBody>, BoxError>> + Send + 'static>>;
 
-/// The future returned by [`Channel`]'s `call`.
-pub type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
+type Layered = <Trace<Metrics<Core>> as tower_service::Service<Request<Body>>>::Future;
+
+pin_project_lite::pin_project! {
+    /// The future returned by [`Channel`]'s `call`: the layered call, its response body
+    /// boxed once into a `tonic::body::Body`.
+    pub struct ResponseFuture {
+        #[pin]
+        inner: Layered,
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = std::task::ready!(self.project().inner.poll(cx))?;
+        Poll::Ready(Ok(response.map(Body::new)))
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
 
 // === impl Channel ===
 
@@ -137,8 +159,9 @@ impl tower_service::Service<Request<Body>> for Channel {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let response = self.stack.call(request);
-        Box::pin(async move { Ok(response.await?.map(Body::new)) })
+        ResponseFuture {
+            inner: self.stack.call(request),
+        }
     }
 }
 
