@@ -155,6 +155,26 @@ fn main() {
         let micro_client = builder.build().unwrap();
         let micro = GreeterClient::new(micro_client.channel("greeter"));
 
+        // For instruction counts (valgrind --tool=callgrind): MICRO_BENCH_ONLY=micro|raw with
+        // MICRO_BENCH_CALLS=N makes exactly N calls at 64 concurrent, after 1,000 warm-up
+        // calls on that path only.
+        if let (Ok(only), Some(calls)) = (
+            std::env::var("MICRO_BENCH_ONLY"),
+            std::env::var("MICRO_BENCH_CALLS")
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok()),
+        ) {
+            if only == "raw" {
+                count(raw.clone(), 1_000).await;
+                count(raw, calls).await;
+            } else {
+                count(micro.clone(), 1_000).await;
+                count(micro, calls).await;
+            }
+            println!("{only}: {calls} calls");
+            return;
+        }
+
         // Warm both paths up: connections, allocator, caches.
         measure(raw.clone(), 8, Duration::from_millis(500)).await;
         measure(micro.clone(), 8, Duration::from_millis(500)).await;
@@ -200,6 +220,43 @@ fn main() {
             );
         }
     });
+}
+
+/// Exactly `calls` SayHello calls, 64 at a time.
+async fn count<T>(client: GreeterClient<T>, calls: usize)
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    T::Future: Send,
+{
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(calls));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let mut client = client.clone();
+        let left = Arc::clone(&left);
+        tasks.push(tokio::spawn(async move {
+            while left
+                .fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                let request = HelloRequest {
+                    name: "bench".into(),
+                    delay_ms: 0,
+                };
+                client.say_hello(request).await.expect("call");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
 }
 
 fn average(a: Figures, b: Figures) -> Figures {

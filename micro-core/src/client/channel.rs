@@ -22,11 +22,9 @@ use super::{
     deadline::{self, DeadlineBody},
     retry::Outcome,
 };
-use tower::ServiceBuilder;
-
 use crate::{
     balance::NodeHandle,
-    middleware::{metrics::Metrics, trace::Trace},
+    middleware::defaults::Defaults,
     registry::{Registry, RegistryError, Service},
     selector::Selector,
 };
@@ -56,7 +54,7 @@ pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub struct Channel {
     shared: Arc<Shared>,
     /// The default client layers around the core: one span and one count per call.
-    stack: Trace<Metrics<Core>>,
+    stack: Defaults<Core>,
 }
 
 /// The channel without its layers: deadline, node order, attempts.
@@ -87,7 +85,7 @@ pub(super) struct NodeSet {
 type CoreFuture =
     Pin<Box<dyn Future<Output = Result<Response<DeadlineBody>, BoxError>> + Send + 'static>>;
 
-type Layered = <Trace<Metrics<Core>> as tower_service::Service<Request<Body>>>::Future;
+type Layered = <Defaults<Core> as tower_service::Service<Request<Body>>>::Future;
 
 pin_project_lite::pin_project! {
     /// The future returned by [`Channel`]'s `call`: the layered call, its response body
@@ -126,10 +124,7 @@ impl Channel {
             updates: OnceCell::new(),
         });
         let core = Core(Arc::clone(&shared));
-        let stack = ServiceBuilder::new()
-            .layer(trace)
-            .layer(metrics)
-            .service(core);
+        let stack = Defaults::new(core, trace, metrics);
         Self { shared, stack }
     }
 

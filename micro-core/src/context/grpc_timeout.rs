@@ -5,37 +5,47 @@
 
 use std::time::Duration;
 
-use http::HeaderValue;
+use std::cell::RefCell;
+
+use http::{HeaderName, HeaderValue};
 
 /// The header carrying a call's timeout.
-pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Parses a `grpc-timeout` value: at most 8 ASCII digits and a unit (`H M S m u n`).
 pub(crate) fn parse(value: &HeaderValue) -> Option<Duration> {
-    let value = value.to_str().ok()?;
-    if value.len() < 2 || value.len() > 9 {
+    let bytes = value.as_bytes();
+    let (&unit, digits) = bytes.split_last()?;
+    if digits.is_empty() || digits.len() > 8 {
         return None;
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    let mut amount: u64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        amount = amount * 10 + u64::from(digit - b'0');
     }
-    let amount: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
+        b'H' => Duration::from_secs(amount.saturating_mul(3600)),
+        b'M' => Duration::from_secs(amount.saturating_mul(60)),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
         _ => return None,
     })
 }
 
-/// Encodes `timeout` in the finest unit whose value fits in 8 digits, rounding up so the
-/// server never sees a shorter deadline than the client's.
+/// Encodes `timeout` rounded up (the server never sees a shorter deadline than the
+/// client's) in the coarsest unit that keeps at least 1,000 of them, so the rounding adds
+/// less than 0.1 %; a timeout too short for that uses the finest unit that fits in 8 digits.
+///
+/// Coarse units make the value repeat: a fresh call's 29.99998 s is `30000m` every time,
+/// which HPACK sends as a one-byte index instead of a new literal that evicts other entries.
 pub(crate) fn encode(timeout: Duration) -> HeaderValue {
     const MAX: u128 = 99_999_999;
+    const PRECISION: u128 = 1_000;
     let nanos = timeout.as_nanos();
     let units: [(u128, char); 6] = [
         (1, 'n'),
@@ -45,18 +55,42 @@ pub(crate) fn encode(timeout: Duration) -> HeaderValue {
         (60_000_000_000, 'M'),
         (3_600_000_000_000, 'H'),
     ];
+    let mut chosen = None;
     for (per, unit) in units {
         let amount = nanos.div_ceil(per);
-        if amount <= MAX {
-            return encoded(amount, unit);
+        match chosen {
+            None if amount <= MAX => chosen = Some((amount, unit)),
+            Some(_) if amount >= PRECISION => chosen = Some((amount, unit)),
+            Some(_) => break,
+            None => {}
         }
     }
-    encoded(MAX, 'H')
+    match chosen {
+        Some((amount, unit)) => encoded(amount, unit),
+        None => encoded(MAX, 'H'),
+    }
 }
 
 fn encoded(amount: u128, unit: char) -> HeaderValue {
+    thread_local! {
+        /// The last value encoded on this thread: calls with the same timeout share it, a
+        /// cheap clone instead of formatting and allocating a new value.
+        static LAST: RefCell<Option<(u128, char, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    let cached = LAST.with_borrow(|last| match last {
+        Some((last_amount, last_unit, value)) if *last_amount == amount && *last_unit == unit => {
+            Some(value.clone())
+        }
+        _ => None,
+    });
+    if let Some(value) = cached {
+        return value;
+    }
     let text = format!("{amount}{unit}");
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("99999999H"))
+    let value =
+        HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("99999999H"));
+    LAST.set(Some((amount, unit, value.clone())));
+    value
 }
 
 #[cfg(test)]
@@ -64,12 +98,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_in_the_finest_fitting_unit() {
+    fn round_trips_in_the_coarsest_precise_unit() {
         for (timeout, text) in [
             (Duration::from_nanos(1), "1n"),
             (Duration::from_millis(100), "100000u"),
-            (Duration::from_secs(30), "30000000u"),
-            (Duration::from_secs(3600), "3600000m"),
+            (Duration::from_micros(1_500), "1500u"),
+            (Duration::from_millis(1_500), "1500m"),
+            (Duration::from_secs(30), "30000m"),
+            (Duration::from_secs(3600), "3600S"),
+            (Duration::from_secs(3600 * 1000), "1000H"),
+            (Duration::from_secs(60 * 999), "59940S"),
         ] {
             let value = encode(timeout);
             assert_eq!(value, text);
@@ -81,6 +119,9 @@ mod tests {
     fn rounds_up_never_down() {
         let value = encode(Duration::from_nanos(100_000_001));
         assert_eq!(value, "100001u");
+        // A fresh call's remaining time encodes the same every time.
+        assert_eq!(encode(Duration::from_nanos(29_999_987_654)), "30000m");
+        assert_eq!(encode(Duration::from_nanos(29_999_000_001)), "30000m");
     }
 
     #[test]

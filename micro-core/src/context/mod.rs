@@ -74,6 +74,8 @@ tokio::task_local! {
 pub struct Context {
     deadline: Option<Instant>,
     trace: Option<TraceContext>,
+    /// The caller's span id, when `trace` is the child of an incoming `traceparent`.
+    parent_span: Option<[u8; 8]>,
     trace_state: Option<HeaderValue>,
     /// `None` when empty, which is the common case: no allocation per call.
     metadata: Option<Arc<HeaderMap>>,
@@ -114,6 +116,12 @@ impl Context {
         self.trace.as_ref()
     }
 
+    /// The caller's span id, when [`trace`](Self::trace) continues an incoming
+    /// `traceparent`.
+    pub(crate) fn parent_span(&self) -> Option<[u8; 8]> {
+        self.parent_span
+    }
+
     /// The caller's `tracestate`, passed on unchanged.
     pub fn trace_state(&self) -> Option<&HeaderValue> {
         self.trace_state.as_ref()
@@ -145,6 +153,7 @@ impl Context {
     #[must_use]
     pub fn with_trace(mut self, trace: TraceContext) -> Self {
         self.trace = Some(trace);
+        self.parent_span = None;
         self
     }
 
@@ -162,10 +171,8 @@ impl Context {
             .get(GRPC_TIMEOUT)
             .and_then(grpc_timeout::parse)
             .and_then(|timeout| Instant::now().checked_add(timeout));
-        let trace = headers
-            .get(TRACEPARENT)
-            .and_then(TraceContext::from_header)
-            .map_or_else(TraceContext::new_root, |parent| parent.child());
+        let parent = headers.get(TRACEPARENT).and_then(TraceContext::from_header);
+        let trace = parent.map_or_else(TraceContext::new_root, |parent| parent.child());
         let trace_state = headers.get(TRACESTATE).cloned();
         let mut metadata: Option<HeaderMap> = None;
         for (name, value) in headers {
@@ -178,6 +185,7 @@ impl Context {
         Self {
             deadline,
             trace: Some(trace),
+            parent_span: parent.map(|parent| parent.span_id),
             trace_state,
             metadata: metadata.map(Arc::new),
         }

@@ -66,8 +66,8 @@ impl TraceContext {
     /// Starts a new trace: random trace and span ids, sampled.
     pub fn new_root() -> Self {
         Self {
-            trace_id: nonzero(rand::random),
-            span_id: nonzero(rand::random),
+            trace_id: nonzero(random),
+            span_id: nonzero(random),
             flags: Self::SAMPLED,
         }
     }
@@ -77,7 +77,7 @@ impl TraceContext {
     pub fn child(&self) -> Self {
         Self {
             trace_id: self.trace_id,
-            span_id: nonzero(rand::random),
+            span_id: nonzero(random),
             flags: self.flags,
         }
     }
@@ -96,7 +96,13 @@ impl TraceContext {
     pub fn to_header_value(&self) -> HeaderValue {
         let buf = self.encode();
         // Only hex digits and '-', always a valid header value.
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
+        let mut value =
+            HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""));
+        // Every value is new: HPACK indexing it would only evict the entries that do repeat
+        // (content-type, te, grpc-timeout…) from both peers' tables. Sensitive values are
+        // sent as never-indexed literals.
+        value.set_sensitive(true);
+        value
     }
 
     /// The trace id as 32 lowercase hex digits, formatted lazily.
@@ -127,22 +133,20 @@ impl FromStr for TraceContext {
     /// four known ones, which are ignored as the specification asks.
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let bytes = value.as_bytes();
-        if bytes.len() < TRACEPARENT_LEN {
+        let Some((known, rest)) = bytes.split_first_chunk::<TRACEPARENT_LEN>() else {
             return Err(TraceParentError::Length(bytes.len()));
-        }
+        };
         let mut version = [0u8; 1];
-        decode_hex(&bytes[0..2], &mut version)?;
+        decode_hex(&known[0..2], &mut version)?;
         match version[0] {
             0xff => return Err(TraceParentError::Version),
-            0x00 if bytes.len() != TRACEPARENT_LEN => {
-                return Err(TraceParentError::Length(bytes.len()));
-            }
-            _ if bytes.len() > TRACEPARENT_LEN && bytes[TRACEPARENT_LEN] != b'-' => {
+            0x00 if !rest.is_empty() => return Err(TraceParentError::Length(bytes.len())),
+            _ if rest.first().is_some_and(|&next| next != b'-') => {
                 return Err(TraceParentError::Format);
             }
             _ => {}
         }
-        if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
+        if known[2] != b'-' || known[35] != b'-' || known[52] != b'-' {
             return Err(TraceParentError::Format);
         }
         let mut context = Self {
@@ -150,10 +154,10 @@ impl FromStr for TraceContext {
             span_id: [0; 8],
             flags: 0,
         };
-        decode_hex(&bytes[3..35], &mut context.trace_id)?;
-        decode_hex(&bytes[36..52], &mut context.span_id)?;
+        decode_hex(&known[3..35], &mut context.trace_id)?;
+        decode_hex(&known[36..52], &mut context.span_id)?;
         let mut flags = [0u8; 1];
-        decode_hex(&bytes[53..55], &mut flags)?;
+        decode_hex(&known[53..55], &mut flags)?;
         context.flags = flags[0];
         if context.trace_id == [0; 16] {
             return Err(TraceParentError::ZeroTraceId);
@@ -195,6 +199,18 @@ impl fmt::Display for Hex<'_> {
     }
 }
 
+/// Random bytes for ids from a per-thread generator seeded by the OS: W3C Trace Context asks
+/// for random ids, not for secret ones, and this is several times cheaper than a CSPRNG.
+fn random<const N: usize>() -> [u8; N] {
+    use rand::{RngCore, SeedableRng, rngs::SmallRng};
+    thread_local! {
+        static IDS: std::cell::RefCell<SmallRng> = std::cell::RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+    }
+    let mut id = [0u8; N];
+    IDS.with_borrow_mut(|rng| rng.fill_bytes(&mut id));
+    id
+}
+
 fn nonzero<const N: usize>(random: impl Fn() -> [u8; N]) -> [u8; N] {
     loop {
         let id = random();
@@ -214,15 +230,30 @@ fn encode_hex(bytes: &[u8], out: &mut [u8]) {
 
 /// Decodes lowercase hex only: the specification forbids uppercase.
 fn decode_hex(hex: &[u8], out: &mut [u8]) -> Result<(), TraceParentError> {
-    fn nibble(digit: u8) -> Result<u8, TraceParentError> {
-        match digit {
-            b'0'..=b'9' => Ok(digit - b'0'),
-            b'a'..=b'f' => Ok(digit - b'a' + 10),
-            _ => Err(TraceParentError::Format),
+    /// The value of each lowercase hex digit; 0xff for every other byte.
+    const NIBBLES: [u8; 256] = {
+        let mut table = [0xff; 256];
+        let mut digit = 0;
+        while digit < 10 {
+            table[b'0' as usize + digit] = digit as u8;
+            digit += 1;
         }
-    }
+        let mut letter = 0;
+        while letter < 6 {
+            table[b'a' as usize + letter] = 10 + letter as u8;
+            letter += 1;
+        }
+        table
+    };
+    // Checked once at the end: a valid digit never has the high bit set.
+    let mut invalid = 0u8;
     for (pair, byte) in hex.chunks_exact(2).zip(out.iter_mut()) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (high, low) = (NIBBLES[usize::from(pair[0])], NIBBLES[usize::from(pair[1])]);
+        invalid |= high | low;
+        *byte = (high << 4) | (low & 0x0f);
+    }
+    if invalid & 0x80 != 0 {
+        return Err(TraceParentError::Format);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("README.md")]
 
 pub mod context;
+pub(crate) mod defaults;
 pub mod interceptor;
 pub mod log;
 pub mod metrics;

@@ -14,11 +14,7 @@ use tonic::{body::Body, service::Routes};
 use tower::{Layer, ServiceExt};
 use tower_service::Service;
 
-use super::{
-    context::SetContext,
-    metrics::{Metrics, MetricsLayer},
-    trace::{Trace, TraceLayer},
-};
+use super::{context::SetContext, defaults::Defaults, metrics::MetricsLayer, trace::TraceLayer};
 use crate::service::BoxRoutes;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -27,7 +23,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub(crate) type UserLayer = Arc<dyn Fn(BoxRoutes) -> BoxRoutes + Send + Sync>;
 
 /// The service every call of a [`Service`](crate::Service) goes through.
-pub(crate) type ServerService = SetContext<Trace<Metrics<Inner>>>;
+pub(crate) type ServerService = SetContext<Defaults<Inner>>;
 
 /// ContextLayer → TraceLayer::server → MetricsLayer::server → user layers → routes.
 #[derive(Clone)]
@@ -89,7 +85,7 @@ impl Layer<Routes> for ServerStack {
         } else {
             (TraceLayer::server_disabled(), MetricsLayer::disabled())
         };
-        SetContext::new(trace.layer(metrics.layer(inner)))
+        SetContext::new(Defaults::new(inner, trace, metrics))
     }
 }
 

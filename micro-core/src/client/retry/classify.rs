@@ -7,7 +7,7 @@ use http::{HeaderMap, StatusCode};
 use tonic::Code;
 
 /// The header carrying a call's gRPC status.
-const GRPC_STATUS: &str = "grpc-status";
+const GRPC_STATUS: http::HeaderName = tonic::Status::GRPC_STATUS;
 
 /// How an attempt ended, as far as retrying is concerned.
 ///

@@ -7,6 +7,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use foldhash::fast::RandomState;
 use metrics::{Counter, Gauge, Histogram, Label, SharedString};
 use tonic::Code;
 
@@ -27,7 +28,7 @@ const CODES: usize = 17;
 /// The handles of one layer, by path.
 pub(crate) struct Cache {
     side: Side,
-    methods: ArcSwap<HashMap<Box<str>, Arc<MethodMetrics>>>,
+    methods: ArcSwap<HashMap<Box<str>, Arc<MethodMetrics>, RandomState>>,
     other: OnceLock<Arc<MethodMetrics>>,
 }
 
@@ -40,7 +41,7 @@ pub(crate) struct MethodMetrics {
     /// Server: the only outcome handles. Client: those of calls no node answered.
     unattributed: Outcomes,
     /// Client only: outcome handles per node id.
-    nodes: ArcSwap<HashMap<Box<str>, Arc<Outcomes>>>,
+    nodes: ArcSwap<HashMap<Box<str>, Arc<Outcomes>, RandomState>>,
 }
 
 /// Duration and per-code counters for one label set.
@@ -159,7 +160,7 @@ impl MethodMetrics {
         self.nodes.rcu(|nodes| {
             // Node ids change with every restart: start over rather than grow forever.
             let mut nodes = if nodes.len() >= MAX_NODES {
-                HashMap::new()
+                HashMap::default()
             } else {
                 HashMap::clone(nodes)
             };

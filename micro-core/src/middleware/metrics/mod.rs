@@ -111,18 +111,24 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some(cache) = &self.layer.cache else {
+        let Some(observer) = self.layer.start(&request) else {
             return ObservedFuture::new(self.inner.call(request), None, None);
         };
-        let method = cache.method(request.uri().path());
-        method.in_flight.increment(1.0);
         let deadline = observe::deadline_of(&request);
-        let observer = MetricsObserver {
+        ObservedFuture::new(self.inner.call(request), Some(observer), deadline)
+    }
+}
+
+impl MetricsLayer {
+    /// Counts one call in flight and starts its clock; `None` when the layer is disabled.
+    pub(crate) fn start<B>(&self, request: &Request<B>) -> Option<MetricsObserver> {
+        let method = self.cache.as_ref()?.method(request.uri().path());
+        method.in_flight.increment(1.0);
+        Some(MetricsObserver {
             method,
             start: Instant::now(),
             node: None,
-        };
-        ObservedFuture::new(self.inner.call(request), Some(observer), deadline)
+        })
     }
 }
 

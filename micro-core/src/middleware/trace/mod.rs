@@ -86,20 +86,47 @@ where
         if !self.layer.enabled {
             return ObservedFuture::new(self.inner.call(request), None, None);
         }
-        let side = self.layer.side;
+        let observer = self.layer.start(&mut request);
+        let deadline = observe::deadline_of(&request);
+        let future = observer.in_scope(|| self.inner.call(request));
+        ObservedFuture::new(future, Some(observer), deadline)
+    }
+}
+
+impl TraceLayer {
+    /// Opens the span of one call (writing `traceparent` on a client); the layer must be
+    /// enabled.
+    pub(crate) fn start<B>(&self, request: &mut Request<B>) -> SpanObserver {
+        let side = self.side;
         let (trace, parent) = match side {
-            Side::Server => server_trace(&request),
-            Side::Client => client_trace(&mut request),
+            Side::Server => server_trace(request),
+            Side::Client => client_trace(request),
         };
         let span = open_span(side, request.uri().path(), &trace, parent.as_ref());
-        let deadline = observe::deadline_of(&request);
-        let future = span.in_scope(|| self.inner.call(request));
-        ObservedFuture::new(future, Some(SpanObserver { span, side }), deadline)
+        SpanObserver { span, side }
+    }
+
+    /// Whether the layer opens spans.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether the layer is a server's.
+    pub(crate) fn is_server(&self) -> bool {
+        self.side == Side::Server
     }
 }
 
 /// The server span's trace and its parent span: from the context, else from the headers.
 fn server_trace<B>(request: &Request<B>) -> (TraceContext, Option<[u8; 8]>) {
+    // The context already parsed the caller's `traceparent`: no second parse.
+    if let Some((trace, Some(parent))) = context::with_current(|current| {
+        current.trace().map(|trace| (*trace, current.parent_span()))
+    })
+    .flatten()
+    {
+        return (trace, Some(parent));
+    }
     let parent = request
         .headers()
         .get(TRACEPARENT)
