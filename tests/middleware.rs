@@ -255,6 +255,44 @@ async fn traceparent_flows_from_the_client_span_to_the_server_span_and_context()
 }
 
 #[tokio::test]
+async fn a_root_call_sends_traceparent_only_when_its_span_is_recorded() {
+    let registry = memory();
+    let greeter = ContextGreeter::default();
+    let running = start(&registry, greeter_service(&greeter)).await;
+    let mut client = GreeterClient::new(Client::new(registry.clone()).channel("greeter"));
+
+    // No subscriber and no trace to continue: nothing to propagate; the server starts one.
+    client.say_hello(call("untraced", None)).await.unwrap();
+    let seen = greeter.seen().pop().unwrap();
+    assert!(seen.traceparent.is_none(), "{:?}", seen.traceparent);
+    assert!(seen.trace.is_some(), "the server starts a trace");
+
+    // Inside a trace, it is always passed on.
+    let caller = TraceContext::new_root();
+    Context::new()
+        .with_trace(caller)
+        .scope(client.say_hello(call("in a trace", None)))
+        .await
+        .unwrap();
+    let seen = greeter.seen().pop().unwrap();
+    assert_eq!(
+        seen.traceparent.map(|sent| sent.trace_id),
+        Some(caller.trace_id)
+    );
+
+    // A recorded client span starts a trace the server continues.
+    let spans = Spans::default();
+    let subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    client.say_hello(call("recorded", None)).await.unwrap();
+    drop(subscriber);
+    let seen = greeter.seen().pop().unwrap();
+    let sent = seen.traceparent.expect("a recorded root span sends traceparent");
+    assert_eq!(seen.trace.map(|trace| trace.trace_id), Some(sent.trace_id));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn metrics_count_calls_by_method_node_and_code() {
     let recorder = DebuggingRecorder::new();
     let metrics = recorder.snapshotter();

@@ -22,6 +22,8 @@ use crate::{
 /// The request header that carries a call's consistent-hashing key when no
 /// [`CallOptions::key`] is set.
 pub const KEY_HEADER: &str = "x-micro-key";
+/// [`KEY_HEADER`] as a header name: looked up without parsing the name on every call.
+const KEY_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(KEY_HEADER);
 
 /// What one attempt on one node came to.
 enum Attempt {
@@ -94,7 +96,7 @@ impl Shared {
         };
         let header_key = request
             .headers()
-            .get(KEY_HEADER)
+            .get(KEY_HEADER_NAME)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         let call = CallInfo {

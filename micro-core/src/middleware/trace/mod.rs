@@ -10,6 +10,10 @@
 //! - **Client** ([`TraceLayer::client`]): opens `grpc.client` as a child of the current
 //!   context's trace (a new root outside one) and sends it as `traceparent`, with the
 //!   context's `tracestate`. A `traceparent` the call set itself is taken as the parent.
+//!   A call outside any trace (no context, no `traceparent` of its own) whose span no
+//!   subscriber would record sends no `traceparent`, as OpenTelemetry does without a
+//!   recording span: the server then starts the trace. Inside a handler the trace is always
+//!   passed on.
 //!
 //! Span fields: `rpc.system = "grpc"`, `rpc.service`, `rpc.method`, `trace_id`, `span_id`,
 //! `parent_span_id` (when there is a parent), `rpc.grpc.status_code` once known, and on the
@@ -17,8 +21,8 @@
 //! response. The span is entered whenever the call is polled, so the handler's (or
 //! inner layers') events are inside it, and closes when the call ends.
 //!
-//! Spans are at `INFO` level; a subscriber filtering them out makes the layer cost one
-//! random span id per call.
+//! Spans are at `INFO` level; a subscriber filtering them out makes the client layer cost
+//! next to nothing outside a trace, and one random span id per call inside one.
 
 mod layer;
 
@@ -100,7 +104,16 @@ impl TraceLayer {
         let side = self.side;
         let (trace, parent) = match side {
             Side::Server => server_trace(request),
-            Side::Client => client_trace(request),
+            Side::Client => match client_trace(request) {
+                Some(trace) => trace,
+                // Nothing records the span and there is no trace to continue.
+                None => {
+                    return SpanObserver {
+                        span: Span::none(),
+                        side,
+                    };
+                }
+            },
         };
         let span = open_span(side, request.uri().path(), &trace, parent.as_ref());
         SpanObserver { span, side }
@@ -141,8 +154,11 @@ fn server_trace<B>(request: &Request<B>) -> (TraceContext, Option<[u8; 8]>) {
     (trace, parent)
 }
 
-/// The client span's trace, written into the request; and its parent span.
-fn client_trace<B>(request: &mut Request<B>) -> (TraceContext, Option<[u8; 8]>) {
+/// The client span's trace, written into the request; and its parent span. `None` for a
+/// call with no trace to continue (no `traceparent` set, no context trace) whose span no
+/// subscriber records: as OpenTelemetry's propagators do without a recording span, it
+/// sends no `traceparent`, and the server starts the trace.
+fn client_trace<B>(request: &mut Request<B>) -> Option<(TraceContext, Option<[u8; 8]>)> {
     let headers = request.headers_mut();
     let explicit = headers.get(TRACEPARENT).and_then(TraceContext::from_header);
     let (parent, state): (Option<TraceContext>, Option<HeaderValue>) = match explicit {
@@ -152,6 +168,9 @@ fn client_trace<B>(request: &mut Request<B>) -> (TraceContext, Option<[u8; 8]>) 
         })
         .unwrap_or_default(),
     };
+    if parent.is_none() && !tracing::enabled!(tracing::Level::INFO) {
+        return None;
+    }
     let trace = parent.map_or_else(TraceContext::new_root, |parent| parent.child());
     headers.insert(TRACEPARENT, trace.to_header_value());
     if let Some(state) = state
@@ -159,7 +178,7 @@ fn client_trace<B>(request: &mut Request<B>) -> (TraceContext, Option<[u8; 8]>) 
     {
         headers.insert(TRACESTATE, state);
     }
-    (trace, parent.map(|parent| parent.span_id))
+    Some((trace, parent.map(|parent| parent.span_id)))
 }
 
 fn open_span(side: Side, path: &str, trace: &TraceContext, parent: Option<&[u8; 8]>) -> Span {
