@@ -6,22 +6,28 @@
 //! | feature | module | engine |
 //! |---|---|---|
 //! | `etcd` | `micro_plugins::etcd` | a [`Registry`](micro_core::Registry) on an etcd v3 cluster, selected with `MICRO_REGISTRY=etcd://host:port[,host:port…][?namespace=…]` |
+//! | `mdns` | `micro_plugins::mdns` | a [`Registry`](micro_core::Registry) on multicast DNS (DNS-SD), no server: `MICRO_REGISTRY=mdns://` (LAN) or `mdns://?interface=lo` (this machine only, nothing sent elsewhere) |
 //! | `nats` | `micro_plugins::nats` | a [`Broker`](micro_core::broker::Broker) on NATS core pub/sub and JetStream |
 //!
-//! A Redis store (feature `redis`) and an mDNS registry (feature `mdns`) are to come.
+//! A Redis store (feature `redis`) is to come.
 //!
 //! micro-core cannot depend on this crate, so its `registry::from_url` and `from_env` learn
 //! the schemes of these engines at run time: call [`install`] once at start-up.
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "mdns")]
+pub mod mdns;
 #[cfg(feature = "nats")]
 pub mod nats;
 
-/// Registers the URL schemes of every engine compiled in (`etcd://` with feature `etcd`)
+/// Registers the URL schemes of every engine compiled in (`etcd://` with feature `etcd`,
+/// `mdns://` with feature `mdns`)
 /// with micro-core's [`registry::from_url`](micro_core::registry::from_url), so
 /// `MICRO_REGISTRY` can select them. Idempotent; does nothing without features.
 pub fn install() {
     #[cfg(feature = "etcd")]
     etcd::install();
+    #[cfg(feature = "mdns")]
+    mdns::install();
 }
