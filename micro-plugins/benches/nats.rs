@@ -8,7 +8,9 @@
 //!   message, with 256 publishes in flight), one subscriber on its own connection (raw
 //!   async-nats for raw, `NatsBroker` for the broker: publish -> receive through micro on
 //!   both sides); messages/s received, from the first publish to the last receive. Both
-//!   publishers use the same client capacity (1024 commands).
+//!   publishers use the same client capacity (1024 commands). `MICRO_BENCH_SUB=raw` uses
+//!   the raw subscriber for every publisher (the publishing side alone);
+//!   `MICRO_BENCH_ROUNDS` sets the rounds (default 3).
 //! - latency: an open-loop rate (20 messages every 1 ms = 20,000/s) for 2 s; publish ->
 //!   receive p50/p99 from a timestamp in the body.
 
@@ -116,8 +118,9 @@ async fn subscriber(
     base: Instant,
 ) -> tokio::task::JoinHandle<(usize, Option<Instant>, Vec<u64>)> {
     let mut latencies = Vec::with_capacity(expect);
+    let raw_sub = std::env::var("MICRO_BENCH_SUB").is_ok_and(|v| v == "raw");
     let mut stream: futures_util::stream::BoxStream<'static, Bytes> = match kind {
-        Kind::Raw => {
+        _ if raw_sub => {
             let client = async_nats::ConnectOptions::new()
                 .subscription_capacity(SUB_CAPACITY)
                 .connect(url)
@@ -131,7 +134,7 @@ async fn subscriber(
                 m.payload
             }))
         }
-        Kind::Micro(_) => {
+        _ => {
             let broker = NatsBroker::builder(url)
                 .subscription_capacity(SUB_CAPACITY)
                 .connect()
@@ -174,11 +177,25 @@ fn body(base: Instant) -> Bytes {
     Bytes::from(b)
 }
 
-async fn throughput(kind: Kind, url: &str, round: usize) -> (f64, usize) {
+/// CPU time used so far by this process's threads (publisher and subscriber), in ns, from
+/// `/proc/self/task/*/schedstat`; 0 where that is not available.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Messages/s received, messages received, client CPU ns per message.
+async fn throughput(kind: Kind, url: &str, round: usize) -> (f64, usize, f64) {
     let topic = format!("bench.tp.{round}");
     let base = Instant::now();
     let sub = subscriber(kind, url, &topic, N, base).await;
     let publisher = Arc::new(Publisher::new(kind, url).await);
+    let cpu = cpu_ns();
     let start = Instant::now();
     match kind {
         Kind::Micro(PublishConfirm::Server) => {
@@ -201,8 +218,9 @@ async fn throughput(kind: Kind, url: &str, round: usize) -> (f64, usize) {
     }
     publisher.flush().await;
     let (count, last, _) = sub.await.unwrap();
+    let cpu = cpu_ns().saturating_sub(cpu) as f64 / count.max(1) as f64;
     let elapsed = last.map_or(Duration::from_secs(1), |l| l - start);
-    (count as f64 / elapsed.as_secs_f64(), count)
+    (count as f64 / elapsed.as_secs_f64(), count, cpu)
 }
 
 async fn latency(kind: Kind, url: &str, round: usize) -> (u64, u64, usize, usize) {
@@ -257,15 +275,21 @@ async fn main() {
 
     // Throughput: 3 rounds, interleaved, best of each.
     let mut best = [0f64; 4];
-    for round in 0..3 {
+    let mut cpu = [f64::MAX; 4];
+    let rounds: usize = std::env::var("MICRO_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
         let mut raw = 0f64;
         for (i, kind) in kinds.iter().enumerate() {
-            let (rate, count) = throughput(*kind, &url, round * 10 + i).await;
+            let (rate, count, ns) = throughput(*kind, &url, round * 10 + i).await;
+            cpu[i] = cpu[i].min(ns);
             if i == 0 {
                 raw = rate;
             }
             println!(
-                "throughput round {round} {:<26} {:>10.0} msg/s ({count}/{N} received)  ratio this round {:.2}",
+                "throughput round {round} {:<26} {:>10.0} msg/s ({count}/{N} received)  ratio this round {:.2}  client CPU {ns:.0} ns/msg",
                 kind.label(),
                 rate,
                 rate / raw
@@ -276,10 +300,12 @@ async fn main() {
     println!();
     for (i, kind) in kinds.iter().enumerate() {
         println!(
-            "throughput {:<26} {:>10.0} msg/s  ratio of bests {:.2}",
+            "throughput {:<26} {:>10.0} msg/s  ratio of bests {:.2}  client CPU (least) {:.0} ns/msg, ratio raw/this {:.2}",
             kind.label(),
             best[i],
-            best[i] / best[0]
+            best[i] / best[0],
+            cpu[i],
+            cpu[0] / cpu[i]
         );
     }
 

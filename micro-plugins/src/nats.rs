@@ -372,8 +372,7 @@ impl NatsBrokerBuilder {
             .map_err(|e| backend(&name, "connect", e))?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(self.publish_timeout);
-        let confirmer =
-            Confirmer::start(&client, &name, self.publish_timeout, reconnected).await?;
+        let confirmer = Confirmer::start(&client, &name, self.publish_timeout, reconnected).await?;
         let window = Window::new(Arc::clone(&confirmer), self.max_unconfirmed);
         Ok(NatsBroker {
             inner: Arc::new(Inner {
@@ -529,7 +528,7 @@ impl NatsBroker {
         subject: Subject,
         headers: Option<HeaderMap>,
         body: Bytes,
-        deadline: Instant,
+        deadline: &mut Deadline,
     ) -> Result<(), BrokerError> {
         let name = &self.inner.name;
         let client = &self.inner.client;
@@ -545,7 +544,7 @@ impl NatsBroker {
             PublishConfirm::Buffered => false,
         };
         if confirm {
-            self.wait_connected(deadline).await?;
+            self.wait_connected(deadline.at()).await?;
         }
         let epoch = self.inner.confirmer.epoch();
         let sent = match headers {
@@ -564,7 +563,7 @@ impl NatsBroker {
             Ok(Ok(())) => {}
         }
         if confirm {
-            self.inner.confirmer.confirm(epoch, deadline).await
+            self.inner.confirmer.confirm(epoch, deadline.at()).await
         } else {
             Ok(())
         }
@@ -576,8 +575,9 @@ impl NatsBroker {
         subject: Subject,
         headers: Option<HeaderMap>,
         message: Message,
-        deadline: Instant,
+        deadline: &mut Deadline,
     ) -> Result<(), BrokerError> {
+        let deadline = deadline.at();
         let name = &self.inner.name;
         timeout_at(deadline, self.ensure_stream(topic))
             .await
@@ -672,13 +672,13 @@ impl Broker for NatsBroker {
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
         let subject = self.publish_subject(topic)?;
-        let deadline = Instant::now() + self.inner.config.publish_timeout;
+        let mut deadline = Deadline::after(self.inner.config.publish_timeout);
         let headers = to_nats_headers(&message.headers)?;
         if self.inner.config.jetstream {
-            self.publish_jetstream(topic, subject, headers, message, deadline)
+            self.publish_jetstream(topic, subject, headers, message, &mut deadline)
                 .await
         } else {
-            self.publish_core(subject, headers, message.body, deadline)
+            self.publish_core(subject, headers, message.body, &mut deadline)
                 .await
         }
     }
@@ -852,10 +852,35 @@ impl Acker for JsAcker {
 
 // === helpers ===
 
+/// A publish deadline that reads the clock only once something has to wait: a publish
+/// with room everywhere never does.
+struct Deadline {
+    timeout: Duration,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    fn after(timeout: Duration) -> Self {
+        Self { timeout, at: None }
+    }
+
+    fn fixed(at: Instant) -> Self {
+        Self {
+            timeout: Duration::ZERO,
+            at: Some(at),
+        }
+    }
+
+    fn at(&mut self) -> Instant {
+        let timeout = self.timeout;
+        *self.at.get_or_insert_with(|| Instant::now() + timeout)
+    }
+}
+
 /// `fut` with a deadline; a future that is ready at once (a publish with room in the
-/// buffer) skips the timer.
+/// buffer) skips the timer and the clock.
 async fn ready_or_deadline<F: std::future::Future>(
-    deadline: Instant,
+    deadline: &mut Deadline,
     fut: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut fut = std::pin::pin!(fut);
@@ -866,7 +891,7 @@ async fn ready_or_deadline<F: std::future::Future>(
     .await;
     match first {
         Some(out) => Ok(out),
-        None => timeout_at(deadline, fut).await,
+        None => timeout_at(deadline.at(), fut).await,
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::{
     time::{Instant, sleep_until, timeout_at},
 };
 
-use super::{backend, backend_msg, ready_or_deadline};
+use super::{Deadline, backend, backend_msg, ready_or_deadline};
 
 /// Publishes a token on a private subject and waits to receive it back; see the module
 /// docs. Shared by [`PublishConfirm::Server`](super::PublishConfirm::Server) waiters and
@@ -179,8 +179,12 @@ impl Confirmer {
         let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
         let deadline = Instant::now() + self.timeout;
         let body = Bytes::copy_from_slice(&token.to_be_bytes());
-        match ready_or_deadline(deadline, self.client.publish(self.subject.clone(), body)).await
-        {
+        let sent = ready_or_deadline(
+            &mut Deadline::fixed(deadline),
+            self.client.publish(self.subject.clone(), body),
+        )
+        .await;
+        match sent {
             Err(_) => return Err("publish timed out waiting for the server's confirmation"),
             Ok(Err(_)) => return Err("publish confirmation could not be sent"),
             Ok(Ok(())) => {}
@@ -229,27 +233,27 @@ impl Window {
         subject: Subject,
         headers: Option<HeaderMap>,
         body: Bytes,
-        deadline: Instant,
+        deadline: &mut Deadline,
     ) -> Result<(), BrokerError> {
         let name = &self.confirmer.name;
         match self.space.try_acquire() {
             Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => match timeout_at(deadline, self.space.acquire())
-                .await
-            {
-                Ok(Ok(permit)) => permit.forget(),
-                Ok(Err(_)) => return Err(backend_msg(name, "the broker is closed")),
-                Err(_) => {
-                    return Err(backend_msg(
-                        name,
-                        &format!(
-                            "publish timed out: {} messages are waiting for the server's \
+            Err(TryAcquireError::NoPermits) => {
+                match timeout_at(deadline.at(), self.space.acquire()).await {
+                    Ok(Ok(permit)) => permit.forget(),
+                    Ok(Err(_)) => return Err(backend_msg(name, "the broker is closed")),
+                    Err(_) => {
+                        return Err(backend_msg(
+                            name,
+                            &format!(
+                                "publish timed out: {} messages are waiting for the server's \
                              confirmation (the window is full; is the server reachable?)",
-                            self.capacity
-                        ),
-                    ));
+                                self.capacity
+                            ),
+                        ));
+                    }
                 }
-            },
+            }
             Err(TryAcquireError::Closed) => return Err(backend_msg(name, "the broker is closed")),
         }
         let epoch = self.confirmer.epoch();
@@ -319,7 +323,7 @@ impl Window {
         subject: &Subject,
         headers: Option<&HeaderMap>,
         body: &Bytes,
-        deadline: Instant,
+        deadline: &mut Deadline,
     ) -> Result<(), BrokerError> {
         let client = &self.confirmer.client;
         let name = &self.confirmer.name;
@@ -331,7 +335,9 @@ impl Window {
                 )
                 .await
             }
-            None => ready_or_deadline(deadline, client.publish(subject.clone(), body.clone())).await,
+            None => {
+                ready_or_deadline(deadline, client.publish(subject.clone(), body.clone())).await
+            }
         };
         match sent {
             Err(_) => Err(backend_msg(name, "publish timed out: the buffer is full")),
