@@ -232,7 +232,7 @@ async fn server_restart_during_burst_loses_nothing_silently() {
                     Err(_) => failed += 1,
                 }
                 seq += 1;
-                if seq % 64 == 0 {
+                if seq.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
