@@ -6,7 +6,7 @@
 //! use micro_core::broker::{AckMode, Broker, Message, SubscribeOptions};
 //! use micro_plugins::nats::NatsBroker;
 //!
-//! // Core NATS: at most once, fast.
+//! // Core NATS: fast; a publish that returned Ok arrives at least once (see below).
 //! let broker = NatsBroker::connect("nats://127.0.0.1:4222").await?;
 //! broker.publish("orders.created", Message::default()).await?;
 //!
@@ -41,6 +41,12 @@
 //!     `Nats-Msg-Id` to it, so the stream drops a second copy published within the
 //!     duplicate window. A non-Rust publisher to a JetStream topic sets `Nats-Msg-Id`
 //!     itself (and `micro-id` too, if micro subscribers should see the id).
+//! - **Confirmation echoes**: a broker publishing on core NATS with
+//!   [`PublishConfirm::Resend`] or [`PublishConfirm::Server`] also publishes 8-byte tokens
+//!   on its own subject `_MICRO.confirm.<unique id>` and subscribes to it; nothing else needs
+//!   to read them. With the default [`PublishConfirm::Resend`] a message may be published
+//!   twice (after a reconnect, identical headers and body), so a consumer that must not
+//!   handle a message twice dedupes by `micro-id`.
 //! - **Queue groups**: [`SubscribeOptions::queue`] is the NATS queue group name, so a
 //!   non-Rust subscriber in the same group shares the messages.
 //! - **JetStream**: the stream of topic `t` is named `<PREFIX>_<t with '.' replaced by
@@ -54,22 +60,38 @@
 //!
 //! # Publishing, outages and the bounded buffer
 //!
-//! [`Broker::publish`] returns `Ok` only once the server has the message, and an error
-//! otherwise, within [`NatsBrokerBuilder::publish_timeout`] (5 s by default):
+//! A core NATS publish is never lost silently; how that is kept depends on
+//! [`PublishConfirm`] ([`NatsBrokerBuilder::confirm`]). Every wait is bounded by
+//! [`NatsBrokerBuilder::publish_timeout`] (5 s by default), after which `publish` fails.
 //!
-//! - While the client is disconnected, `publish` waits for the reconnect up to the publish
-//!   timeout, then fails. The async-nats command buffer is bounded by
-//!   [`NatsBrokerBuilder::client_capacity`] messages (1024 by default); when it is full,
-//!   publishers wait (bounded by the timeout) instead of growing memory.
-//! - Core NATS ([`PublishConfirm::Server`], the default): after the message is handed to the
-//!   client, the broker confirms a round trip through the server (one small echo message on
-//!   a private subject, shared by all publishes in flight, so concurrent publishes cost one
-//!   round trip together). If the connection was re-established between the hand-over and
-//!   the confirmation, the message may have been lost in the old connection's write buffer:
-//!   `publish` returns an error (the message may still have arrived: at most a duplicate,
-//!   never a silent loss). [`PublishConfirm::Buffered`] returns once the message is in the
-//!   bounded buffer: faster, but a message in flight when the connection drops can be lost
-//!   silently.
+//! - [`PublishConfirm::Resend`] (the default): `publish` returns once the message is handed
+//!   to the client, and the broker keeps it in a window of unconfirmed messages. A
+//!   background task confirms the window in batches: one echo (a small message on a
+//!   private `_MICRO.confirm.*` subject this client subscribes to) coming back on the same
+//!   connection proves that the server processed everything handed over before it. If the
+//!   connection was replaced first (async-nats drops its write buffer on a reconnect
+//!   without telling the publisher), the unconfirmed messages are handed over again on the
+//!   new connection, as they were (same subject, headers and body). So every publish that
+//!   returned `Ok` arrives **at least once** while the broker lives: a subscriber may see a
+//!   message twice, and re-sent messages arrive after newer ones. Dedupe by `micro-id` where
+//!   that matters (JetStream does it by `Nats-Msg-Id`). The window is bounded by
+//!   [`NatsBrokerBuilder::max_unconfirmed`] ([`DEFAULT_MAX_UNCONFIRMED`] messages): when it
+//!   is full (an outage, or a server slower than the publisher), `publish` waits for room
+//!   and fails after the publish timeout with "the window is full". During an outage,
+//!   `publish` keeps accepting until the client's buffer
+//!   ([`NatsBrokerBuilder::client_capacity`]) or the window is full. [`NatsBroker::flush`]
+//!   waits until everything published before it is confirmed: call it before shutting down,
+//!   since messages still in the window when the process exits are not delivered.
+//! - [`PublishConfirm::Server`]: `publish` returns `Ok` only once a round trip (shared by
+//!   concurrent publishes) confirmed the message, and an error if the connection was
+//!   re-established between the hand-over and the confirmation (the message may still have
+//!   arrived: at most a duplicate, never a silent loss). While the client is disconnected,
+//!   `publish` waits for the reconnect up to the publish timeout. Slowest: each publish
+//!   waits a round trip.
+//! - [`PublishConfirm::Buffered`]: returns once the message is in the client's bounded
+//!   buffer ([`NatsBrokerBuilder::client_capacity`] messages, 1024 by default; publishers
+//!   wait for room up to the timeout). A message in flight when the connection drops can be
+//!   lost silently.
 //! - Core NATS delivers to the subscribers connected at that moment: a subscriber that is
 //!   itself reconnecting misses messages published meanwhile. Use JetStream for
 //!   at-least-once.

@@ -26,6 +26,9 @@ use tokio::{
     time::{Instant, sleep_until, timeout_at},
 };
 
+/// The shortest pause between two confirmation echoes while the window has room.
+const CONFIRM_PACE: Duration = Duration::from_millis(1);
+
 use super::{Deadline, backend, backend_msg, ready_or_deadline};
 
 /// Publishes a token on a private subject and waits to receive it back; see the module
@@ -351,6 +354,15 @@ impl Window {
         let mut subscriber = self.confirmer.subscriber.lock().await;
         let mut failures = 0u32;
         loop {
+            // Pace the echoes: one per millisecond at most while the window is not filling
+            // up, so a busy publisher pays one round trip for many messages.
+            let filling = {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                state.entries.len() >= self.capacity / 4
+            };
+            if !filling {
+                tokio::time::sleep(CONFIRM_PACE).await;
+            }
             let hi = {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 match state.entries.back() {
