@@ -3,8 +3,14 @@
 //!
 //! `cargo bench -p micro-plugins --features nats --bench nats`
 //!
-//! - throughput: N messages of 128 bytes published as fast as each publisher allows, one
-//!   subscriber on its own connection; messages/s received.
+//! - throughput: N messages of 128 bytes published one after the other as fast as each
+//!   publisher allows (the per-publish round trip mode, which would wait a round trip per
+//!   message, with 256 publishes in flight), one subscriber on its own connection (raw
+//!   async-nats for raw, `NatsBroker` for the broker: publish -> receive through micro on
+//!   both sides); messages/s received, from the first publish to the last receive. Both
+//!   publishers use the same client capacity (1024 commands). `MICRO_BENCH_SUB=raw` uses
+//!   the raw subscriber for every publisher (the publishing side alone);
+//!   `MICRO_BENCH_ROUNDS` sets the rounds (default 3).
 //! - latency: an open-loop rate (20 messages every 1 ms = 20,000/s) for 2 s; publish ->
 //!   receive p50/p99 from a timestamp in the body.
 
@@ -25,6 +31,8 @@ use tokio::time::Instant;
 
 const N: usize = 200_000;
 const SIZE: usize = 128;
+const CLIENT_CAPACITY: usize = 1024;
+const SUB_CAPACITY: usize = 65_536;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -36,7 +44,8 @@ impl Kind {
     fn label(self) -> &'static str {
         match self {
             Kind::Raw => "raw async-nats",
-            Kind::Micro(PublishConfirm::Server) => "NatsBroker (confirmed)",
+            Kind::Micro(PublishConfirm::Resend) => "NatsBroker (default)",
+            Kind::Micro(PublishConfirm::Server) => "NatsBroker (per-publish)",
             Kind::Micro(PublishConfirm::Buffered) => "NatsBroker (buffered)",
         }
     }
@@ -50,11 +59,16 @@ struct Publisher {
 
 impl Publisher {
     async fn new(kind: Kind, url: &str) -> Self {
-        let raw = async_nats::connect(url).await.unwrap();
+        let raw = async_nats::ConnectOptions::new()
+            .client_capacity(CLIENT_CAPACITY)
+            .connect(url)
+            .await
+            .unwrap();
         let micro = match kind {
             Kind::Raw => None,
             Kind::Micro(confirm) => Some(
                 NatsBroker::builder(url)
+                    .client_capacity(CLIENT_CAPACITY)
                     .confirm(confirm)
                     .connect()
                     .await
@@ -87,7 +101,10 @@ impl Publisher {
     async fn flush(&self) {
         match &self.micro {
             None => self.raw.flush().await.unwrap(),
-            Some(broker) => broker.client().flush().await.unwrap(),
+            Some(broker) => {
+                broker.client().flush().await.unwrap();
+                broker.flush().await.unwrap();
+            }
         }
     }
 }
@@ -101,9 +118,14 @@ async fn subscriber(
     base: Instant,
 ) -> tokio::task::JoinHandle<(usize, Option<Instant>, Vec<u64>)> {
     let mut latencies = Vec::with_capacity(expect);
+    let raw_sub = std::env::var("MICRO_BENCH_SUB").is_ok_and(|v| v == "raw");
     let mut stream: futures_util::stream::BoxStream<'static, Bytes> = match kind {
-        Kind::Raw => {
-            let client = async_nats::connect(url).await.unwrap();
+        _ if raw_sub => {
+            let client = async_nats::ConnectOptions::new()
+                .subscription_capacity(SUB_CAPACITY)
+                .connect(url)
+                .await
+                .unwrap();
             let sub = client.subscribe(format!("micro.{topic}")).await.unwrap();
             client.flush().await.unwrap();
             // Keep the client alive with the stream.
@@ -112,9 +134,9 @@ async fn subscriber(
                 m.payload
             }))
         }
-        Kind::Micro(_) => {
+        _ => {
             let broker = NatsBroker::builder(url)
-                .subscription_capacity(65_536)
+                .subscription_capacity(SUB_CAPACITY)
                 .connect()
                 .await
                 .unwrap();
@@ -155,11 +177,25 @@ fn body(base: Instant) -> Bytes {
     Bytes::from(b)
 }
 
-async fn throughput(kind: Kind, url: &str, round: usize) -> (f64, usize) {
+/// CPU time used so far by this process's threads (publisher and subscriber), in ns, from
+/// `/proc/self/task/*/schedstat`; 0 where that is not available.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Messages/s received, messages received, client CPU ns per message.
+async fn throughput(kind: Kind, url: &str, round: usize) -> (f64, usize, f64) {
     let topic = format!("bench.tp.{round}");
     let base = Instant::now();
     let sub = subscriber(kind, url, &topic, N, base).await;
     let publisher = Arc::new(Publisher::new(kind, url).await);
+    let cpu = cpu_ns();
     let start = Instant::now();
     match kind {
         Kind::Micro(PublishConfirm::Server) => {
@@ -182,8 +218,9 @@ async fn throughput(kind: Kind, url: &str, round: usize) -> (f64, usize) {
     }
     publisher.flush().await;
     let (count, last, _) = sub.await.unwrap();
+    let cpu = cpu_ns().saturating_sub(cpu) as f64 / count.max(1) as f64;
     let elapsed = last.map_or(Duration::from_secs(1), |l| l - start);
-    (count as f64 / elapsed.as_secs_f64(), count)
+    (count as f64 / elapsed.as_secs_f64(), count, cpu)
 }
 
 async fn latency(kind: Kind, url: &str, round: usize) -> (u64, u64, usize, usize) {
@@ -230,20 +267,32 @@ async fn main() {
     let url = server.url();
     let kinds = [
         Kind::Raw,
-        Kind::Micro(PublishConfirm::Server),
+        Kind::Micro(PublishConfirm::Resend),
         Kind::Micro(PublishConfirm::Buffered),
+        Kind::Micro(PublishConfirm::Server),
     ];
     println!("{N} messages of {SIZE} bytes");
 
     // Throughput: 3 rounds, interleaved, best of each.
-    let mut best = [0f64; 3];
-    for round in 0..3 {
+    let mut best = [0f64; 4];
+    let mut cpu = [f64::MAX; 4];
+    let rounds: usize = std::env::var("MICRO_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
+        let mut raw = 0f64;
         for (i, kind) in kinds.iter().enumerate() {
-            let (rate, count) = throughput(*kind, &url, round * 10 + i).await;
+            let (rate, count, ns) = throughput(*kind, &url, round * 10 + i).await;
+            cpu[i] = cpu[i].min(ns);
+            if i == 0 {
+                raw = rate;
+            }
             println!(
-                "throughput round {round} {:<24} {:>10.0} msg/s ({count}/{N} received)",
+                "throughput round {round} {:<26} {:>10.0} msg/s ({count}/{N} received)  ratio this round {:.2}  client CPU {ns:.0} ns/msg",
                 kind.label(),
-                rate
+                rate,
+                rate / raw
             );
             best[i] = best[i].max(rate);
         }
@@ -251,15 +300,17 @@ async fn main() {
     println!();
     for (i, kind) in kinds.iter().enumerate() {
         println!(
-            "throughput {:<24} {:>10.0} msg/s  ratio vs raw {:.2}",
+            "throughput {:<26} {:>10.0} msg/s  ratio of bests {:.2}  client CPU (least) {:.0} ns/msg, ratio raw/this {:.2}",
             kind.label(),
             best[i],
-            best[i] / best[0]
+            best[i] / best[0],
+            cpu[i],
+            cpu[0] / cpu[i]
         );
     }
 
     // Latency at 20,000 msg/s: 2 rounds, interleaved, the second reported.
-    let mut results = [(0, 0, 0, 0); 3];
+    let mut results = [(0, 0, 0, 0); 4];
     for round in 0..2 {
         for (i, kind) in kinds.iter().enumerate() {
             results[i] = latency(*kind, &url, 100 + round * 10 + i).await;
@@ -269,7 +320,7 @@ async fn main() {
     for (i, kind) in kinds.iter().enumerate() {
         let (p50, p99, got, sent) = results[i];
         println!(
-            "latency @20k/s {:<24} p50 {:>7.1} us  p99 {:>8.1} us  ({got}/{sent})  p50 ratio raw/this {:.2}  p99 ratio {:.2}",
+            "latency @20k/s {:<26} p50 {:>7.1} us  p99 {:>8.1} us  ({got}/{sent})  p50 ratio raw/this {:.2}  p99 ratio {:.2}",
             kind.label(),
             p50 as f64 / 1000.0,
             p99 as f64 / 1000.0,

@@ -6,7 +6,7 @@
 //! use micro_core::broker::{AckMode, Broker, Message, SubscribeOptions};
 //! use micro_plugins::nats::NatsBroker;
 //!
-//! // Core NATS: at most once, fast.
+//! // Core NATS: fast; a publish that returned Ok arrives at least once (see below).
 //! let broker = NatsBroker::connect("nats://127.0.0.1:4222").await?;
 //! broker.publish("orders.created", Message::default()).await?;
 //!
@@ -41,6 +41,12 @@
 //!     `Nats-Msg-Id` to it, so the stream drops a second copy published within the
 //!     duplicate window. A non-Rust publisher to a JetStream topic sets `Nats-Msg-Id`
 //!     itself (and `micro-id` too, if micro subscribers should see the id).
+//! - **Confirmation echoes**: a broker publishing on core NATS with
+//!   [`PublishConfirm::Resend`] or [`PublishConfirm::Server`] also publishes 8-byte tokens
+//!   on its own subject `_MICRO.confirm.<unique id>` and subscribes to it; nothing else needs
+//!   to read them. With the default [`PublishConfirm::Resend`] a message may be published
+//!   twice (after a reconnect, identical headers and body), so a consumer that must not
+//!   handle a message twice dedupes by `micro-id`.
 //! - **Queue groups**: [`SubscribeOptions::queue`] is the NATS queue group name, so a
 //!   non-Rust subscriber in the same group shares the messages.
 //! - **JetStream**: the stream of topic `t` is named `<PREFIX>_<t with '.' replaced by
@@ -54,22 +60,38 @@
 //!
 //! # Publishing, outages and the bounded buffer
 //!
-//! [`Broker::publish`] returns `Ok` only once the server has the message, and an error
-//! otherwise, within [`NatsBrokerBuilder::publish_timeout`] (5 s by default):
+//! A core NATS publish is never lost silently; how that is kept depends on
+//! [`PublishConfirm`] ([`NatsBrokerBuilder::confirm`]). Every wait is bounded by
+//! [`NatsBrokerBuilder::publish_timeout`] (5 s by default), after which `publish` fails.
 //!
-//! - While the client is disconnected, `publish` waits for the reconnect up to the publish
-//!   timeout, then fails. The async-nats command buffer is bounded by
-//!   [`NatsBrokerBuilder::client_capacity`] messages (1024 by default); when it is full,
-//!   publishers wait (bounded by the timeout) instead of growing memory.
-//! - Core NATS ([`PublishConfirm::Server`], the default): after the message is handed to the
-//!   client, the broker confirms a round trip through the server (one small echo message on
-//!   a private subject, shared by all publishes in flight, so concurrent publishes cost one
-//!   round trip together). If the connection was re-established between the hand-over and
-//!   the confirmation, the message may have been lost in the old connection's write buffer:
-//!   `publish` returns an error (the message may still have arrived: at most a duplicate,
-//!   never a silent loss). [`PublishConfirm::Buffered`] returns once the message is in the
-//!   bounded buffer: faster, but a message in flight when the connection drops can be lost
-//!   silently.
+//! - [`PublishConfirm::Resend`] (the default): `publish` returns once the message is handed
+//!   to the client, and the broker keeps it in a window of unconfirmed messages. A
+//!   background task confirms the window in batches: one echo (a small message on a
+//!   private `_MICRO.confirm.*` subject this client subscribes to) coming back on the same
+//!   connection proves that the server processed everything handed over before it. If the
+//!   connection was replaced first (async-nats drops its write buffer on a reconnect
+//!   without telling the publisher), the unconfirmed messages are handed over again on the
+//!   new connection, as they were (same subject, headers and body). So every publish that
+//!   returned `Ok` arrives **at least once** while the broker lives: a subscriber may see a
+//!   message twice, and re-sent messages arrive after newer ones. Dedupe by `micro-id` where
+//!   that matters (JetStream does it by `Nats-Msg-Id`). The window is bounded by
+//!   [`NatsBrokerBuilder::max_unconfirmed`] ([`DEFAULT_MAX_UNCONFIRMED`] messages): when it
+//!   is full (an outage, or a server slower than the publisher), `publish` waits for room
+//!   and fails after the publish timeout with "the window is full". During an outage,
+//!   `publish` keeps accepting until the client's buffer
+//!   ([`NatsBrokerBuilder::client_capacity`]) or the window is full. [`NatsBroker::flush`]
+//!   waits until everything published before it is confirmed: call it before shutting down,
+//!   since messages still in the window when the process exits are not delivered.
+//! - [`PublishConfirm::Server`]: `publish` returns `Ok` only once a round trip (shared by
+//!   concurrent publishes) confirmed the message, and an error if the connection was
+//!   re-established between the hand-over and the confirmation (the message may still have
+//!   arrived: at most a duplicate, never a silent loss). While the client is disconnected,
+//!   `publish` waits for the reconnect up to the publish timeout. Slowest: each publish
+//!   waits a round trip.
+//! - [`PublishConfirm::Buffered`]: returns once the message is in the client's bounded
+//!   buffer ([`NatsBrokerBuilder::client_capacity`] messages, 1024 by default; publishers
+//!   wait for room up to the timeout). A message in flight when the connection drops can be
+//!   lost silently.
 //! - Core NATS delivers to the subscribers connected at that moment: a subscriber that is
 //!   itself reconnecting misses messages published meanwhile. Use JetStream for
 //!   at-least-once.
@@ -92,13 +114,12 @@
 //! - [`Delivery::ack`] sends the ack without waiting for the server's confirmation; an
 //!   ack that is lost means one more delivery (at least once).
 
+mod confirm;
+
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::Duration,
 };
 
@@ -118,9 +139,11 @@ use micro_core::broker::{
     validate_topic,
 };
 use tokio::{
-    sync::oneshot,
+    sync::Notify,
     time::{Instant, timeout_at},
 };
+
+use self::confirm::{Confirmer, Window};
 
 /// The default subject prefix: topic `t` is subject `micro.t`.
 pub const DEFAULT_PREFIX: &str = "micro";
@@ -131,14 +154,26 @@ pub const STREAM_SEQ_HEADER: &str = "micro-stream-seq";
 /// Added to JetStream deliveries: how many times the message was delivered, 1 the first time.
 pub const DELIVERY_COUNT_HEADER: &str = "micro-delivery-count";
 
-/// How [`Broker::publish`] on core NATS decides that a message was accepted.
+/// Default of [`NatsBrokerBuilder::max_unconfirmed`].
+pub const DEFAULT_MAX_UNCONFIRMED: usize = 16_384;
+/// How many topics' subjects a broker keeps formatted and validated.
+const SUBJECT_CACHE: usize = 1024;
+
+/// How [`Broker::publish`] on core NATS decides that a message was accepted; see
+/// [Publishing, outages and the bounded buffer](self#publishing-outages-and-the-bounded-buffer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PublishConfirm {
-    /// After a round trip through the server on the same connection (shared by concurrent
-    /// publishes): a message is never lost silently by the client. The default.
+    /// Returns once the message is handed to the client; the broker keeps it in a bounded
+    /// window until a round trip through the server (one for everything published before
+    /// it) confirms it, and hands it over again if the connection was replaced first. At
+    /// least once: never lost silently, possibly delivered twice. The default.
     #[default]
+    Resend,
+    /// Returns after a round trip through the server on the same connection (shared by
+    /// concurrent publishes), or an error if the connection was replaced meanwhile: `Ok`
+    /// means the server has the message. Slowest: each publish waits a round trip.
     Server,
-    /// Once the message is in the client's bounded buffer: faster, but a message in flight
+    /// Returns once the message is in the client's bounded buffer: a message in flight
     /// when the connection drops is lost silently.
     Buffered,
 }
@@ -153,6 +188,7 @@ pub struct NatsBrokerBuilder {
     confirm: PublishConfirm,
     publish_timeout: Duration,
     client_capacity: usize,
+    max_unconfirmed: usize,
     subscription_capacity: usize,
     duplicate_window: Duration,
     ack_wait: Duration,
@@ -173,6 +209,8 @@ struct Inner {
     js: jetstream::Context,
     config: NatsBrokerBuilder,
     confirmer: Arc<Confirmer>,
+    window: Arc<Window>,
+    subjects: RwLock<HashMap<String, Subject>>,
     streams: Mutex<HashSet<String>>,
 }
 
@@ -190,9 +228,10 @@ impl NatsBrokerBuilder {
                 .collect(),
             prefix: DEFAULT_PREFIX.to_owned(),
             jetstream: false,
-            confirm: PublishConfirm::Server,
+            confirm: PublishConfirm::Resend,
             publish_timeout: Duration::from_secs(5),
             client_capacity: 1024,
+            max_unconfirmed: DEFAULT_MAX_UNCONFIRMED,
             subscription_capacity: 8192,
             duplicate_window: Duration::from_secs(120),
             ack_wait: Duration::from_secs(30),
@@ -215,7 +254,7 @@ impl NatsBrokerBuilder {
         self
     }
 
-    /// How core NATS publishes are confirmed (default [`PublishConfirm::Server`]).
+    /// How core NATS publishes are confirmed (default [`PublishConfirm::Resend`]).
     pub fn confirm(mut self, confirm: PublishConfirm) -> Self {
         self.confirm = confirm;
         self
@@ -231,6 +270,15 @@ impl NatsBrokerBuilder {
     /// Bound of the client's outgoing command buffer, in messages (default 1024).
     pub fn client_capacity(mut self, capacity: usize) -> Self {
         self.client_capacity = capacity.max(1);
+        self
+    }
+
+    /// With [`PublishConfirm::Resend`], how many published messages the broker keeps until
+    /// the server confirms them (default [`DEFAULT_MAX_UNCONFIRMED`]). A publish waits
+    /// while the window is full and fails after the publish timeout, so this bounds the
+    /// memory held during an outage.
+    pub fn max_unconfirmed(mut self, messages: usize) -> Self {
+        self.max_unconfirmed = messages.max(1);
         self
     }
 
@@ -300,6 +348,8 @@ impl NatsBrokerBuilder {
             });
         }
         let max_delay = self.max_reconnect_delay;
+        let reconnected = Arc::new(Notify::new());
+        let on_connect = Arc::clone(&reconnected);
         let mut options = ConnectOptions::new()
             .client_capacity(self.client_capacity)
             .subscription_capacity(self.subscription_capacity)
@@ -312,11 +362,17 @@ impl NatsBrokerBuilder {
                     (Duration::from_millis(10) * 2u32.saturating_pow(exp)).min(max_delay)
                 }
             })
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("nats: connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("nats: disconnected"),
-                    other => tracing::debug!(event = %other, "nats: event"),
+            .event_callback(move |event| {
+                let on_connect = Arc::clone(&on_connect);
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("nats: connected");
+                            on_connect.notify_one();
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("nats: disconnected"),
+                        other => tracing::debug!(event = %other, "nats: event"),
+                    }
                 }
             });
         if let Some(connection_name) = &self.connection_name {
@@ -338,7 +394,8 @@ impl NatsBrokerBuilder {
             .map_err(|e| backend(&name, "connect", e))?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(self.publish_timeout);
-        let confirmer = Confirmer::start(&client, &name, self.publish_timeout).await?;
+        let confirmer = Confirmer::start(&client, &name, self.publish_timeout, reconnected).await?;
+        let window = Window::new(Arc::clone(&confirmer), self.max_unconfirmed);
         Ok(NatsBroker {
             inner: Arc::new(Inner {
                 name,
@@ -346,6 +403,8 @@ impl NatsBrokerBuilder {
                 js,
                 config: self,
                 confirmer,
+                window,
+                subjects: RwLock::new(HashMap::new()),
                 streams: Mutex::new(HashSet::new()),
             }),
         })
@@ -387,9 +446,47 @@ impl NatsBroker {
         self.inner.confirmer.confirm(epoch, deadline).await
     }
 
+    /// Waits until every message published before this call through
+    /// [`PublishConfirm::Resend`] is confirmed by the server (re-sent as needed after a
+    /// reconnect). Call it before shutting down so nothing published is left in the
+    /// window. Returns at once with the other confirmation modes.
+    ///
+    /// # Errors
+    /// Not all confirmed within the publish timeout: the messages stay in the window and
+    /// are still re-sent after a reconnect while the broker lives.
+    pub async fn flush(&self) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + self.inner.config.publish_timeout;
+        self.inner.window.flush(deadline).await
+    }
+
     /// The NATS subject of `topic`.
     pub fn subject(&self, topic: &str) -> String {
         format!("{}.{topic}", self.inner.config.prefix)
+    }
+
+    /// The subject of a valid `topic`, formatted once per topic (up to a bound).
+    fn publish_subject(&self, topic: &str) -> Result<Subject, BrokerError> {
+        let cached = self
+            .inner
+            .subjects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+            .cloned();
+        if let Some(subject) = cached {
+            return Ok(subject);
+        }
+        validate_topic(topic)?;
+        let subject = Subject::from(self.subject(topic));
+        let mut subjects = self
+            .inner
+            .subjects
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if subjects.len() < SUBJECT_CACHE {
+            subjects.insert(topic.to_owned(), subject.clone());
+        }
+        Ok(subject)
     }
 
     /// The JetStream stream name of `topic`.
@@ -416,7 +513,7 @@ impl NatsBroker {
             .inner
             .streams
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .contains(topic);
         if !known {
             self.inner
@@ -427,7 +524,7 @@ impl NatsBroker {
             self.inner
                 .streams
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or_else(PoisonError::into_inner)
                 .insert(topic.to_owned());
         }
         Ok(())
@@ -450,16 +547,26 @@ impl NatsBroker {
 
     async fn publish_core(
         &self,
-        subject: String,
+        subject: Subject,
         headers: Option<HeaderMap>,
         body: Bytes,
-        deadline: Instant,
+        deadline: &mut Deadline,
     ) -> Result<(), BrokerError> {
         let name = &self.inner.name;
         let client = &self.inner.client;
-        let confirm = self.inner.config.confirm == PublishConfirm::Server;
+        let confirm = match self.inner.config.confirm {
+            PublishConfirm::Resend => {
+                return self
+                    .inner
+                    .window
+                    .publish(subject, headers, body, deadline)
+                    .await;
+            }
+            PublishConfirm::Server => true,
+            PublishConfirm::Buffered => false,
+        };
         if confirm {
-            self.wait_connected(deadline).await?;
+            self.wait_connected(deadline.at()).await?;
         }
         let epoch = self.inner.confirmer.epoch();
         let sent = match headers {
@@ -478,7 +585,7 @@ impl NatsBroker {
             Ok(Ok(())) => {}
         }
         if confirm {
-            self.inner.confirmer.confirm(epoch, deadline).await
+            self.inner.confirmer.confirm(epoch, deadline.at()).await
         } else {
             Ok(())
         }
@@ -487,11 +594,12 @@ impl NatsBroker {
     async fn publish_jetstream(
         &self,
         topic: &str,
-        subject: String,
+        subject: Subject,
         headers: Option<HeaderMap>,
         message: Message,
-        deadline: Instant,
+        deadline: &mut Deadline,
     ) -> Result<(), BrokerError> {
+        let deadline = deadline.at();
         let name = &self.inner.name;
         timeout_at(deadline, self.ensure_stream(topic))
             .await
@@ -585,15 +693,14 @@ impl Broker for NatsBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
-        validate_topic(topic)?;
-        let deadline = Instant::now() + self.inner.config.publish_timeout;
-        let subject = self.subject(topic);
+        let subject = self.publish_subject(topic)?;
+        let mut deadline = Deadline::after(self.inner.config.publish_timeout);
         let headers = to_nats_headers(&message.headers)?;
         if self.inner.config.jetstream {
-            self.publish_jetstream(topic, subject, headers, message, deadline)
+            self.publish_jetstream(topic, subject, headers, message, &mut deadline)
                 .await
         } else {
-            self.publish_core(subject, headers, message.body, deadline)
+            self.publish_core(subject, headers, message.body, &mut deadline)
                 .await
         }
     }
@@ -765,150 +872,37 @@ impl Acker for JsAcker {
     }
 }
 
-// === Publish confirmation ===
-
-/// Confirms that messages handed to the client reached the server: publishes a token on a
-/// private subject this client subscribes to and waits to receive it back. The server
-/// handles a connection's messages in order, so the echo arriving means every message
-/// handed over before it was processed, unless the connection changed in between (the
-/// `connects` statistic moved), in which case the waiters get an error.
-struct Confirmer {
-    client: Client,
-    name: String,
-    subject: Subject,
-    timeout: Duration,
-    token: AtomicU64,
-    subscriber: tokio::sync::Mutex<async_nats::Subscriber>,
-    waiters: Mutex<Waiters>,
-}
-
-#[derive(Default)]
-struct Waiters {
-    running: bool,
-    list: Vec<(u64, oneshot::Sender<Result<(), &'static str>>)>,
-}
-
-impl Confirmer {
-    async fn start(
-        client: &Client,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<Arc<Self>, BrokerError> {
-        let subject = Subject::from(format!(
-            "_MICRO.confirm.{}",
-            client.new_inbox().replace("_INBOX.", "")
-        ));
-        let subscriber = client
-            .subscribe(subject.clone())
-            .await
-            .map_err(|e| backend(name, "subscribe (publish confirmations)", e))?;
-        Ok(Arc::new(Self {
-            client: client.clone(),
-            name: name.to_owned(),
-            subject,
-            timeout,
-            token: AtomicU64::new(0),
-            subscriber: tokio::sync::Mutex::new(subscriber),
-            waiters: Mutex::new(Waiters::default()),
-        }))
-    }
-
-    fn epoch(&self) -> u64 {
-        self.client.statistics().connects.load(Ordering::Acquire)
-    }
-
-    async fn confirm(self: &Arc<Self>, epoch: u64, deadline: Instant) -> Result<(), BrokerError> {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut waiters = self
-                .waiters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            waiters.list.push((epoch, tx));
-            !std::mem::replace(&mut waiters.running, true)
-        };
-        if start {
-            tokio::spawn(Arc::clone(self).run());
-        }
-        match timeout_at(deadline, rx).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(reason))) => Err(backend_msg(&self.name, reason)),
-            Ok(Err(_)) => Err(backend_msg(&self.name, "publish confirmation abandoned")),
-            Err(_) => Err(backend_msg(
-                &self.name,
-                "publish timed out waiting for the server's confirmation",
-            )),
-        }
-    }
-
-    async fn run(self: Arc<Self>) {
-        let mut subscriber = self.subscriber.lock().await;
-        loop {
-            let batch = {
-                let mut waiters = self
-                    .waiters
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if waiters.list.is_empty() {
-                    waiters.running = false;
-                    return;
-                }
-                std::mem::take(&mut waiters.list)
-            };
-            let outcome = self.round_trip(&mut subscriber).await;
-            let now = self.epoch();
-            for (epoch, tx) in batch {
-                let result = match outcome {
-                    Err(reason) => Err(reason),
-                    Ok(()) if epoch != now => Err(
-                        "the connection was re-established during the publish: delivery unknown",
-                    ),
-                    Ok(()) => Ok(()),
-                };
-                let _ = tx.send(result);
-            }
-        }
-    }
-
-    async fn round_trip(
-        &self,
-        subscriber: &mut async_nats::Subscriber,
-    ) -> Result<(), &'static str> {
-        let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
-        let body = Bytes::from(token.to_be_bytes().to_vec());
-        let deadline = Instant::now() + self.timeout;
-        if self
-            .client
-            .publish(self.subject.clone(), body)
-            .await
-            .is_err()
-        {
-            return Err("publish confirmation could not be sent");
-        }
-        loop {
-            match timeout_at(deadline, subscriber.next()).await {
-                Err(_) => return Err("publish timed out waiting for the server's confirmation"),
-                Ok(None) => return Err("the connection is closed"),
-                Ok(Some(echo)) => {
-                    if echo.payload.len() == 8 {
-                        let mut raw = [0u8; 8];
-                        raw.copy_from_slice(&echo.payload);
-                        if u64::from_be_bytes(raw) == token {
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 // === helpers ===
 
+/// A publish deadline that reads the clock only once something has to wait: a publish
+/// with room everywhere never does.
+struct Deadline {
+    timeout: Duration,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    fn after(timeout: Duration) -> Self {
+        Self { timeout, at: None }
+    }
+
+    fn fixed(at: Instant) -> Self {
+        Self {
+            timeout: Duration::ZERO,
+            at: Some(at),
+        }
+    }
+
+    fn at(&mut self) -> Instant {
+        let timeout = self.timeout;
+        *self.at.get_or_insert_with(|| Instant::now() + timeout)
+    }
+}
+
 /// `fut` with a deadline; a future that is ready at once (a publish with room in the
-/// buffer) skips the timer.
+/// buffer) skips the timer and the clock.
 async fn ready_or_deadline<F: std::future::Future>(
-    deadline: Instant,
+    deadline: &mut Deadline,
     fut: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut fut = std::pin::pin!(fut);
@@ -919,7 +913,7 @@ async fn ready_or_deadline<F: std::future::Future>(
     .await;
     match first {
         Some(out) => Ok(out),
-        None => timeout_at(deadline, fut).await,
+        None => timeout_at(deadline.at(), fut).await,
     }
 }
 

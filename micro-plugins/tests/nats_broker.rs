@@ -43,15 +43,27 @@ fn seq_of(body: &[u8]) -> u64 {
 }
 
 /// Item 6: the server restarted while subscribed. Subscriptions resume within 1 s of the
-/// server being back; every publish either arrives or returns an error.
+/// server being back; every publish either arrives or returns an error (default,
+/// `PublishConfirm::Resend`: a publish that returned `Ok` arrives at least once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_while_subscribed() {
+    restart_while_subscribed(PublishConfirm::Resend).await;
+}
+
+/// Item 6 with `PublishConfirm::Server`: `Ok` means the server had the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_while_subscribed_per_publish_confirm() {
+    restart_while_subscribed(PublishConfirm::Server).await;
+}
+
+async fn restart_while_subscribed(confirm: PublishConfirm) {
     let mut server = NatsServer::start().await;
     // Publisher and subscriber `a` share a connection: after a reconnect async-nats sends
     // the subscriptions before any new publish, so "arrives or errors" is exact. (Across
     // connections, core NATS drops what is published before the other side resubscribed:
     // that is the server's at-most-once, not a client loss; JetStream covers it.)
     let a = NatsBroker::builder(&server.url())
+        .confirm(confirm)
         .publish_timeout(Duration::from_millis(1500))
         .connect()
         .await
@@ -121,6 +133,7 @@ async fn server_restart_while_subscribed() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let published = publisher.await.unwrap();
+    a.flush().await.unwrap();
 
     // Every confirmed publish arrives (subscriber `a`).
     let results = results.lock().unwrap().clone();
@@ -176,6 +189,166 @@ async fn server_restart_while_subscribed() {
         first_after < Duration::from_secs(1),
         "resumed after {first_after:?}"
     );
+}
+
+/// Item 6 under load (default `PublishConfirm::Resend`): publishing as fast as possible
+/// while the server is killed and restarted, so messages are in the client's write buffer
+/// when the connection breaks. Every publish that returned `Ok` arrives at least once
+/// (re-sent after the reconnect); the others returned an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_during_burst_loses_nothing_silently() {
+    let mut server = NatsServer::start().await;
+    let broker = NatsBroker::builder(&server.url())
+        .publish_timeout(Duration::from_millis(1000))
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = broker
+        .subscribe("burst", SubscribeOptions::default())
+        .await
+        .unwrap();
+    broker.round_trip().await.unwrap();
+    let got: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
+    let g = got.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(d)) = sub.next().await {
+            *g.lock()
+                .unwrap()
+                .entry(seq_of(&d.message.body))
+                .or_default() += 1;
+        }
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (stop, broker) = (stop.clone(), broker.clone());
+        tokio::spawn(async move {
+            let mut ok = Vec::new();
+            let mut failed = 0usize;
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match broker.publish("burst", msg(seq.to_string())).await {
+                    Ok(()) => ok.push(seq),
+                    Err(_) => failed += 1,
+                }
+                seq += 1;
+                if seq.is_multiple_of(64) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            (seq, ok, failed)
+        })
+    };
+    // Wait until the burst is under way, then kill the server mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.lock().unwrap().len() < 20_000 {
+        assert!(Instant::now() < deadline, "the burst never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart().await;
+    // Publish on for a while after the reconnect.
+    let received_before = got.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.lock().unwrap().len() < received_before + 20_000 {
+        assert!(Instant::now() < deadline, "publishing never resumed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (published, ok, failed) = publisher.await.unwrap();
+    broker.flush().await.unwrap();
+
+    // Everything confirmed by `flush` has been routed: give the subscriber time to read it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let missing = || {
+        let got = got.lock().unwrap();
+        ok.iter().filter(|s| !got.contains_key(s)).count()
+    };
+    while missing() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = got.lock().unwrap().clone();
+    let lost: Vec<u64> = ok
+        .iter()
+        .filter(|s| !got.contains_key(s))
+        .copied()
+        .collect();
+    let duplicates = got.values().filter(|n| **n > 1).count();
+    println!(
+        "burst: published {published}, ok {}, failed {failed}, received {} distinct, {duplicates} received twice or more (re-sent)",
+        ok.len(),
+        got.len()
+    );
+    assert_eq!(ok.len() + failed, published as usize);
+    assert!(
+        lost.is_empty(),
+        "{} publishes returned Ok but never arrived, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+/// Item 6 (bounded window, default `PublishConfirm::Resend`): during an outage at most
+/// `max_unconfirmed` publishes are accepted; the rest fail with a clear error within the
+/// publish timeout; the accepted ones arrive after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_window_is_bounded_during_outage() {
+    let mut server = NatsServer::start().await;
+    let broker = NatsBroker::builder(&server.url())
+        .max_unconfirmed(32)
+        .publish_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = broker
+        .subscribe("window", SubscribeOptions::default())
+        .await
+        .unwrap();
+    broker.round_trip().await.unwrap();
+    server.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.client().connection_state() == async_nats::connection::State::Connected {
+        assert!(Instant::now() < deadline, "client never noticed the outage");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let outcomes = futures_util::future::join_all(
+        (0..200).map(|i| broker.publish("window", msg(i.to_string()))),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let accepted: HashSet<u64> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| i as u64)
+        .collect();
+    let error = outcomes
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    println!(
+        "during the outage: {} of 200 accepted, rest failed after {elapsed:?}: {error}",
+        accepted.len()
+    );
+    assert_eq!(accepted.len(), 32, "the window holds exactly its bound");
+    assert!(error.contains("window is full"), "{error}");
+    assert!(elapsed < Duration::from_secs(2));
+
+    server.restart().await;
+    broker.flush().await.unwrap();
+    let mut received = HashSet::new();
+    while received.len() < accepted.len() {
+        let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("every accepted publish arrives after the restart")
+            .unwrap()
+            .unwrap();
+        received.insert(seq_of(&d.message.body));
+    }
+    assert_eq!(received, accepted);
 }
 
 /// Item 6 (bounded buffer): during an outage a publisher cannot queue more than the

@@ -1,0 +1,460 @@
+//! Publish confirmation on core NATS: the echo round trip ([`Confirmer`]) and the window of
+//! unconfirmed messages re-sent after a reconnect ([`Window`], the default).
+//!
+//! Why: async-nats drops its write buffer when a connection breaks without telling the
+//! publisher, so a message handed to the client is not yet a message the server has. The
+//! server handles a connection's messages in order, so an echo (a small message on a
+//! private subject this client subscribes to) coming back proves that everything handed
+//! over before it on the same connection was processed. The `connects` statistic tells
+//! whether the connection changed in between.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::{Client, HeaderMap, Subject};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use micro_core::broker::BrokerError;
+use tokio::{
+    sync::{Notify, Semaphore, TryAcquireError, oneshot},
+    time::{Instant, sleep_until, timeout_at},
+};
+
+/// The shortest pause between two confirmation echoes while the window has room.
+const CONFIRM_PACE: Duration = Duration::from_millis(1);
+
+use super::{Deadline, backend, backend_msg, ready_or_deadline};
+
+/// Publishes a token on a private subject and waits to receive it back; see the module
+/// docs. Shared by [`PublishConfirm::Server`](super::PublishConfirm::Server) waiters and
+/// the [`Window`].
+pub(super) struct Confirmer {
+    client: Client,
+    name: String,
+    subject: Subject,
+    timeout: Duration,
+    token: AtomicU64,
+    /// Notified by the client's event callback on every (re)connect.
+    reconnected: Arc<Notify>,
+    subscriber: tokio::sync::Mutex<async_nats::Subscriber>,
+    waiters: Mutex<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    running: bool,
+    list: Vec<(u64, oneshot::Sender<Result<(), &'static str>>)>,
+}
+
+/// The bounded window of messages handed to the client but not yet confirmed by a round
+/// trip. A background task (running while the window is not empty) confirms everything in
+/// it with one echo per cycle; messages handed over on a connection that has since been
+/// replaced are handed over again (at least once).
+pub(super) struct Window {
+    confirmer: Arc<Confirmer>,
+    capacity: usize,
+    space: Semaphore,
+    state: Mutex<WindowState>,
+    /// Notified after every confirmation cycle, for [`Window::flush`].
+    progress: Notify,
+}
+
+#[derive(Default)]
+struct WindowState {
+    next_seq: u64,
+    entries: VecDeque<Unconfirmed>,
+    running: bool,
+}
+
+struct Unconfirmed {
+    /// Position in the window; a re-sent message gets a new one.
+    seq: u64,
+    /// The position of its first hand-over, kept across re-sends, for `flush`.
+    origin: u64,
+    /// The `connects` statistic read before the (last) hand-over.
+    epoch: u64,
+    subject: Subject,
+    headers: Option<HeaderMap>,
+    body: Bytes,
+}
+
+// === impl Confirmer ===
+
+impl Confirmer {
+    pub(super) async fn start(
+        client: &Client,
+        name: &str,
+        timeout: Duration,
+        reconnected: Arc<Notify>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let subject = Subject::from(format!(
+            "_MICRO.confirm.{}",
+            client.new_inbox().replace("_INBOX.", "")
+        ));
+        let subscriber = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| backend(name, "subscribe (publish confirmations)", e))?;
+        Ok(Arc::new(Self {
+            client: client.clone(),
+            name: name.to_owned(),
+            subject,
+            timeout,
+            token: AtomicU64::new(0),
+            reconnected,
+            subscriber: tokio::sync::Mutex::new(subscriber),
+            waiters: Mutex::new(Waiters::default()),
+        }))
+    }
+
+    /// How many times the client has connected so far: a change means the connection was
+    /// replaced.
+    pub(super) fn epoch(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::Acquire)
+    }
+
+    /// Waits for a round trip that starts after this call, shared with concurrent callers;
+    /// an error if it fails or the connection changed since `epoch`.
+    pub(super) async fn confirm(
+        self: &Arc<Self>,
+        epoch: u64,
+        deadline: Instant,
+    ) -> Result<(), BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+            waiters.list.push((epoch, tx));
+            !std::mem::replace(&mut waiters.running, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).run());
+        }
+        match timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(backend_msg(&self.name, reason)),
+            Ok(Err(_)) => Err(backend_msg(&self.name, "publish confirmation abandoned")),
+            Err(_) => Err(backend_msg(
+                &self.name,
+                "publish timed out waiting for the server's confirmation",
+            )),
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut subscriber = self.subscriber.lock().await;
+        loop {
+            let batch = {
+                let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+                if waiters.list.is_empty() {
+                    waiters.running = false;
+                    return;
+                }
+                std::mem::take(&mut waiters.list)
+            };
+            let outcome = self.round_trip(&mut subscriber).await;
+            let now = self.epoch();
+            for (epoch, tx) in batch {
+                let result = match outcome {
+                    Err(reason) => Err(reason),
+                    Ok(()) if epoch != now => Err(
+                        "the connection was re-established during the publish: delivery unknown",
+                    ),
+                    Ok(()) => Ok(()),
+                };
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    /// One echo: `Ok` once it came back, an error on timeout or as soon as the connection
+    /// was replaced (the echo may then be lost with the old connection's buffer).
+    async fn round_trip(
+        &self,
+        subscriber: &mut async_nats::Subscriber,
+    ) -> Result<(), &'static str> {
+        let started = self.epoch();
+        let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
+        let deadline = Instant::now() + self.timeout;
+        let body = Bytes::copy_from_slice(&token.to_be_bytes());
+        let sent = ready_or_deadline(
+            &mut Deadline::fixed(deadline),
+            self.client.publish(self.subject.clone(), body),
+        )
+        .await;
+        match sent {
+            Err(_) => return Err("publish timed out waiting for the server's confirmation"),
+            Ok(Err(_)) => return Err("publish confirmation could not be sent"),
+            Ok(Ok(())) => {}
+        }
+        loop {
+            tokio::select! {
+                echo = subscriber.next() => match echo {
+                    None => return Err("the connection is closed"),
+                    Some(echo) => {
+                        if echo.payload.as_ref() == token.to_be_bytes() {
+                            return Ok(());
+                        }
+                    }
+                },
+                () = self.reconnected.notified() => {
+                    if self.epoch() != started {
+                        return Err("the connection was re-established during the publish: delivery unknown");
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    return Err("publish timed out waiting for the server's confirmation");
+                }
+            }
+        }
+    }
+}
+
+// === impl Window ===
+
+impl Window {
+    pub(super) fn new(confirmer: Arc<Confirmer>, capacity: usize) -> Arc<Self> {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        Arc::new(Self {
+            confirmer,
+            capacity,
+            space: Semaphore::new(capacity),
+            state: Mutex::new(WindowState::default()),
+            progress: Notify::new(),
+        })
+    }
+
+    /// Hands the message to the client and keeps it until a round trip confirms it.
+    /// Waits (until `deadline`) while the window is full.
+    pub(super) async fn publish(
+        self: &Arc<Self>,
+        subject: Subject,
+        headers: Option<HeaderMap>,
+        body: Bytes,
+        deadline: &mut Deadline,
+    ) -> Result<(), BrokerError> {
+        let name = &self.confirmer.name;
+        match self.space.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => {
+                match timeout_at(deadline.at(), self.space.acquire()).await {
+                    Ok(Ok(permit)) => permit.forget(),
+                    Ok(Err(_)) => return Err(backend_msg(name, "the broker is closed")),
+                    Err(_) => {
+                        return Err(backend_msg(
+                            name,
+                            &format!(
+                                "publish timed out: {} messages are waiting for the server's \
+                             confirmation (the window is full; is the server reachable?)",
+                                self.capacity
+                            ),
+                        ));
+                    }
+                }
+            }
+            Err(TryAcquireError::Closed) => return Err(backend_msg(name, "the broker is closed")),
+        }
+        let epoch = self.confirmer.epoch();
+        if let Err(e) = self
+            .hand_over(&subject, headers.as_ref(), &body, deadline)
+            .await
+        {
+            self.space.add_permits(1);
+            return Err(e);
+        }
+        let start = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.entries.push_back(Unconfirmed {
+                seq,
+                origin: seq,
+                epoch,
+                subject,
+                headers,
+                body,
+            });
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).run());
+        }
+        Ok(())
+    }
+
+    /// Waits until every message published before this call is confirmed.
+    pub(super) async fn flush(&self, deadline: Instant) -> Result<(), BrokerError> {
+        let target = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_seq;
+        loop {
+            let progress = self.progress.notified();
+            let mut progress = std::pin::pin!(progress);
+            progress.as_mut().enable();
+            let waiting = self
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entries
+                .iter()
+                .filter(|e| e.origin < target)
+                .count();
+            if waiting == 0 {
+                return Ok(());
+            }
+            if timeout_at(deadline, progress).await.is_err() {
+                return Err(backend_msg(
+                    &self.confirmer.name,
+                    &format!(
+                        "flush timed out: {waiting} messages not yet confirmed by the server \
+                         (they are re-sent after a reconnect)"
+                    ),
+                ));
+            }
+        }
+    }
+
+    async fn hand_over(
+        &self,
+        subject: &Subject,
+        headers: Option<&HeaderMap>,
+        body: &Bytes,
+        deadline: &mut Deadline,
+    ) -> Result<(), BrokerError> {
+        let client = &self.confirmer.client;
+        let name = &self.confirmer.name;
+        let sent = match headers {
+            Some(headers) => {
+                ready_or_deadline(
+                    deadline,
+                    client.publish_with_headers(subject.clone(), headers.clone(), body.clone()),
+                )
+                .await
+            }
+            None => {
+                ready_or_deadline(deadline, client.publish(subject.clone(), body.clone())).await
+            }
+        };
+        match sent {
+            Err(_) => Err(backend_msg(name, "publish timed out: the buffer is full")),
+            Ok(Err(e)) => Err(backend(name, "publish", e)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Confirms the window in cycles of one echo each until it is empty.
+    async fn run(self: Arc<Self>) {
+        let mut subscriber = self.confirmer.subscriber.lock().await;
+        let mut failures = 0u32;
+        loop {
+            // Pace the echoes: one per millisecond at most while the window is not filling
+            // up, so a busy publisher pays one round trip for many messages.
+            let filling = {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                state.entries.len() >= self.capacity / 4
+            };
+            if !filling {
+                tokio::time::sleep(CONFIRM_PACE).await;
+            }
+            let hi = {
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                match state.entries.back() {
+                    Some(last) => last.seq,
+                    None => {
+                        state.running = false;
+                        drop(state);
+                        self.progress.notify_waiters();
+                        return;
+                    }
+                }
+            };
+            let outcome = self.confirmer.round_trip(&mut subscriber).await;
+            let now = self.confirmer.epoch();
+            let (confirmed, resend) = {
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let n = state.entries.iter().take_while(|e| e.seq <= hi).count();
+                let mut keep = Vec::new();
+                let mut resend = Vec::new();
+                let mut confirmed = 0;
+                for entry in state.entries.drain(..n) {
+                    if outcome.is_ok() && entry.epoch == now {
+                        confirmed += 1;
+                    } else if entry.epoch != now {
+                        resend.push(entry);
+                    } else {
+                        keep.push(entry);
+                    }
+                }
+                for entry in keep.into_iter().rev() {
+                    state.entries.push_front(entry);
+                }
+                (confirmed, resend)
+            };
+            self.space.add_permits(confirmed);
+            self.progress.notify_waiters();
+            if !resend.is_empty() {
+                tracing::warn!(
+                    broker = %self.confirmer.name,
+                    messages = resend.len(),
+                    "nats: the connection was replaced before these publishes were confirmed; re-sending them"
+                );
+                self.resend(resend).await;
+            }
+            match outcome {
+                Ok(()) => failures = 0,
+                Err(reason) => {
+                    failures = failures.saturating_add(1);
+                    tracing::debug!(broker = %self.confirmer.name, reason, "nats: confirmation round trip failed; retrying");
+                    // A timeout while still disconnected: the next echo waits for the
+                    // reconnect; back off a little so a dead server does not spin.
+                    let pause = Duration::from_millis(5) * failures.min(20);
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Hands `entries` over again on the current connection, at the back of the window.
+    async fn resend(&self, entries: Vec<Unconfirmed>) {
+        let client = &self.confirmer.client;
+        for mut entry in entries {
+            let epoch = self.confirmer.epoch();
+            // No deadline: the client's buffer drains once connected; publishers meanwhile
+            // wait for room in the window, which these entries still occupy.
+            let sent = match &entry.headers {
+                Some(headers) => {
+                    client
+                        .publish_with_headers(
+                            entry.subject.clone(),
+                            headers.clone(),
+                            entry.body.clone(),
+                        )
+                        .await
+                }
+                None => {
+                    client
+                        .publish(entry.subject.clone(), entry.body.clone())
+                        .await
+                }
+            };
+            if let Err(e) = sent {
+                // The client is closed: keep the entry with its old epoch so it is tried
+                // again, and `flush` reports it.
+                tracing::warn!(broker = %self.confirmer.name, error = %e, "nats: re-sending failed");
+            } else {
+                entry.epoch = epoch;
+            }
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            entry.seq = state.next_seq;
+            state.next_seq += 1;
+            state.entries.push_back(entry);
+        }
+    }
+}
