@@ -9,6 +9,7 @@
 //!   interceptors, and documents the default stacks.
 //! - [`registry`] holds the [`Registry`] trait and the embedded registries (`local`,
 //!   `memory`), [`selector`] the node selection strategies.
+//! - [`store`] holds the key-value [`Store`] trait and the embedded [`store::MemoryStore`].
 //!
 //! Most users depend on the `micro` facade crate, which re-exports this crate.
 
@@ -21,8 +22,10 @@ pub mod middleware;
 pub mod registry;
 pub mod selector;
 pub mod service;
+pub mod store;
 
 pub use client::{Channel, Client, ClientBuilder, Connector, NodeInfo};
 pub use registry::{Registry, RegistryError};
 pub use selector::Selector;
 pub use service::{Service, ServiceBuilder, ServiceError};
+pub use store::{Store, StoreError};
