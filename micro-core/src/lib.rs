@@ -9,7 +9,8 @@
 //!   interceptors, and documents the default stacks.
 //! - [`registry`] holds the [`Registry`] trait and the embedded registries (`local`,
 //!   `memory`), [`selector`] the node selection strategies.
-//! - [`store`] holds the key-value [`Store`] trait and the embedded [`store::MemoryStore`].
+//! - [`store`] holds the key-value [`Store`] trait and the embedded [`store::MemoryStore`];
+//!   [`sync`] the locks and leader election of [`sync::Sync`] and [`sync::MemorySync`].
 //!
 //! Most users depend on the `micro` facade crate, which re-exports this crate.
 
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod selector;
 pub mod service;
 pub mod store;
+pub mod sync;
 
 pub use client::{Channel, Client, ClientBuilder, Connector, NodeInfo};
 pub use registry::{Registry, RegistryError};
