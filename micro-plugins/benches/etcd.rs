@@ -65,13 +65,13 @@ fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
 fn report(label: &str, samples: Vec<Duration>) {
     let n = samples.len();
     let (p50, p99) = quantiles(samples);
-    println!("{label:<42} p50 {p50:>8.0} µs   p99 {p99:>8.0} µs   ({n} registrations)");
+    println!("{label:<44} p50 {p50:>8.0} µs   p99 {p99:>8.0} µs   ({n} registrations)");
 }
 
 async fn raw(endpoint: &str) -> Vec<Duration> {
     let mut client = Client::connect([endpoint], None).await.unwrap();
     let prefix = "/bench/raw/";
-    let (_watcher, mut events) = client
+    let mut events = client
         .watch(prefix, Some(RawWatchOptions::new().with_prefix()))
         .await
         .unwrap();
