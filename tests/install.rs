@@ -14,10 +14,8 @@ fn install_lets_registry_urls_name_the_engines_compiled_in() {
         // Opening does not connect.
         let registry = result.unwrap();
         assert_eq!(registry.name(), "etcd://127.0.0.1:1?namespace=install");
-        let _: &micro::plugins::etcd::EtcdRegistry = &micro::plugins::etcd::from_url(
-            "etcd://127.0.0.1:1",
-        )
-        .unwrap();
+        let _: &micro::plugins::etcd::EtcdRegistry =
+            &micro::plugins::etcd::from_url("etcd://127.0.0.1:1").unwrap();
     }
     #[cfg(not(feature = "etcd"))]
     {
@@ -25,7 +23,10 @@ fn install_lets_registry_urls_name_the_engines_compiled_in() {
         assert!(
             matches!(
                 err,
-                micro::RegistryError::EngineNotInstalled { feature: "etcd", .. }
+                micro::RegistryError::EngineNotInstalled {
+                    feature: "etcd",
+                    ..
+                }
             ),
             "{err:?}"
         );

@@ -60,7 +60,10 @@ fn lookups(c: &mut Criterion) {
                 .unwrap();
             let cache = CacheRegistry::new(Arc::new(backend));
             // Warm: the first lookup reads the backend and starts the watch.
-            assert_eq!(cache.get_service("greeter").await.unwrap()[0].nodes.len(), nodes);
+            assert_eq!(
+                cache.get_service("greeter").await.unwrap()[0].nodes.len(),
+                nodes
+            );
             cache
         });
         get.bench_with_input(

@@ -23,9 +23,7 @@ use std::{sync::Arc, time::Duration};
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions as RawWatchOptions};
 use futures_util::StreamExt;
-use micro_core::registry::{
-    CacheRegistry, Node, RegisterOptions, Registry, Service, WatchOptions,
-};
+use micro_core::registry::{CacheRegistry, Node, RegisterOptions, Registry, Service, WatchOptions};
 use micro_plugins::etcd::EtcdRegistry;
 use tokio::time::Instant;
 
@@ -96,7 +94,8 @@ async fn raw(endpoint: &str) -> Vec<Duration> {
                 .unwrap()
                 .expect("raw watch open");
             let seen = response.events().iter().any(|e| {
-                e.event_type() == EventType::Put && e.kv().is_some_and(|kv| kv.key() == key.as_bytes())
+                e.event_type() == EventType::Put
+                    && e.kv().is_some_and(|kv| kv.key() == key.as_bytes())
             });
             if seen {
                 break;
@@ -107,7 +106,10 @@ async fn raw(endpoint: &str) -> Vec<Duration> {
         }
     }
     let left = client
-        .get(prefix, Some(GetOptions::new().with_prefix().with_count_only()))
+        .get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
         .await
         .unwrap()
         .count();
@@ -196,7 +198,9 @@ async fn cache(endpoint: &str) -> Vec<Duration> {
 async fn main() {
     let etcd = micro_test_engines::EtcdServer::start().await;
     let endpoint = etcd.endpoint();
-    println!("etcd at {endpoint}; {N} registrations each, one at a time, after {WARM_UP} of warm-up");
+    println!(
+        "etcd at {endpoint}; {N} registrations each, one at a time, after {WARM_UP} of warm-up"
+    );
     let raw = raw(&endpoint).await;
     let (seen, acked) = registry(&endpoint).await;
     let cached = cache(&endpoint).await;

@@ -145,9 +145,11 @@ async fn etcd_stopped_30s_under_load_fails_no_call_and_recovers_registrations() 
     let all = set(&[&ready[0], &ready[1], &ready[2]]);
     let live = set(&[&ready[1], &ready[2]]);
     let victim = ready[0].node.clone();
-    wait_for("all three nodes in etcd", Duration::from_secs(10), || async {
-        nodes(truth.as_ref()).await.as_ref() == Some(&all)
-    })
+    wait_for(
+        "all three nodes in etcd",
+        Duration::from_secs(10),
+        || async { nodes(truth.as_ref()).await.as_ref() == Some(&all) },
+    )
     .await;
 
     let client = micro::Client::builder()
@@ -189,15 +191,11 @@ async fn etcd_stopped_30s_under_load_fails_no_call_and_recovers_registrations() 
     let outage = back.duration_since(stopped);
 
     // Every live node is registered again within one heartbeat.
-    let registered = wait_for(
-        "live nodes registered again",
-        INTERVAL + SLACK,
-        || async {
-            nodes(truth.as_ref())
-                .await
-                .is_some_and(|n| live.is_subset(&n))
-        },
-    )
+    let registered = wait_for("live nodes registered again", INTERVAL + SLACK, || async {
+        nodes(truth.as_ref())
+            .await
+            .is_some_and(|n| live.is_subset(&n))
+    })
     .await;
     // The killed node leaves the client's view within the TTL plus a few seconds.
     let gone = wait_for(

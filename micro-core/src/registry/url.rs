@@ -200,7 +200,13 @@ mod tests {
     fn plugin_scheme_without_its_engine_names_the_feature() {
         let err = from_url("etcd://127.0.0.1:2379").unwrap_err();
         assert!(
-            matches!(err, RegistryError::EngineNotInstalled { feature: "etcd", .. }),
+            matches!(
+                err,
+                RegistryError::EngineNotInstalled {
+                    feature: "etcd",
+                    ..
+                }
+            ),
             "{err:?}"
         );
         let msg = err.to_string();
