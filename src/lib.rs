@@ -39,6 +39,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), micro::ServiceError> {
+//!     micro::install(); // lets MICRO_REGISTRY name the engines compiled in (etcd://…)
 //!     Service::builder("greeter").add_service(GreeterServer::new(Hello)).run().await
 //! }
 //! ```
@@ -57,14 +58,54 @@
 //! |---|---|
 //! | `micro-core` | [`Service`], [`Client`], [`Channel`], [`Registry`], [`Selector`] |
 //! | `micro-codegen` | `compile_protos` for build.rs and the `protoc-gen-micro` plugin |
-//! | `micro-plugins` | distributed engines behind features (to come) |
+//! | `micro-plugins` | distributed engines behind features, re-exported as `micro::plugins` |
 //! | `micro-platform` | platform services (to come) |
+//!
+//! # Choosing an engine by environment
+//!
+//! The registry comes from `MICRO_REGISTRY` (see [`registry::from_url`]). `local` and
+//! `memory` are always there; a distributed engine such as etcd lives in `micro-plugins`,
+//! behind a cargo feature of this crate, and joins in two steps:
+//!
+//! 1. enable its feature: `micro = { version = "0.1", features = ["etcd"] }`;
+//! 2. call [`install`] once at the start of `main`, before building a service or client.
+//!
+//! Then `MICRO_REGISTRY=etcd://127.0.0.1:2379` selects etcd without any other change to
+//! the code. [`install`] is always there and does nothing without engine features, so
+//! `main` stays the same whichever features a build enables. A URL of an engine this build
+//! has not installed fails with [`RegistryError::EngineNotInstalled`], which names the
+//! feature to enable.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! micro::install();
+//! // MICRO_REGISTRY=etcd://10.0.0.1:2379,10.0.0.2:2379?namespace=dev
+//! let client = micro::Client::from_env()?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `etcd` | no | the etcd registry: `MICRO_REGISTRY=etcd://host:port[,host:port…][?namespace=…]` after [`install`]; `micro::plugins::etcd` |
+//! | `nats` | no | the NATS and JetStream broker, `micro::plugins::nats::NatsBroker` (chosen in code) |
+//!
+//! Without features, micro depends on neither `micro-plugins` nor any engine's client.
+
+mod setup;
 
 pub use micro_core::{
     Channel, Client, ClientBuilder, Connector, NodeInfo, Registry, RegistryError, Selector,
     Service, ServiceBuilder, ServiceError, balance, client, context, middleware, registry,
     selector, service,
 };
+
+pub use setup::install;
+
+/// The engines of `micro-plugins` this build enables (features `etcd`, `nats`).
+#[cfg(any(feature = "etcd", feature = "nats"))]
+pub use micro_plugins as plugins;
 
 #[doc(hidden)]
 pub use micro_core::codegen;

@@ -60,6 +60,8 @@ fn parse_args() -> Result<Args, String> {
 #[allow(clippy::print_stdout)]
 #[tokio::main]
 async fn main() -> ExitCode {
+    // MICRO_REGISTRY may name an engine compiled in with a feature (etcd://…).
+    micro::install();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

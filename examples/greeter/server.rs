@@ -80,6 +80,8 @@ fn checked_name(name: &str) -> Result<&str, Status> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // MICRO_REGISTRY may name an engine compiled in with a feature (etcd://…).
+    micro::install();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

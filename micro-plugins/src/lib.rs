@@ -12,7 +12,10 @@
 //! A Redis store (feature `redis`) is to come.
 //!
 //! micro-core cannot depend on this crate, so its `registry::from_url` and `from_env` learn
-//! the schemes of these engines at run time: call [`install`] once at start-up.
+//! the schemes of these engines at run time: call [`install`] once at start-up. Through the
+//! `micro` facade, enable its feature of the same name (`micro = { features = ["etcd"] }`)
+//! and call `micro::install()`, which calls [`install`]; the facade re-exports this crate as
+//! `micro::plugins`.
 
 #[cfg(feature = "etcd")]
 pub mod etcd;

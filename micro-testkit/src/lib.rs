@@ -11,6 +11,9 @@
 //! - [`RecordingConnector`] records the client's connection attempts;
 //! - [`exclusive`] keeps load tests from running at the same time.
 //!
+//! With feature `etcd`, `micro-testsrv` can register in etcd (`MICRO_REGISTRY=etcd://…`)
+//! and `tests/etcd_outage.rs` runs etcd's outage acceptance test.
+//!
 //! # Examples
 //!
 //! In an integration test of this crate (`tests/*.rs`), where cargo sets

@@ -19,6 +19,20 @@ pub enum RegistryError {
         expected: String,
     },
 
+    /// A registry URL names an engine of `micro-plugins` that this program did not
+    /// install: the feature that holds it is off, or `micro::install()` was not called.
+    #[error(
+        "registry {url:?} needs the {feature} engine, which this program has not installed: \
+         enable the {feature:?} feature of micro (micro = {{ features = [\"{feature}\"] }}) \
+         and call micro::install() at the start of main"
+    )]
+    EngineNotInstalled {
+        /// The value that was given.
+        url: String,
+        /// The cargo feature of `micro` (and `micro-plugins`) that holds the engine.
+        feature: &'static str,
+    },
+
     /// The backend failed.
     #[error("registry {registry}: {message}")]
     Backend {

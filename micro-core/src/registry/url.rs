@@ -13,6 +13,11 @@ pub const REGISTRY_ENV: &str = "MICRO_REGISTRY";
 
 const KNOWN: &str = "local, local:///<dir>, memory";
 
+/// Schemes of registries that live in `micro-plugins`, with the cargo feature that holds
+/// each: a URL with one of them that no crate registered gets an error naming the feature.
+/// A new engine adds its scheme here when its feature lands.
+const PLUGIN_SCHEMES: &[(&str, &str)] = &[("etcd", "etcd")];
+
 /// Opens a registry from its full URL (scheme included), for [`register_scheme`].
 pub type Opener = fn(&str) -> Result<SharedRegistry, RegistryError>;
 
@@ -24,8 +29,8 @@ static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
 /// micro-core cannot depend on the crates that hold distributed registries, so they add
 /// themselves here: after `register_scheme("etcd", open)`, `from_url("etcd://host:2379")`
 /// (and `MICRO_REGISTRY=etcd://host:2379`) calls `open` with the whole URL. A URL names
-/// the scheme either before `://` or as the whole value (`etcd`). `micro_plugins::install()`
-/// registers the schemes of the engines compiled into micro-plugins.
+/// the scheme either before `://` or as the whole value (`etcd`). `micro::install()` (or
+/// `micro_plugins::install()`) registers the schemes of the engines compiled in.
 ///
 /// This is a small process-wide table and the only global state of the registry module.
 /// Registering a scheme again replaces its opener; the built-in names (`local`, `memory`)
@@ -40,9 +45,14 @@ pub fn register_scheme(scheme: &'static str, opener: Opener) {
     }
 }
 
+/// The scheme of `url`: before `://`, or the whole value (`etcd`).
+fn scheme_of(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(scheme, _)| scheme)
+}
+
 /// The opener registered for the scheme of `url`, if any.
 fn registered(url: &str) -> Option<Opener> {
-    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    let scheme = scheme_of(url);
     let schemes = SCHEMES
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -100,6 +110,8 @@ fn known() -> String {
 /// sees the same records.
 ///
 /// # Errors
+/// [`RegistryError::EngineNotInstalled`] for the scheme of an engine of `micro-plugins`
+/// (`etcd://…`) that nothing registered, naming the cargo feature to enable;
 /// [`RegistryError::UnknownRegistry`] for any other value; a backend error when the local
 /// registry's directory cannot be created.
 pub fn from_url(url: &str) -> Result<SharedRegistry, RegistryError> {
@@ -115,6 +127,13 @@ pub fn from_url(url: &str) -> Result<SharedRegistry, RegistryError> {
             }
             if let Some(open) = registered(url) {
                 return open(url);
+            }
+            let scheme = scheme_of(url);
+            if let Some((_, feature)) = PLUGIN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+                return Err(RegistryError::EngineNotInstalled {
+                    url: url.to_owned(),
+                    feature,
+                });
             }
             Err(RegistryError::UnknownRegistry {
                 url: url.to_owned(),
@@ -175,6 +194,29 @@ mod tests {
         let msg = from_url("urltestx://a").unwrap_err().to_string();
         assert!(msg.contains("urltest://"), "{msg}");
         assert!(msg.contains("memory"), "{msg}");
+    }
+
+    #[test]
+    fn plugin_scheme_without_its_engine_names_the_feature() {
+        let err = from_url("etcd://127.0.0.1:2379").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RegistryError::EngineNotInstalled {
+                    feature: "etcd",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("etcd://127.0.0.1:2379"), "{msg}");
+        assert!(msg.contains("features = [\"etcd\"]"), "{msg}");
+        assert!(msg.contains("micro::install()"), "{msg}");
+        assert!(matches!(
+            from_url("etcd").unwrap_err(),
+            RegistryError::EngineNotInstalled { .. }
+        ));
     }
 
     #[test]

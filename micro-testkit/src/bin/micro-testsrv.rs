@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Registers as NAME (default `probe`) in the registry of `MICRO_REGISTRY` (with the other
-//! `MICRO_*` settings), prints `ready addr=<address> node=<id>` on stdout once it serves
+//! `MICRO_*` settings; `etcd://…` when built with feature `etcd`), prints `ready addr=<address> node=<id>` on stdout once it serves
 //! and is registered, then runs until SIGINT or SIGTERM and exits 0 after a graceful
 //! shutdown. With `--journal`, every Count execution appends its id to PATH.
 
@@ -41,6 +41,9 @@ fn parse_args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // MICRO_REGISTRY may name an engine compiled in with a feature (etcd://… with this
+    // crate's feature `etcd`).
+    micro::install();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
