@@ -90,6 +90,7 @@
 //! |---|---|---|
 //! | `etcd` | no | the etcd registry: `MICRO_REGISTRY=etcd://host:port[,host:port…][?namespace=…]` after [`install`]; `micro::plugins::etcd` |
 //! | `nats` | no | the NATS and JetStream broker, `micro::plugins::nats::NatsBroker` (chosen in code) |
+//! | `mdns` | no | the mDNS registry for LANs: `MICRO_REGISTRY=mdns://[?interface=lo]` after [`install`]; `micro::plugins::mdns` |
 //!
 //! Without features, micro depends on neither `micro-plugins` nor any engine's client.
 
@@ -103,8 +104,8 @@ pub use micro_core::{
 
 pub use setup::install;
 
-/// The engines of `micro-plugins` this build enables (features `etcd`, `nats`).
-#[cfg(any(feature = "etcd", feature = "nats"))]
+/// The engines of `micro-plugins` this build enables (features `etcd`, `nats`, `mdns`).
+#[cfg(any(feature = "etcd", feature = "nats", feature = "mdns"))]
 pub use micro_plugins as plugins;
 
 #[doc(hidden)]

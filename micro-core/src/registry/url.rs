@@ -16,7 +16,7 @@ const KNOWN: &str = "local, local:///<dir>, memory";
 /// Schemes of registries that live in `micro-plugins`, with the cargo feature that holds
 /// each: a URL with one of them that no crate registered gets an error naming the feature.
 /// A new engine adds its scheme here when its feature lands.
-const PLUGIN_SCHEMES: &[(&str, &str)] = &[("etcd", "etcd")];
+const PLUGIN_SCHEMES: &[(&str, &str)] = &[("etcd", "etcd"), ("mdns", "mdns")];
 
 /// Opens a registry from its full URL (scheme included), for [`register_scheme`].
 pub type Opener = fn(&str) -> Result<SharedRegistry, RegistryError>;
