@@ -10,7 +10,7 @@
 //! - [`registry`] holds the [`Registry`] trait and the embedded registries (`local`,
 //!   `memory`), [`selector`] the node selection strategies.
 //! - [`store`] holds the key-value [`Store`] trait and the embedded [`store::MemoryStore`];
-//!   [`sync`] the locks and leader election of [`sync::Sync`] and [`sync::MemorySync`].
+//!   [`config`] loads typed, live-reloaded configuration; [`sync`] the locks and leader election of [`sync::Sync`] and [`sync::MemorySync`].
 //!
 //! Most users depend on the `micro` facade crate, which re-exports this crate.
 
@@ -18,6 +18,7 @@ pub mod balance;
 pub mod broker;
 pub mod client;
 pub mod codegen;
+pub mod config;
 pub mod context;
 pub mod middleware;
 pub mod registry;
