@@ -75,6 +75,7 @@
 //! per endpoint, when an attempt fails with an unavailable member. A watch whose member
 //! fails resumes on another member from the last revision it saw (see above).
 
+mod config;
 mod lease;
 mod pool;
 mod url;
@@ -96,6 +97,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use pool::Pool;
 
+pub use config::{CONFIG_PREFIX, EtcdConfigSource};
 pub use url::{SCHEME, from_url, install};
 
 /// The key prefix records live under unless [`EtcdRegistryBuilder::prefix`] changes it.
