@@ -1,6 +1,8 @@
 //! Load benchmark: SayHello through micro's Channel vs a raw tonic Channel, same server,
-//! same run, at 1 and 64 concurrent calls. Prints rps and p50/p99 latency for both and the
-//! micro/raw ratios.
+//! same run, at 1 and 64 concurrent calls. Prints rps, p50/p99 latency and CPU time per call
+//! (client and server threads, from /proc schedstat) for both, and the micro/raw ratios; the
+//! "cpu ratio" is raw CPU per call / micro CPU per call, the throughput ratio the machine
+//! would give with both cores to itself.
 //!
 //! ```text
 //! cargo bench --bench load                   # 5 s per measurement
@@ -61,6 +63,26 @@ struct Figures {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time of the client and server threads per call: less sensitive than the rate
+    /// to other processes competing for the machine's cores.
+    cpu_per_call: Duration,
+}
+
+/// The threads whose CPU time is counted: the client's (this one) and the server's.
+static THREADS: std::sync::OnceLock<[i32; 2]> = std::sync::OnceLock::new();
+
+/// Nanoseconds the given thread of this process has run, from the kernel's schedstat.
+fn thread_cpu_ns(tid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn threads_cpu_ns() -> u64 {
+    THREADS
+        .get()
+        .map_or(0, |tids| tids.iter().map(|&tid| thread_cpu_ns(tid)).sum())
 }
 
 async fn measure<T>(client: GreeterClient<T>, concurrency: usize, duration: Duration) -> Figures
@@ -73,6 +95,7 @@ where
     T::Future: Send,
 {
     let end = Instant::now() + duration;
+    let cpu_before = threads_cpu_ns();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let mut client = client.clone();
@@ -94,12 +117,14 @@ where
     for task in tasks {
         all.extend(task.await.unwrap());
     }
+    let cpu = threads_cpu_ns().saturating_sub(cpu_before);
     all.sort_unstable();
     let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
     Figures {
         rps: all.len() as f64 / duration.as_secs_f64(),
         p50: at(0.50),
         p99: at(0.99),
+        cpu_per_call: Duration::from_nanos(cpu / all.len().max(1) as u64),
     }
 }
 
@@ -127,11 +152,19 @@ fn main() {
                 .start()
                 .await
                 .unwrap();
-            address_tx.send(running.local_address().to_owned()).unwrap();
+            address_tx
+                .send((
+                    running.local_address().to_owned(),
+                    nix::unistd::gettid().as_raw(),
+                ))
+                .unwrap();
             std::future::pending::<()>().await;
         });
     });
-    let address = address_rx.recv().unwrap();
+    let (address, server_tid) = address_rx.recv().unwrap();
+    THREADS
+        .set([nix::unistd::gettid().as_raw(), server_tid])
+        .unwrap();
 
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -183,9 +216,20 @@ fn main() {
             "SayHello, {secs} s per measurement, server on 127.0.0.1 (other thread); micro = default client stack (trace, metrics, retry, P2C peak-EWMA)"
         );
         println!(
-            "{:>11} | {:>10} {:>9} {:>9} | {:>10} {:>9} {:>9} | {:>9} {:>9} {:>9}",
-            "concurrency", "raw rps", "raw p50", "raw p99", "micro rps", "micro p50", "micro p99",
-            "rps ratio", "p50 ratio", "p99 ratio"
+            "{:>11} | {:>10} {:>9} {:>9} {:>9} | {:>10} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}",
+            "concurrency",
+            "raw rps",
+            "raw p50",
+            "raw p99",
+            "raw cpu",
+            "micro rps",
+            "micro p50",
+            "micro p99",
+            "micro cpu",
+            "rps ratio",
+            "p50 ratio",
+            "p99 ratio",
+            "cpu ratio"
         );
         // For profiling one path alone: MICRO_BENCH_ONLY=micro (or raw) runs just that one.
         if let Ok(only) = std::env::var("MICRO_BENCH_ONLY") {
@@ -206,17 +250,20 @@ fn main() {
             let raw = average(raw_a, raw_b);
             let micro = average(micro_a, micro_b);
             println!(
-                "{:>11} | {:>10.0} {:>9.1?} {:>9.1?} | {:>10.0} {:>9.1?} {:>9.1?} | {:>9.3} {:>9.3} {:>9.3}",
+                "{:>11} | {:>10.0} {:>9.1?} {:>9.1?} {:>9.1?} | {:>10.0} {:>9.1?} {:>9.1?} {:>9.1?} | {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
                 concurrency,
                 raw.rps,
                 raw.p50,
                 raw.p99,
+                raw.cpu_per_call,
                 micro.rps,
                 micro.p50,
                 micro.p99,
+                micro.cpu_per_call,
                 micro.rps / raw.rps,
                 micro.p50.as_secs_f64() / raw.p50.as_secs_f64(),
                 micro.p99.as_secs_f64() / raw.p99.as_secs_f64(),
+                raw.cpu_per_call.as_secs_f64() / micro.cpu_per_call.as_secs_f64(),
             );
         }
     });
@@ -264,5 +311,6 @@ fn average(a: Figures, b: Figures) -> Figures {
         rps: (a.rps + b.rps) / 2.0,
         p50: (a.p50 + b.p50) / 2,
         p99: (a.p99 + b.p99) / 2,
+        cpu_per_call: (a.cpu_per_call + b.cpu_per_call) / 2,
     }
 }
