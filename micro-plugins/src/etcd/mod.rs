@@ -1,4 +1,5 @@
-//! The etcd registry: service discovery across machines, on an etcd v3 cluster.
+//! The etcd registry: service discovery across machines, on an etcd v3 cluster; and
+//! [`EtcdSync`], locks and leader election on etcd (see [`sync`] for the design).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), micro_core::RegistryError> {
@@ -77,6 +78,7 @@
 
 mod lease;
 mod pool;
+pub mod sync;
 mod url;
 mod watch;
 
@@ -96,6 +98,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use pool::Pool;
 
+pub use sync::{ELECTION_PREFIX, EtcdSync, LOCK_PREFIX};
 pub use url::{SCHEME, from_url, install};
 
 /// The key prefix records live under unless [`EtcdRegistryBuilder::prefix`] changes it.
