@@ -197,6 +197,7 @@ impl EtcdSync {
             id,
             held,
             task,
+            key_watch: None,
             revoked: false,
         })
     }
@@ -322,6 +323,8 @@ impl Sync for EtcdSync {
         match self.wait_turn(&prefix, revision, deadline, &lease).await {
             Ok(true) => {
                 tracing::debug!(lock = %name, %key, token = revision, "lock acquired");
+                let mut lease = lease;
+                lease.watch_key(key.into_bytes(), revision);
                 let held = lease.held.subscribe();
                 Ok(Lock::new(
                     name,
@@ -384,6 +387,8 @@ impl Sync for EtcdSync {
         };
         let term = u64::try_from(leader.rev()).unwrap_or(0);
         tracing::info!(%election, %candidate, term, "leading the election");
+        let mut lease = lease;
+        lease.watch_key(leader.key().to_vec(), leader.rev());
         let held = lease.held.subscribe();
         Ok(Leadership::new(
             Lock::new(
@@ -495,10 +500,45 @@ struct LeaseHandle {
     /// True while the lease is held, as far as the local clock and etcd's answers tell.
     held: Arc<watch::Sender<bool>>,
     task: tokio::task::AbortHandle,
+    /// Watches the holding's key; see [`LeaseHandle::watch_key`].
+    key_watch: Option<tokio::task::AbortHandle>,
     revoked: bool,
 }
 
 impl LeaseHandle {
+    /// Marks the holding lost as soon as its `key` (created at `revision`) is deleted: a
+    /// revoked lease deletes it at once, before the next renewal would notice. If the watch
+    /// fails, the keepalive still ends the holding by the lease's deadline.
+    fn watch_key(&mut self, key: Vec<u8>, revision: i64) {
+        let (mut client, held) = (self.client.clone(), Arc::clone(&self.held));
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let task = tokio::spawn(async move {
+            let options = WatchOptions::new().with_start_revision(revision);
+            let Ok(Ok(mut stream)) =
+                tokio::time::timeout(REQUEST_TIMEOUT, client.watch(key, Some(options))).await
+            else {
+                tracing::debug!(key = %name, "cannot watch the key; the keepalive still guards it");
+                return;
+            };
+            while let Ok(Some(response)) = stream.message().await {
+                if response
+                    .events()
+                    .iter()
+                    .any(|e| e.event_type() == EventType::Delete)
+                {
+                    if held.send_replace(false) {
+                        tracing::warn!(key = %name, "key deleted (lease revoked or key removed): lost");
+                    }
+                    return;
+                }
+                if response.canceled() {
+                    return;
+                }
+            }
+        });
+        self.key_watch = Some(task.abort_handle());
+    }
+
     /// Stops renewing and revokes the lease (deleting its keys), ignoring failures: the
     /// lease then runs out.
     async fn revoke(mut self) {
@@ -508,6 +548,9 @@ impl LeaseHandle {
     async fn try_revoke(&mut self) -> Result<(), etcd_client::Error> {
         self.revoked = true;
         self.task.abort();
+        if let Some(key_watch) = &self.key_watch {
+            key_watch.abort();
+        }
         self.held.send_replace(false);
         let mut client = self.client.clone();
         match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(self.id)).await {
@@ -524,6 +567,9 @@ impl LeaseHandle {
 impl Drop for LeaseHandle {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(key_watch) = &self.key_watch {
+            key_watch.abort();
+        }
         self.held.send_replace(false);
         if !self.revoked
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -578,6 +624,7 @@ async fn keep_alive(
     let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
     let mut next = Instant::now() + period;
     let lease = format!("{id:x}");
+    let mut failures: u32 = 0;
     let reason = loop {
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
@@ -603,6 +650,10 @@ async fn keep_alive(
         let renewed = tokio::time::timeout_at(expiry, renewal).await;
         match renewed {
             Ok(Ok(true)) => {
+                if failures > 0 {
+                    tracing::info!(%what, %lease, failures, "lease keepalive works again");
+                    failures = 0;
+                }
                 expiry = sent + ttl;
                 next = sent + period;
             }
@@ -611,9 +662,14 @@ async fn keep_alive(
                 break "etcd says the lease is gone".to_owned();
             }
             Ok(Err(err)) => {
-                tracing::warn!(%what, %lease, error = %err, "lease keepalive failed; retrying");
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(%what, %lease, error = %err, "lease keepalive failed; retrying until the lease runs out");
+                } else {
+                    tracing::debug!(%what, %lease, error = %err, failures, "lease keepalive failed again");
+                }
                 stream = None;
-                next = Instant::now() + RETRY_DELAY;
+                next = Instant::now() + RETRY_DELAY.saturating_mul(failures.min(5));
             }
             Err(_) => break format!("no renewal confirmed within {ttl:?}"),
         }
