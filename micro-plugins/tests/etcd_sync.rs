@@ -5,7 +5,12 @@
 //!
 //! Each test prints what it measured.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic
+)]
 
 use std::{
     future::Future,
@@ -63,7 +68,10 @@ where
 
 async fn count(client: &mut Client, prefix: &str) -> i64 {
     client
-        .get(prefix, Some(GetOptions::new().with_prefix().with_count_only()))
+        .get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
         .await
         .unwrap()
         .count()
@@ -108,7 +116,11 @@ async fn a_timed_out_wait_leaves_nothing_behind() {
             other => panic!("a held lock: {other:?}"),
         }
         assert_eq!(count(&mut raw, &prefix).await, 1, "only the holder's key");
-        assert_eq!(raw.leases().await.unwrap().leases().len(), 1, "only its lease");
+        assert_eq!(
+            raw.leases().await.unwrap().leases().len(),
+            1,
+            "only its lease"
+        );
     }
     held.release().await.unwrap();
     assert_eq!(count(&mut raw, &prefix).await, 0);
@@ -126,7 +138,10 @@ async fn a_timed_out_wait_leaves_nothing_behind() {
     match result {
         Err(SyncError::Unavailable { backend, message }) => {
             assert_eq!(backend, "etcd");
-            assert!(message.contains(&endpoint) || message.contains("etcd"), "{message}");
+            assert!(
+                message.contains(&endpoint) || message.contains("etcd"),
+                "{message}"
+            );
         }
         other => panic!("unreachable etcd: {other:?}"),
     }
@@ -147,7 +162,10 @@ async fn a_revoked_lease_is_lost_promptly_and_the_next_token_is_higher() {
     let mut lock = sync.lock(&name, options).await.unwrap();
     let token = lock.token();
     let keys = raw
-        .get(format!("{LOCK_PREFIX}{name}/"), Some(GetOptions::new().with_prefix()))
+        .get(
+            format!("{LOCK_PREFIX}{name}/"),
+            Some(GetOptions::new().with_prefix()),
+        )
         .await
         .unwrap();
     let kv = keys.kvs().first().expect("the holder's key");
@@ -243,10 +261,14 @@ async fn a_leader_cut_off_from_etcd_is_replaced_within_ttl() {
         let (second, election) = (second.clone(), election.clone());
         tokio::spawn(async move { second.campaign(&election, "two", TTL).await })
     };
-    wait_for("the second candidate queues", Duration::from_secs(5), || {
-        let (mut raw, prefix) = (raw.clone(), prefix.clone());
-        async move { count(&mut raw, &prefix).await == 2 }
-    })
+    wait_for(
+        "the second candidate queues",
+        Duration::from_secs(5),
+        || {
+            let (mut raw, prefix) = (raw.clone(), prefix.clone());
+            async move { count(&mut raw, &prefix).await == 2 }
+        },
+    )
     .await;
     assert!(!two.is_finished(), "one leader at a time");
 
@@ -269,8 +291,14 @@ async fn a_leader_cut_off_from_etcd_is_replaced_within_ttl() {
     println!(
         "leader cut off: it stopped claiming after {lost_after:?}, the next was elected after {elected_after:?}"
     );
-    assert!(lost_after <= PROMISE, "old leader claimed for {lost_after:?}");
-    assert!(elected_after <= PROMISE, "new leader after {elected_after:?}");
+    assert!(
+        lost_after <= PROMISE,
+        "old leader claimed for {lost_after:?}"
+    );
+    assert!(
+        elected_after <= PROMISE,
+        "new leader after {elected_after:?}"
+    );
     assert!(two.term() > one.term());
     assert!(!one.is_leader());
     let seen = observed
@@ -294,7 +322,8 @@ const CHILD_ELECTION: &str = "MICRO_ETCD_SYNC_CHILD_ELECTION";
 #[test]
 #[ignore = "helper process for a_killed_leader_process_is_replaced_within_ttl"]
 fn child_leader() {
-    let (Ok(endpoint), Ok(election)) = (std::env::var(CHILD_ENDPOINT), std::env::var(CHILD_ELECTION))
+    let (Ok(endpoint), Ok(election)) =
+        (std::env::var(CHILD_ENDPOINT), std::env::var(CHILD_ELECTION))
     else {
         return;
     };

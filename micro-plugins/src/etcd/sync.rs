@@ -61,12 +61,11 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, LeaderKey, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, ResignOptions, SortOrder, SortTarget, WatchOptions,
+    Client, ConnectOptions, EventType, GetOptions, LeaderKey, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, ResignOptions, SortOrder, SortTarget, WatchOptions,
 };
 use micro_core::sync::{
-    Leader, Leadership, Lock, LockOptions, Release, Sync, SyncError, validate_name,
-    validate_ttl,
+    Leader, Leadership, Lock, LockOptions, Release, Sync, SyncError, validate_name, validate_ttl,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -132,13 +131,11 @@ impl EtcdSync {
             .with_keep_alive(H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true);
         let joined = endpoints.join(",");
-        let client = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Client::connect(&endpoints, Some(options)),
-        )
-        .await
-        .map_err(|_| unavailable(&joined, "connecting", "timed out"))?
-        .map_err(|err| unavailable(&joined, "connecting", err))?;
+        let client =
+            tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(&endpoints, Some(options)))
+                .await
+                .map_err(|_| unavailable(&joined, "connecting", "timed out"))?
+                .map_err(|err| unavailable(&joined, "connecting", err))?;
         Ok(Self::new(client, joined))
     }
 
@@ -442,7 +439,10 @@ async fn observe(
                 .with_prefix()
                 .with_start_revision(revision + 1);
             let mut stream = sync
-                .call("watching an election", client.watch(prefix.as_str(), Some(options)))
+                .call(
+                    "watching an election",
+                    client.watch(prefix.as_str(), Some(options)),
+                )
                 .await?;
             loop {
                 let response = match stream.message().await {
@@ -601,10 +601,13 @@ impl Release for EtcdRelease {
                 tracing::debug!(error = %err, "resign failed; revoking the lease instead");
             }
         }
-        lease.try_revoke().await.map_err(|err| SyncError::Unavailable {
-            backend: BACKEND.to_owned(),
-            message: format!("revoking lease {:x}: {err}", lease.id),
-        })
+        lease
+            .try_revoke()
+            .await
+            .map_err(|err| SyncError::Unavailable {
+                backend: BACKEND.to_owned(),
+                message: format!("revoking lease {:x}: {err}", lease.id),
+            })
     }
 }
 
