@@ -1,4 +1,4 @@
-//! [`EtcdSync`]: micro-core's [`Sync`](micro_core::sync::Sync) (locks with fencing tokens,
+//! [`EtcdSync`]: micro-core's [`Sync`] (locks with fencing tokens,
 //! leader election) on an etcd v3 cluster.
 //!
 //! ```no_run
