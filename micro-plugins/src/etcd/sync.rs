@@ -311,7 +311,13 @@ impl Sync for EtcdSync {
             )
             .await;
         let revision = match put {
-            Ok(put) => put.header().map_or(0, |h| h.revision()),
+            Ok(put) if put.header().is_some_and(|h| h.revision() > 0) => {
+                put.header().map_or(0, |h| h.revision())
+            }
+            Ok(_) => {
+                lease.revoke().await;
+                return Err(self.error("putting a lock key", "etcd answered without a revision"));
+            }
             Err(err) => {
                 lease.revoke().await;
                 return Err(err);
