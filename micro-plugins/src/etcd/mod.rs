@@ -1,4 +1,5 @@
-//! The etcd registry: service discovery across machines, on an etcd v3 cluster.
+//! The etcd registry: service discovery across machines, on an etcd v3 cluster; and
+//! [`EtcdSync`], locks and leader election on etcd (see [`sync`] for the design).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), micro_core::RegistryError> {
@@ -78,6 +79,7 @@
 mod config;
 mod lease;
 mod pool;
+pub mod sync;
 mod url;
 mod watch;
 
@@ -98,6 +100,7 @@ use tokio::sync::{Mutex, OnceCell};
 use pool::Pool;
 
 pub use config::{CONFIG_PREFIX, EtcdConfigSource};
+pub use sync::{ELECTION_PREFIX, EtcdSync, LOCK_PREFIX};
 pub use url::{SCHEME, from_url, install};
 
 /// The key prefix records live under unless [`EtcdRegistryBuilder::prefix`] changes it.
