@@ -81,7 +81,11 @@ async fn count(client: &mut Client, prefix: &str) -> i64 {
 async fn conformance_on_etcd() {
     init_tracing();
     let etcd = EtcdServer::start().await;
-    let sync: SharedSync = Arc::new(EtcdSync::connect([etcd.endpoint()]).await.unwrap());
+    // Selected by URL, as MICRO_SYNC=etcd://… does.
+    micro_plugins::install();
+    let sync: SharedSync = micro_core::sync::from_url(&format!("etcd://{}", etcd.endpoint()))
+        .await
+        .unwrap();
     assert_eq!(sync.name(), "etcd");
     conformance::run(sync).await;
     // Everything was released: no key and no lease is left.

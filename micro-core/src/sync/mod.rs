@@ -21,15 +21,23 @@
 //! leadership is lost, [`Leadership::resign`] steps down. [`Sync::leader`] and
 //! [`Sync::observe`] show who leads, with the **term** (a fencing token for the leader).
 //!
+//! # Choosing a backend
+//!
+//! [`from_url`] and [`from_env`] (`MICRO_SYNC`) open a backend by URL: `memory` here, and
+//! `etcd://host:port[,host:port…]` from micro-plugins (feature `etcd`) after
+//! `micro_plugins::install()`.
+//!
 //! Note the name: this trait is `micro_core::sync::Sync`; refer to it through its module
 //! (`sync::Sync`) where `std::marker::Sync` is also in scope.
 
 mod memory;
+mod url;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
 pub use memory::MemorySync;
+pub use url::{Opener, SYNC_ENV, from_env, from_url, register_scheme};
 
 use std::{fmt, sync::Arc, time::Duration};
 

@@ -68,9 +68,39 @@ fn open(url: &str) -> Result<SharedRegistry, RegistryError> {
 }
 
 /// Teaches micro-core's [`registry::from_url`] and [`registry::from_env`] (so
-/// `MICRO_REGISTRY`) the `etcd://` scheme. Idempotent; [`crate::install`] calls it.
+/// `MICRO_REGISTRY`) and [`micro_core::sync::from_url`] (`MICRO_SYNC`) the `etcd://` scheme.
+/// Idempotent; [`crate::install`] calls it.
 pub fn install() {
     registry::register_scheme(SCHEME, open);
+    micro_core::sync::register_scheme(SCHEME, open_sync);
+}
+
+/// `etcd://host:port[,host:port…]` for [`micro_core::sync::from_url`].
+fn open_sync(
+    url: String,
+) -> std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<micro_core::sync::SharedSync, micro_core::sync::SyncError>,
+            > + Send,
+    >,
+> {
+    Box::pin(async move {
+        let hosts = url
+            .strip_prefix("etcd://")
+            .unwrap_or(&url)
+            .split(['?', '/'])
+            .next()
+            .unwrap_or_default();
+        let endpoints: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+        let endpoints = if endpoints.is_empty() {
+            vec![DEFAULT_ENDPOINT]
+        } else {
+            endpoints
+        };
+        let sync = super::EtcdSync::connect(endpoints).await?;
+        Ok(std::sync::Arc::new(sync) as micro_core::sync::SharedSync)
+    })
 }
 
 #[cfg(test)]
