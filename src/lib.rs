@@ -58,13 +58,18 @@
 //! | `micro-core` | [`Service`], [`Client`], [`Channel`], [`Registry`], [`Selector`] |
 //! | `micro-codegen` | `compile_protos` for build.rs and the `protoc-gen-micro` plugin |
 //! | `micro-plugins` | distributed engines behind features (to come) |
-//! | `micro-platform` | platform services (to come) |
+//! | `micro-platform` | platform services ([`platform`]): kv and registry, served by `micro server` |
 
 pub use micro_core::{
     Channel, Client, ClientBuilder, Connector, NodeInfo, Registry, RegistryError, Selector,
-    Service, ServiceBuilder, ServiceError, balance, client, context, middleware, registry,
-    selector, service,
+    Service, ServiceBuilder, ServiceError, Store, StoreError, balance, client, context, middleware,
+    registry, selector, service, store,
 };
+
+/// The platform services (`micro-platform`): the kv and registry services, their typed
+/// clients, and [`platform::install`] for `MICRO_STORE=service` and
+/// `MICRO_REGISTRY=service://host:port`.
+pub use micro_platform as platform;
 
 #[doc(hidden)]
 pub use micro_core::codegen;

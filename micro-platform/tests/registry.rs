@@ -67,3 +67,37 @@ async fn selected_by_url_and_errors_name_the_field() {
     assert!(registry::from_url("service://").is_err());
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn closing_ends_watches() {
+    let backend: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let service = RegistryService::new(backend);
+    let running = Service::builder("micro.registry")
+        .address("127.0.0.1:0")
+        .registry(Arc::new(MemoryRegistry::new()))
+        .add_service(service.clone().into_server())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let client = RegistryClient::connect(running.local_address()).unwrap();
+    use micro_core::Registry as _;
+    let mut watch = client.watch(Default::default()).await.unwrap();
+    service.close_watches();
+    let item = tokio::time::timeout(
+        conformance::EVENT_TIMEOUT,
+        futures_util::StreamExt::next(&mut watch),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(item, Some(Err(RegistryError::Backend { .. }))),
+        "{item:?}"
+    );
+    assert!(
+        client.watch(Default::default()).await.is_err(),
+        "new watches are refused"
+    );
+    running.shutdown().await.unwrap();
+}

@@ -1,6 +1,6 @@
 //! [`RegistryService`]: the `micro.registry.v1.Registry` server over any registry.
 
-use std::{pin::Pin, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::{Stream, StreamExt};
 use micro_core::registry::{
@@ -16,15 +16,29 @@ use crate::proto::registry::v1::{self as pb, registry_server::RegistryServer};
 /// [`Service`](micro_core::Service).
 ///
 /// Records are validated with micro-core's own rules before the backend sees them.
+///
+/// `Watch` streams last until the client goes away, so a server that shuts down must end
+/// them, or its drain waits for them: call [`close_watches`](Self::close_watches) (on any
+/// clone) when the shutdown starts.
 #[derive(Clone)]
 pub struct RegistryService {
     registry: SharedRegistry,
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl RegistryService {
     /// Serves `registry`.
     pub fn new(registry: SharedRegistry) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            closed: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// Ends every `Watch` stream of this service and its clones with UNAVAILABLE, and
+    /// refuses new ones: the server is shutting down and clients should watch elsewhere.
+    pub fn close_watches(&self) {
+        self.closed.send_replace(true);
     }
 
     /// The tonic server.
@@ -39,6 +53,10 @@ impl std::fmt::Debug for RegistryService {
             .field("registry", &self.registry.name())
             .finish()
     }
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the registry service is shutting down; watch again")
 }
 
 fn missing_service() -> Status {
@@ -123,6 +141,10 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let service = Some(request.into_inner().service).filter(|s| !s.is_empty());
+        let mut closed = self.closed.subscribe();
+        if *closed.borrow_and_update() {
+            return Err(shutting_down());
+        }
         // The watch is in place before the response headers go out, so a client that got
         // them sees every later change.
         let watcher = self
@@ -134,6 +156,14 @@ impl pb::registry_server::Registry for RegistryService {
             Ok(event) => Ok(wire::event_to_pb(&event)),
             Err(err) => Err(status_from_error(err)),
         });
+        let closing = async move {
+            // Also ends when every sender is gone: the service itself was dropped.
+            let _ = closed.wait_for(|closed| *closed).await;
+        };
+        // The backend's stream ends only after an error; a closed service adds its own.
+        let events = events
+            .take_until(closing)
+            .chain(futures_util::stream::once(async { Err(shutting_down()) }));
         Ok(Response::new(Box::pin(events)))
     }
 }
