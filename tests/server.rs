@@ -83,7 +83,7 @@ async fn kv_keeps_keys_across_a_restart() {
     let keys: Vec<String> = (0..20).map(|i| format!("key-{i:02}")).collect();
     let records = kv.get_many(&ns, &keys).await.unwrap();
     for (i, record) in records.into_iter().enumerate() {
-        let record = record.unwrap_or_else(|| panic!("key-{i:02} survived the restart"));
+        let record = record.unwrap_or_else(|| panic!("key-{i:02} was lost in the restart"));
         if i == 0 {
             assert_eq!(
                 (record.value.as_ref(), record.version),
