@@ -59,7 +59,7 @@
 //! | `micro-core` | [`Service`], [`Client`], [`Channel`], [`Registry`], [`Selector`] |
 //! | `micro-codegen` | `compile_protos` for build.rs and the `protoc-gen-micro` plugin |
 //! | `micro-plugins` | distributed engines behind features, re-exported as `micro::plugins` |
-//! | `micro-platform` | platform services (to come) |
+//! | `micro-platform` | platform services ([`platform`]): kv and registry, served by `micro server` |
 //!
 //! # Choosing an engine by environment
 //!
@@ -98,8 +98,8 @@ mod setup;
 
 pub use micro_core::{
     Channel, Client, ClientBuilder, Connector, NodeInfo, Registry, RegistryError, Selector,
-    Service, ServiceBuilder, ServiceError, balance, client, context, middleware, registry,
-    selector, service,
+    Service, ServiceBuilder, ServiceError, Store, StoreError, balance, client, context, middleware,
+    registry, selector, service, store,
 };
 
 pub use setup::install;
@@ -107,6 +107,11 @@ pub use setup::install;
 /// The engines of `micro-plugins` this build enables (features `etcd`, `nats`, `mdns`).
 #[cfg(any(feature = "etcd", feature = "nats", feature = "mdns"))]
 pub use micro_plugins as plugins;
+
+/// The platform services (`micro-platform`): the kv and registry services, their typed
+/// clients, and [`platform::install`] for `MICRO_STORE=service` and
+/// `MICRO_REGISTRY=service://host:port` ([`install`] calls it).
+pub use micro_platform as platform;
 
 #[doc(hidden)]
 pub use micro_core::codegen;

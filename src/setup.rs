@@ -3,7 +3,8 @@
 /// Lets [`registry::from_url`](crate::registry::from_url) and everything built on it
 /// (`MICRO_REGISTRY`, [`Service::builder`](crate::Service::builder),
 /// [`Client::from_env`](crate::Client::from_env)) open the registries of the engines this
-/// build enables: `etcd://…` with feature `etcd`, `mdns://…` with feature `mdns`.
+/// build enables (`etcd://…` with feature `etcd`, `mdns://…` with feature `mdns`) and the
+/// platform's services (`service://host:port` for `MICRO_REGISTRY` and `MICRO_STORE`).
 ///
 /// Call it once at the start of `main`, before building a service or client. It is
 /// idempotent, and does nothing without engine features, so a program can always call it.
@@ -21,6 +22,7 @@
 /// }
 /// ```
 pub fn install() {
+    micro_platform::install();
     #[cfg(any(feature = "etcd", feature = "nats", feature = "mdns"))]
     micro_plugins::install();
 }

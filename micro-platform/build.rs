@@ -1,0 +1,15 @@
+//! Compiles the platform's protos (`proto/micro/**` at the workspace root) through
+//! micro-codegen, with generated code referring to micro-core directly.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    micro_codegen::configure()
+        .micro_path("::micro_core")
+        .compile(
+            &[
+                "../proto/micro/kv/v1/kv.proto",
+                "../proto/micro/registry/v1/registry.proto",
+            ],
+            &["../proto"],
+        )?;
+    Ok(())
+}

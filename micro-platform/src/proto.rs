@@ -1,0 +1,21 @@
+//! The generated messages, tonic stubs and micro descriptors of the platform's protos, for
+//! callers that want the raw gRPC API (other languages use the `.proto` files under
+//! `proto/micro/`).
+
+/// `micro.kv.v1`, from `proto/micro/kv/v1/kv.proto`.
+pub mod kv {
+    /// Version 1.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/micro.kv.v1.rs"));
+    }
+}
+
+/// `micro.registry.v1`, from `proto/micro/registry/v1/registry.proto`.
+pub mod registry {
+    /// Version 1.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/micro.registry.v1.rs"));
+    }
+}
