@@ -36,12 +36,16 @@
 //! [`from_url`] and [`from_env`] (`MICRO_STORE`) open a store by URL: `memory` here, more
 //! schemes from other crates through [`register_scheme`].
 
+#[cfg(feature = "redb")]
+pub mod file;
 mod memory;
 mod url;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
+#[cfg(feature = "redb")]
+pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use url::{Opener, STORE_ENV, from_env, from_url, register_scheme};
 
