@@ -19,7 +19,7 @@
 //!
 //! # Atomicity
 //!
-//! Every operation is one Lua script ([`scripts`]): a write checks its condition, writes the
+//! Every operation is one Lua script (`scripts.rs`): a write checks its condition, writes the
 //! hash, sets or clears the expiry and updates the index with nothing in between, and a batch
 //! checks every condition before its first write, so batches are atomic
 //! ([`Store::atomic_batches`] is `true`).
