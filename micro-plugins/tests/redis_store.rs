@@ -97,3 +97,54 @@ async fn a_restart_is_unavailable_then_recovers() {
         Bytes::from("2")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_and_lazy_index_cleanup() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let store = store(&server);
+    let ns = Namespace::new("app", "cache").unwrap();
+    store
+        .put(&ns, Put::new("brief", "v").ttl(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    store.put(&ns, Put::new("kept", "v")).await.unwrap();
+
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let index = "micro:store:{app/cache}:keys";
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(index)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(members, ["brief", "kept"]);
+    let version: String = redis::cmd("HGET")
+        .arg("micro:store:{app/cache}:r:kept")
+        .arg("version")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(version, "1");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.get(&ns, "brief").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "a 50 ms TTL expired within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let keys = store.list(&ns, ListOptions::default()).await.unwrap().keys;
+    assert_eq!(keys, ["kept"]);
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(index)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(members, ["kept"], "listing removed the expired member");
+}
