@@ -90,6 +90,8 @@
 //! |---|---|---|
 //! | `etcd` | no | the etcd registry: `MICRO_REGISTRY=etcd://host:port[,host:port…][?namespace=…]` after [`install`]; `micro::plugins::etcd` |
 //! | `nats` | no | the NATS and JetStream broker, `micro::plugins::nats::NatsBroker` (chosen in code) |
+//! | `redis` | no | the Redis store: `MICRO_STORE=redis://host:port[/db]` after [`install`]; `micro::plugins::redis` |
+//! | `memcached` | no | the memcached store: `MICRO_STORE=memcached://host:port` after [`install`] |
 //! | `mdns` | no | the mDNS registry for LANs: `MICRO_REGISTRY=mdns://[?interface=lo]` after [`install`]; `micro::plugins::mdns` |
 //!
 //! Without features, micro depends on neither `micro-plugins` nor any engine's client.
@@ -105,7 +107,13 @@ pub use micro_core::{
 pub use setup::install;
 
 /// The engines of `micro-plugins` this build enables (features `etcd`, `nats`, `mdns`).
-#[cfg(any(feature = "etcd", feature = "nats", feature = "mdns"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "nats",
+    feature = "mdns",
+    feature = "redis",
+    feature = "memcached"
+))]
 pub use micro_plugins as plugins;
 
 /// The platform services (`micro-platform`): the kv and registry services, their typed

@@ -23,6 +23,12 @@
 /// ```
 pub fn install() {
     micro_platform::install();
-    #[cfg(any(feature = "etcd", feature = "nats", feature = "mdns"))]
+    #[cfg(any(
+        feature = "etcd",
+        feature = "nats",
+        feature = "mdns",
+        feature = "redis",
+        feature = "memcached"
+    ))]
     micro_plugins::install();
 }

@@ -60,7 +60,6 @@ async fn stop(mut server: Proc) {
 }
 
 #[tokio::test]
-#[ignore = "needs the redb FileStore (TODO(file-store))"]
 async fn kv_keeps_keys_across_a_restart() {
     let data = tempfile::tempdir().unwrap();
     let registry = RegistryDir::new();

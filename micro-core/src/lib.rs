@@ -9,10 +9,19 @@
 //!   interceptors, and documents the default stacks.
 //! - [`registry`] holds the [`Registry`] trait and the embedded registries (`local`,
 //!   `memory`), [`selector`] the node selection strategies.
-//! - [`store`] holds the key-value [`Store`] trait and the embedded [`store::MemoryStore`];
-//!   [`config`] loads typed, live-reloaded configuration; [`sync`] the locks and leader election of [`sync::Sync`] and [`sync::MemorySync`].
+//! - [`store`] holds the key-value [`Store`] trait and the embedded [`store::MemoryStore`]
+//!   (and, with feature `redb`, the persistent `store::FileStore`); [`config`] loads typed,
+//!   live-reloaded configuration; [`sync`] the locks and leader election of [`sync::Sync`]
+//!   and [`sync::MemorySync`].
 //!
 //! Most users depend on the `micro` facade crate, which re-exports this crate.
+//!
+//! # Feature flags
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `redb` | `store::FileStore`, the embedded persistent store on redb, and `MICRO_STORE=file:///path` |
+//! | `test-util` | the conformance suites `registry::conformance` and `store::conformance`, for backends in other crates |
 
 pub mod balance;
 pub mod broker;

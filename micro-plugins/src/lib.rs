@@ -6,10 +6,10 @@
 //! | feature | module | engine |
 //! |---|---|---|
 //! | `etcd` | `micro_plugins::etcd` | a [`Registry`](micro_core::Registry) on an etcd v3 cluster, selected with `MICRO_REGISTRY=etcd://host:port[,host:port…][?namespace=…]` |
+//! | `memcached` | `micro_plugins::memcached` | a [`Store`](micro_core::store::Store) on memcached (a cache: data may be evicted): `MICRO_STORE=memcached://host:port` |
 //! | `mdns` | `micro_plugins::mdns` | a [`Registry`](micro_core::Registry) on multicast DNS (DNS-SD), no server: `MICRO_REGISTRY=mdns://` (LAN) or `mdns://?interface=lo` (this machine only, nothing sent elsewhere) |
 //! | `nats` | `micro_plugins::nats` | a [`Broker`](micro_core::broker::Broker) on NATS core pub/sub and JetStream |
-//!
-//! A Redis store (feature `redis`) is to come.
+//! | `redis` | `micro_plugins::redis` | a [`Store`](micro_core::store::Store) on Redis: `MICRO_STORE=redis://host:port[/db]` |
 //!
 //! micro-core cannot depend on this crate, so its `registry::from_url` and `from_env` learn
 //! the schemes of these engines at run time: call [`install`] once at start-up. Through the
@@ -21,16 +21,25 @@
 pub mod etcd;
 #[cfg(feature = "mdns")]
 pub mod mdns;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
 
-/// Registers the URL schemes of every engine compiled in (`etcd://` with feature `etcd`,
-/// `mdns://` with feature `mdns`)
-/// with micro-core's [`registry::from_url`](micro_core::registry::from_url), so
-/// `MICRO_REGISTRY` can select them. Idempotent; does nothing without features.
+/// Registers the URL schemes of every engine compiled in with micro-core: `etcd://` (feature
+/// `etcd`) and `mdns://` (feature `mdns`) with
+/// [`registry::from_url`](micro_core::registry::from_url), so `MICRO_REGISTRY` can select
+/// them; `redis://` (feature `redis`) and `memcached://` (feature `memcached`) with
+/// [`store::from_url`](micro_core::store::from_url), so `MICRO_STORE` can. Idempotent; does nothing without features.
 pub fn install() {
     #[cfg(feature = "etcd")]
     etcd::install();
     #[cfg(feature = "mdns")]
     mdns::install();
+    #[cfg(feature = "memcached")]
+    memcached::install();
+    #[cfg(feature = "redis")]
+    redis::install();
 }

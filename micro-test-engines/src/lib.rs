@@ -1,15 +1,15 @@
-//! Real engines for micro's integration tests: private etcd, NATS (with JetStream) and Redis
-//! instances, a multi-member etcd cluster and a multi-node NATS cluster.
+//! Real engines for micro's integration tests: private etcd, NATS (with JetStream), Redis and
+//! memcached instances, a multi-member etcd cluster and a multi-node NATS cluster.
 //!
 //! Each instance runs as a child process on free ports of 127.0.0.1, with its data and log in
 //! a temporary directory. `start` returns once the engine is ready (etcd: `/health` says
 //! `"health":"true"`; NATS: the monitoring `/healthz` answers `ok`; Redis: `PING` answers
-//! `+PONG`), never after a fixed sleep. Tests can stop, restart (same ports, same data), kill,
+//! `+PONG`; memcached: `version` answers `VERSION …`), never after a fixed sleep. Tests can stop, restart (same ports, same data), kill,
 //! pause (SIGSTOP) and resume (SIGCONT) an instance. Dropping a value kills and reaps its
 //! process, also while a test unwinds from a panic.
 //!
 //! Binaries are found through an environment variable, then `PATH` (see [`EtcdServer`],
-//! [`NatsServer`], [`RedisServer`]); `scripts/test` installs them and exports the variables.
+//! [`NatsServer`], [`RedisServer`], [`MemcachedServer`]); `scripts/test` installs them and exports the variables.
 //! A missing binary panics with a message that names `scripts/test`.
 //!
 //! ```no_run
@@ -24,12 +24,14 @@
 
 mod binary;
 mod etcd;
+mod memcached;
 mod nats;
 pub mod probe;
 mod process;
 mod redis;
 
 pub use etcd::{EtcdCluster, EtcdMember, EtcdServer};
+pub use memcached::MemcachedServer;
 pub use nats::{NatsCluster, NatsNode, NatsServer};
 pub use redis::RedisServer;
 

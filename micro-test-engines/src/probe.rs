@@ -1,5 +1,5 @@
 //! Tiny protocol clients used for readiness, usable by tests too: an HTTP/1.1 request, a
-//! Redis `PING`, a NATS `PING`. None of them has a timeout of its own: wrap calls in
+//! Redis `PING`, a memcached `version`, a NATS `PING`. None of them has a timeout of its own: wrap calls in
 //! [`tokio::time::timeout`] where the peer may be paused.
 
 use std::io;
@@ -99,6 +99,21 @@ pub async fn redis_ping(addr: &str) -> io::Result<()> {
         Err(io::Error::other(format!(
             "redis answered PING with {line:?}"
         )))
+    }
+}
+
+/// Sends `version` to a memcached server at `addr` and expects `VERSION …`; returns the
+/// version.
+pub async fn memcached_version(addr: &str) -> io::Result<String> {
+    let mut stream = BufReader::new(TcpStream::connect(addr).await?);
+    stream.get_mut().write_all(b"version\r\n").await?;
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    match line.trim_end().strip_prefix("VERSION ") {
+        Some(version) => Ok(version.to_owned()),
+        None => Err(io::Error::other(format!(
+            "memcached answered version with {line:?}"
+        ))),
     }
 }
 

@@ -1,5 +1,5 @@
-//! Key-value storage: the [`Store`] trait, its embedded [`MemoryStore`], and choosing a store
-//! by URL.
+//! Key-value storage: the [`Store`] trait, its embedded [`MemoryStore`] and (feature `redb`)
+//! persistent `FileStore`, and choosing a store by URL.
 //!
 //! A store keeps records in namespaces ([`Namespace`]: a database and a table). Each record
 //! has a key, an opaque value, a version and an optional expiry:
@@ -33,15 +33,28 @@
 //!
 //! # Choosing a store
 //!
-//! [`from_url`] and [`from_env`] (`MICRO_STORE`) open a store by URL: `memory` here, more
-//! schemes from other crates through [`register_scheme`].
+//! [`from_url`] and [`from_env`] (`MICRO_STORE`, default `memory`) open a store by URL:
+//!
+//! | `MICRO_STORE` | store | from | atomic batches |
+//! |---|---|---|---|
+//! | `memory` (or unset) | [`MemoryStore`]: this process only | micro-core | yes |
+//! | `file:///abs/path/store.redb` | `FileStore`: one redb file, persistent, nothing to install | micro-core, feature `redb` | yes |
+//! | `redis://host:port[/db]` | `micro_plugins::redis::RedisStore` | micro-plugins, feature `redis` | yes |
+//! | `memcached://host:port` | `micro_plugins::memcached::MemcachedStore`: a cache, data may be evicted | micro-plugins, feature `memcached` | no |
+//!
+//! The plugin schemes are known once `micro_plugins::install()` ran; other crates add theirs
+//! with [`register_scheme`].
 
+#[cfg(feature = "redb")]
+pub mod file;
 mod memory;
 mod url;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
+#[cfg(feature = "redb")]
+pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use url::{Opener, STORE_ENV, from_env, from_url, register_scheme};
 

@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{MemoryStore, SharedStore, StoreError};
 
-/// The environment variable that selects the store: `memory` (the default) or a scheme
-/// added with [`register_scheme`].
+/// The environment variable that selects the store: `memory` (the default), `file:///path`
+/// (feature `redb`) or a scheme added with [`register_scheme`].
 pub const STORE_ENV: &str = "MICRO_STORE";
 
 /// Opens a store from its full URL (scheme included), for [`register_scheme`].
@@ -27,8 +27,9 @@ pub fn register_scheme(scheme: &'static str, opener: Opener) {
     }
 }
 
-/// Opens the store named by `url`: `memory` (or empty) for a new [`MemoryStore`], or a
-/// scheme added with [`register_scheme`].
+/// Opens the store named by `url`: `memory` (or empty) for a new [`MemoryStore`],
+/// `file:///abs/path/store.redb` for a `FileStore` (feature `redb`), or a scheme added with
+/// [`register_scheme`].
 ///
 /// # Errors
 /// [`StoreError::UnknownStore`] listing the known schemes; the opener's error.
@@ -38,6 +39,10 @@ pub fn from_url(url: &str) -> Result<SharedStore, StoreError> {
         return Ok(Arc::new(MemoryStore::new()));
     }
     let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    #[cfg(feature = "redb")]
+    if scheme == "file" {
+        return super::FileStore::open_url(url);
+    }
     let (opener, known) = {
         let schemes = SCHEMES
             .lock()
@@ -46,7 +51,13 @@ pub fn from_url(url: &str) -> Result<SharedStore, StoreError> {
             .iter()
             .find(|(known, _)| *known == scheme)
             .map(|(_, opener)| *opener);
-        let known = std::iter::once("memory".to_owned())
+        let mut builtin = vec!["memory"];
+        if cfg!(feature = "redb") {
+            builtin.push("file://…");
+        }
+        let known = builtin
+            .into_iter()
+            .map(str::to_owned)
             .chain(schemes.iter().map(|(scheme, _)| format!("{scheme}://…")))
             .collect::<Vec<_>>()
             .join(", ");

@@ -35,6 +35,8 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // The engines this build enables (features redis, etcd, …) for --store / --registry.
+    micro::install();
     let result = match cli.command {
         Command::Server(args) => server::run(args).await,
     };

@@ -8,7 +8,7 @@ use std::{
 use micro_core::{
     Service,
     registry::{self, SharedRegistry},
-    store::{self, MemoryStore, SharedStore},
+    store::{self, SharedStore},
 };
 use micro_platform::{
     kv::{self, KvService},
@@ -100,7 +100,8 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         .map_err(|err| format!("cannot create data directory {}: {err}", data_dir.display()))?;
 
     let registry: SharedRegistry = registry::from_url(&args.registry)?;
-    let (store, store_note) = match &args.store {
+    // An empty MICRO_STORE counts as unset.
+    let (store, store_note) = match args.store.as_deref().filter(|url| !url.trim().is_empty()) {
         Some(url) => (store::from_url(url)?, String::new()),
         None => default_store(&data_dir)?,
     };
@@ -186,12 +187,10 @@ fn default_data_dir() -> Result<PathBuf, BoxError> {
 /// The store the kv service keeps when `--store` is not given: the single place that
 /// picks it, with a note for the start-up line.
 fn default_store(data_dir: &Path) -> Result<(SharedStore, String), BoxError> {
-    // TODO(file-store): open micro-core's redb `FileStore` at `data_dir.join("kv.redb")`
-    // (feature `redb`) once it lands, and drop the note; until then records live in memory
-    // and are gone when the server stops.
-    let _ = data_dir;
+    let path = data_dir.join("kv.redb");
+    let store = store::FileStore::open(&path)?;
     Ok((
-        std::sync::Arc::new(MemoryStore::new()),
-        " (not persistent yet: records are lost when the server stops)".to_owned(),
+        std::sync::Arc::new(store),
+        format!(" at {}", path.display()),
     ))
 }
