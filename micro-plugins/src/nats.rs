@@ -210,7 +210,7 @@ struct Inner {
     config: NatsBrokerBuilder,
     confirmer: Arc<Confirmer>,
     window: Arc<Window>,
-    subjects: RwLock<HashMap<String, Subject>>,
+    subjects: RwLock<HashMap<String, Subject, foldhash::fast::RandomState>>,
     streams: Mutex<HashSet<String>>,
 }
 
@@ -404,7 +404,7 @@ impl NatsBrokerBuilder {
                 config: self,
                 confirmer,
                 window,
-                subjects: RwLock::new(HashMap::new()),
+                subjects: RwLock::new(HashMap::default()),
                 streams: Mutex::new(HashSet::new()),
             }),
         })
@@ -545,50 +545,19 @@ impl NatsBroker {
         Ok(())
     }
 
-    async fn publish_core(
+    /// [`PublishConfirm::Server`]: hands the message over and waits for a round trip.
+    async fn publish_confirmed(
         &self,
         subject: Subject,
         headers: Option<HeaderMap>,
         body: Bytes,
         deadline: &mut Deadline,
     ) -> Result<(), BrokerError> {
-        let name = &self.inner.name;
-        let client = &self.inner.client;
-        let confirm = match self.inner.config.confirm {
-            PublishConfirm::Resend => {
-                return self
-                    .inner
-                    .window
-                    .publish(subject, headers, body, deadline)
-                    .await;
-            }
-            PublishConfirm::Server => true,
-            PublishConfirm::Buffered => false,
-        };
-        if confirm {
-            self.wait_connected(deadline.at()).await?;
-        }
-        let epoch = self.inner.confirmer.epoch();
-        let sent = match headers {
-            Some(headers) => {
-                ready_or_deadline(
-                    deadline,
-                    client.publish_with_headers(subject, headers, body),
-                )
-                .await
-            }
-            None => ready_or_deadline(deadline, client.publish(subject, body)).await,
-        };
-        match sent {
-            Err(_) => return Err(backend_msg(name, "publish timed out: the buffer is full")),
-            Ok(Err(e)) => return Err(backend(name, "publish", e)),
-            Ok(Ok(())) => {}
-        }
-        if confirm {
-            self.inner.confirmer.confirm(epoch, deadline.at()).await
-        } else {
-            Ok(())
-        }
+        let inner = &*self.inner;
+        self.wait_connected(deadline.at()).await?;
+        let epoch = inner.confirmer.epoch();
+        hand_over(&inner.client, &inner.name, subject, headers, body, deadline).await?;
+        inner.confirmer.confirm(epoch, deadline.at()).await
     }
 
     async fn publish_jetstream(
@@ -657,7 +626,7 @@ impl NatsBroker {
         };
         let state = PullState {
             broker: self.clone(),
-            topic: topic.to_owned(),
+            topic: Arc::from(topic),
             consumer,
             manual: options.ack == AckMode::Manual,
             messages: None,
@@ -693,15 +662,39 @@ impl Broker for NatsBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
+        // This future is boxed by `async_trait` on every publish: only the common path
+        // (core NATS, room everywhere) is inline, everything that may wait is boxed on its
+        // own, so the box stays small.
         let subject = self.publish_subject(topic)?;
         let mut deadline = Deadline::after(self.inner.config.publish_timeout);
         let headers = to_nats_headers(&message.headers)?;
-        if self.inner.config.jetstream {
-            self.publish_jetstream(topic, subject, headers, message, &mut deadline)
+        let inner = &*self.inner;
+        match inner.config.confirm {
+            _ if inner.config.jetstream => {
+                Box::pin(self.publish_jetstream(topic, subject, headers, message, &mut deadline))
+                    .await
+            }
+            PublishConfirm::Resend => {
+                inner
+                    .window
+                    .publish(subject, headers, message.body, &mut deadline)
+                    .await
+            }
+            PublishConfirm::Buffered => {
+                hand_over(
+                    &inner.client,
+                    &inner.name,
+                    subject,
+                    headers,
+                    message.body,
+                    &mut deadline,
+                )
                 .await
-        } else {
-            self.publish_core(subject, headers, message.body, &mut deadline)
-                .await
+            }
+            PublishConfirm::Server => {
+                Box::pin(self.publish_confirmed(subject, headers, message.body, &mut deadline))
+                    .await
+            }
         }
     }
 
@@ -727,10 +720,10 @@ impl Broker for NatsBroker {
             None => client.subscribe(subject).await,
         }
         .map_err(|e| backend(&self.inner.name, "subscribe", e))?;
-        let topic = topic.to_owned();
+        let topic: Arc<str> = Arc::from(topic);
         Ok(Box::pin(subscriber.map(move |message| {
             Ok(Delivery::new(
-                topic.clone(),
+                Arc::clone(&topic),
                 from_nats(message.headers.as_ref(), message.payload),
                 None,
             ))
@@ -742,7 +735,7 @@ impl Broker for NatsBroker {
 
 struct PullState {
     broker: NatsBroker,
-    topic: String,
+    topic: Arc<str>,
     consumer: pull::Config,
     manual: bool,
     messages: Option<pull::Stream>,
@@ -846,7 +839,7 @@ impl PullState {
         } else {
             None
         };
-        Delivery::new(self.topic.clone(), decoded, acker)
+        Delivery::new(Arc::clone(&self.topic), decoded, acker)
     }
 }
 
@@ -913,7 +906,34 @@ async fn ready_or_deadline<F: std::future::Future>(
     .await;
     match first {
         Some(out) => Ok(out),
-        None => timeout_at(deadline.at(), fut).await,
+        // Boxed: the timer is large and only needed when the buffer is full.
+        None => Box::pin(timeout_at(deadline.at(), fut)).await,
+    }
+}
+
+/// Hands a message to the client (waiting for room in its buffer until `deadline`).
+async fn hand_over(
+    client: &Client,
+    name: &str,
+    subject: Subject,
+    headers: Option<HeaderMap>,
+    body: Bytes,
+    deadline: &mut Deadline,
+) -> Result<(), BrokerError> {
+    let sent = match headers {
+        Some(headers) => {
+            ready_or_deadline(
+                deadline,
+                client.publish_with_headers(subject, headers, body),
+            )
+            .await
+        }
+        None => ready_or_deadline(deadline, client.publish(subject, body)).await,
+    };
+    match sent {
+        Err(_) => Err(backend_msg(name, "publish timed out: the buffer is full")),
+        Ok(Err(e)) => Err(backend(name, "publish", e)),
+        Ok(Ok(())) => Ok(()),
     }
 }
 

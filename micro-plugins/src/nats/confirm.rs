@@ -29,7 +29,7 @@ use tokio::{
 /// The shortest pause between two confirmation echoes while the window has room.
 const CONFIRM_PACE: Duration = Duration::from_millis(1);
 
-use super::{Deadline, backend, backend_msg, ready_or_deadline};
+use super::{Deadline, backend, backend_msg, hand_over, ready_or_deadline};
 
 /// Publishes a token on a private subject and waits to receive it back; see the module
 /// docs. Shared by [`PublishConfirm::Server`](super::PublishConfirm::Server) waiters and
@@ -238,31 +238,26 @@ impl Window {
         body: Bytes,
         deadline: &mut Deadline,
     ) -> Result<(), BrokerError> {
-        let name = &self.confirmer.name;
         match self.space.try_acquire() {
             Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => {
-                match timeout_at(deadline.at(), self.space.acquire()).await {
-                    Ok(Ok(permit)) => permit.forget(),
-                    Ok(Err(_)) => return Err(backend_msg(name, "the broker is closed")),
-                    Err(_) => {
-                        return Err(backend_msg(
-                            name,
-                            &format!(
-                                "publish timed out: {} messages are waiting for the server's \
-                             confirmation (the window is full; is the server reachable?)",
-                                self.capacity
-                            ),
-                        ));
-                    }
-                }
+            // Boxed: the wait (a timer) is the rare path; the caller's future stays small.
+            Err(TryAcquireError::NoPermits) => Box::pin(self.wait_for_room(deadline)).await?,
+            Err(TryAcquireError::Closed) => {
+                return Err(backend_msg(&self.confirmer.name, "the broker is closed"));
             }
-            Err(TryAcquireError::Closed) => return Err(backend_msg(name, "the broker is closed")),
         }
         let epoch = self.confirmer.epoch();
-        if let Err(e) = self
-            .hand_over(&subject, headers.as_ref(), &body, deadline)
-            .await
+        // The window keeps clones: the subject and the body are reference-counted, so
+        // neither is copied.
+        if let Err(e) = hand_over(
+            &self.confirmer.client,
+            &self.confirmer.name,
+            subject.clone(),
+            headers.clone(),
+            body.clone(),
+            deadline,
+        )
+        .await
         {
             self.space.add_permits(1);
             return Err(e);
@@ -285,6 +280,26 @@ impl Window {
             tokio::spawn(Arc::clone(self).run());
         }
         Ok(())
+    }
+
+    /// Waits for a free place in the window, until `deadline`; takes it.
+    async fn wait_for_room(&self, deadline: &mut Deadline) -> Result<(), BrokerError> {
+        let name = &self.confirmer.name;
+        match timeout_at(deadline.at(), self.space.acquire()).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(backend_msg(name, "the broker is closed")),
+            Err(_) => Err(backend_msg(
+                name,
+                &format!(
+                    "publish timed out: {} messages are waiting for the server's \
+                     confirmation (the window is full; is the server reachable?)",
+                    self.capacity
+                ),
+            )),
+        }
     }
 
     /// Waits until every message published before this call is confirmed.
@@ -318,34 +333,6 @@ impl Window {
                     ),
                 ));
             }
-        }
-    }
-
-    async fn hand_over(
-        &self,
-        subject: &Subject,
-        headers: Option<&HeaderMap>,
-        body: &Bytes,
-        deadline: &mut Deadline,
-    ) -> Result<(), BrokerError> {
-        let client = &self.confirmer.client;
-        let name = &self.confirmer.name;
-        let sent = match headers {
-            Some(headers) => {
-                ready_or_deadline(
-                    deadline,
-                    client.publish_with_headers(subject.clone(), headers.clone(), body.clone()),
-                )
-                .await
-            }
-            None => {
-                ready_or_deadline(deadline, client.publish(subject.clone(), body.clone())).await
-            }
-        };
-        match sent {
-            Err(_) => Err(backend_msg(name, "publish timed out: the buffer is full")),
-            Ok(Err(e)) => Err(backend(name, "publish", e)),
-            Ok(Ok(())) => Ok(()),
         }
     }
 
