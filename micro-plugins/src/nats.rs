@@ -119,6 +119,8 @@ mod confirm;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::Duration,
 };
@@ -556,7 +558,10 @@ impl NatsBroker {
         let inner = &*self.inner;
         self.wait_connected(deadline.at()).await?;
         let epoch = inner.confirmer.epoch();
-        hand_over(&inner.client, &inner.name, subject, headers, body, deadline).await?;
+        sent(
+            &inner.name,
+            hand_over!(inner.client, deadline, subject, headers, body),
+        )?;
         inner.confirmer.confirm(epoch, deadline.at()).await
     }
 
@@ -661,40 +666,55 @@ impl Broker for NatsBroker {
         &self.inner.name
     }
 
-    async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
-        // This future is boxed by `async_trait` on every publish: only the common path
-        // (core NATS, room everywhere) is inline, everything that may wait is boxed on its
-        // own, so the box stays small.
-        let subject = self.publish_subject(topic)?;
-        let mut deadline = Deadline::after(self.inner.config.publish_timeout);
-        let headers = to_nats_headers(&message.headers)?;
+    // Written out rather than an `async fn`: the future is boxed on every publish, and
+    // boxing each mode's future on its own keeps the box as small as that mode needs (the
+    // default's is a few hundred bytes, a cheap allocation), the checks run before it.
+    fn publish<'a, 'b, 'c>(
+        &'a self,
+        topic: &'b str,
+        message: Message,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        let prepared = self
+            .publish_subject(topic)
+            .and_then(|subject| Ok((subject, to_nats_headers(&message.headers)?)));
+        let (subject, headers) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
         let inner = &*self.inner;
+        let timeout = inner.config.publish_timeout;
+        if inner.config.jetstream {
+            return Box::pin(async move {
+                let mut deadline = Deadline::after(timeout);
+                self.publish_jetstream(topic, subject, headers, message, &mut deadline)
+                    .await
+            });
+        }
+        let body = message.body;
         match inner.config.confirm {
-            _ if inner.config.jetstream => {
-                Box::pin(self.publish_jetstream(topic, subject, headers, message, &mut deadline))
-                    .await
-            }
-            PublishConfirm::Resend => {
-                inner
-                    .window
-                    .publish(subject, headers, message.body, &mut deadline)
-                    .await
-            }
-            PublishConfirm::Buffered => {
-                hand_over(
-                    &inner.client,
+            PublishConfirm::Resend => Box::pin(inner.window.publish(
+                subject,
+                headers,
+                body,
+                Deadline::after(timeout),
+            )),
+            PublishConfirm::Buffered => Box::pin(async move {
+                let mut deadline = Deadline::after(timeout);
+                sent(
                     &inner.name,
-                    subject,
-                    headers,
-                    message.body,
-                    &mut deadline,
+                    hand_over!(inner.client, &mut deadline, subject, headers, body),
                 )
-                .await
-            }
-            PublishConfirm::Server => {
-                Box::pin(self.publish_confirmed(subject, headers, message.body, &mut deadline))
+            }),
+            PublishConfirm::Server => Box::pin(async move {
+                let mut deadline = Deadline::after(timeout);
+                self.publish_confirmed(subject, headers, body, &mut deadline)
                     .await
-            }
+            }),
         }
     }
 
@@ -893,12 +913,12 @@ impl Deadline {
 }
 
 /// `fut` with a deadline; a future that is ready at once (a publish with room in the
-/// buffer) skips the timer and the clock.
+/// buffer) skips the timer and the clock. Takes the future pinned by the caller so it is
+/// not moved (copied) again on every call.
 async fn ready_or_deadline<F: std::future::Future>(
     deadline: &mut Deadline,
-    fut: F,
+    mut fut: std::pin::Pin<&mut F>,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = std::pin::pin!(fut);
     let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
         std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
         std::task::Poll::Pending => std::task::Poll::Ready(None),
@@ -911,25 +931,32 @@ async fn ready_or_deadline<F: std::future::Future>(
     }
 }
 
-/// Hands a message to the client (waiting for room in its buffer until `deadline`).
-async fn hand_over(
-    client: &Client,
-    name: &str,
-    subject: Subject,
-    headers: Option<HeaderMap>,
-    body: Bytes,
-    deadline: &mut Deadline,
-) -> Result<(), BrokerError> {
-    let sent = match headers {
-        Some(headers) => {
-            ready_or_deadline(
-                deadline,
-                client.publish_with_headers(subject, headers, body),
-            )
-            .await
+/// Hands a message to the client, waiting for room in its buffer until the deadline:
+/// `hand_over!(client, deadline, subject, headers, body)` evaluates to the outcome for
+/// [`sent`]. A macro rather than an `async fn` so the caller's future holds the client's
+/// publish future directly, without a copy of the arguments per layer: the publish future
+/// is boxed (`async_trait`) on every publish, and a small box is a cheap allocation.
+macro_rules! hand_over {
+    ($client:expr, $deadline:expr, $subject:expr, $headers:expr, $body:expr) => {
+        match $headers {
+            Some(headers) => {
+                let fut = std::pin::pin!($client.publish_with_headers($subject, headers, $body));
+                $crate::nats::ready_or_deadline($deadline, fut).await
+            }
+            None => {
+                let fut = std::pin::pin!($client.publish($subject, $body));
+                $crate::nats::ready_or_deadline($deadline, fut).await
+            }
         }
-        None => ready_or_deadline(deadline, client.publish(subject, body)).await,
     };
+}
+use hand_over;
+
+/// The outcome of [`hand_over!`] as a broker result.
+fn sent(
+    name: &str,
+    sent: Result<Result<(), async_nats::PublishError>, tokio::time::error::Elapsed>,
+) -> Result<(), BrokerError> {
     match sent {
         Err(_) => Err(backend_msg(name, "publish timed out: the buffer is full")),
         Ok(Err(e)) => Err(backend(name, "publish", e)),
@@ -1057,5 +1084,35 @@ mod tests {
         assert!(validate_name("queue", "").is_err());
         assert!(validate_prefix("micro.dev").is_ok());
         assert!(validate_prefix("micro.>").is_err());
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+    #[tokio::test]
+    async fn sizes() {
+        let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect("127.0.0.1:1").await.unwrap();
+        let s = Subject::from("a");
+        let f = client.publish(s.clone(), Bytes::new());
+        eprintln!("client.publish {}", std::mem::size_of_val(&f));
+        let fh = client.publish_with_headers(s.clone(), HeaderMap::new(), Bytes::new());
+        eprintln!("client.publish_with_headers {} headermap {} deadline {}", std::mem::size_of_val(&fh), std::mem::size_of::<Option<HeaderMap>>(), std::mem::size_of::<Deadline>());
+        let mut d0 = Deadline::after(Duration::from_secs(1));
+        let rf = std::pin::pin!(std::future::ready(()));
+        let fr = ready_or_deadline(&mut d0, rf);
+        eprintln!("rod {}", std::mem::size_of_val(&fr));
+        let mut d = Deadline::after(Duration::from_secs(1));
+        let c = Confirmer::start(&client, "x", Duration::from_secs(1), Arc::new(Notify::new())).await.unwrap();
+        let w = Window::new(c.clone(), 10);
+        let f6 = w.publish(s.clone(), None, Bytes::new(), Deadline::after(Duration::from_secs(1)));
+        eprintln!("window.publish {}", std::mem::size_of_val(&f6));
+        drop(f6);
+        let b = NatsBroker{inner: Arc::new(Inner{name: String::new(), client: client.clone(), js: jetstream::new(client.clone()), config: NatsBrokerBuilder::new(""), confirmer: c.clone(), window: Window::new(c, 10), subjects: Default::default(), streams: Default::default()})};
+        let f3 = Broker::publish(&b, "a", Message::default());
+        eprintln!("publish {}", std::mem::size_of_val(&*f3));
+        let f4 = timeout_at(Instant::now(), std::future::pending::<()>());
+        eprintln!("timeout {}", std::mem::size_of_val(&f4));
+        let f5 = client.flush();
+        eprintln!("flush {} Command {}", std::mem::size_of_val(&f5), 0);
     }
 }

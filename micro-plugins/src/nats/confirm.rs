@@ -9,6 +9,7 @@
 //! whether the connection changed in between.
 
 use std::{
+    future::Future as _,
     collections::VecDeque,
     sync::{
         Arc, Mutex, PoisonError,
@@ -29,7 +30,7 @@ use tokio::{
 /// The shortest pause between two confirmation echoes while the window has room.
 const CONFIRM_PACE: Duration = Duration::from_millis(1);
 
-use super::{Deadline, backend, backend_msg, hand_over, ready_or_deadline};
+use super::{Deadline, backend, backend_msg, hand_over, ready_or_deadline, sent};
 
 /// Publishes a token on a private subject and waits to receive it back; see the module
 /// docs. Shared by [`PublishConfirm::Server`](super::PublishConfirm::Server) waiters and
@@ -184,7 +185,7 @@ impl Confirmer {
         let body = Bytes::copy_from_slice(&token.to_be_bytes());
         let sent = ready_or_deadline(
             &mut Deadline::fixed(deadline),
-            self.client.publish(self.subject.clone(), body),
+            std::pin::pin!(self.client.publish(self.subject.clone(), body)),
         )
         .await;
         match sent {
@@ -236,8 +237,9 @@ impl Window {
         subject: Subject,
         headers: Option<HeaderMap>,
         body: Bytes,
-        deadline: &mut Deadline,
+        mut deadline: Deadline,
     ) -> Result<(), BrokerError> {
+        let deadline = &mut deadline;
         match self.space.try_acquire() {
             Ok(permit) => permit.forget(),
             // Boxed: the wait (a timer) is the rare path; the caller's future stays small.
@@ -246,40 +248,72 @@ impl Window {
                 return Err(backend_msg(&self.confirmer.name, "the broker is closed"));
             }
         }
-        let epoch = self.confirmer.epoch();
-        // The window keeps clones: the subject and the body are reference-counted, so
-        // neither is copied.
-        if let Err(e) = hand_over(
-            &self.confirmer.client,
-            &self.confirmer.name,
-            subject.clone(),
-            headers.clone(),
-            body.clone(),
-            deadline,
-        )
-        .await
-        {
+        let mut entry = Unconfirmed {
+            seq: 0,
+            origin: 0,
+            epoch: self.confirmer.epoch(),
+            subject,
+            headers,
+            body,
+        };
+        // The client gets clones (the subject and the body are reference-counted, so
+        // neither is copied), first polled once in place: a client with room in its buffer
+        // takes the message at once, and this future holds neither the client's publish
+        // future nor a timer. It is boxed by `async_trait` on every publish: a small box is
+        // a cheap allocation. Dropping a publish that is not ready does not send it (the
+        // client's channel is cancel-safe), so the slow path publishes it again.
+        let client = &self.confirmer.client;
+        let now = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match &entry.headers {
+                Some(headers) => std::pin::pin!(client.publish_with_headers(
+                    entry.subject.clone(),
+                    headers.clone(),
+                    entry.body.clone()
+                ))
+                .poll(cx),
+                None => std::pin::pin!(client.publish(entry.subject.clone(), entry.body.clone()))
+                    .poll(cx),
+            })
+        })
+        .await;
+        let outcome = match now {
+            std::task::Poll::Ready(result) => sent(&self.confirmer.name, Ok(result)),
+            std::task::Poll::Pending => {
+                Box::pin(self.hand_over_slow(&entry, deadline)).await
+            }
+        };
+        if let Err(e) = outcome {
             self.space.add_permits(1);
             return Err(e);
         }
         let start = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let seq = state.next_seq;
+            entry.seq = state.next_seq;
+            entry.origin = entry.seq;
             state.next_seq += 1;
-            state.entries.push_back(Unconfirmed {
-                seq,
-                origin: seq,
-                epoch,
-                subject,
-                headers,
-                body,
-            });
+            state.entries.push_back(entry);
             !std::mem::replace(&mut state.running, true)
         };
         if start {
             tokio::spawn(Arc::clone(self).run());
         }
         Ok(())
+    }
+
+    /// Hands `entry` over, waiting for room in the client's buffer until `deadline`.
+    async fn hand_over_slow(
+        &self,
+        entry: &Unconfirmed,
+        deadline: &mut Deadline,
+    ) -> Result<(), BrokerError> {
+        let outcome = hand_over!(
+            self.confirmer.client,
+            deadline,
+            entry.subject.clone(),
+            entry.headers.clone(),
+            entry.body.clone()
+        );
+        sent(&self.confirmer.name, outcome)
     }
 
     /// Waits for a free place in the window, until `deadline`; takes it.
