@@ -66,16 +66,46 @@ pub(super) struct Window {
     progress: Notify,
 }
 
-#[derive(Default)]
 struct WindowState {
+    /// The position of the next message handed over for the first time.
     next_seq: u64,
+    /// Handed over, not yet part of a confirmation cycle.
     entries: VecDeque<Unconfirmed>,
+    /// The least `origin` in `entries` (`u64::MAX` when empty).
+    entries_min: u64,
+    /// The least `origin` of the messages the running cycle is confirming or re-sending
+    /// (`u64::MAX` when none); they are out of `entries` meanwhile.
+    in_flight_min: u64,
+    /// How many messages the running cycle holds.
+    in_flight: usize,
+    /// An empty deque with capacity, swapped in for `entries` at the start of a cycle so
+    /// the window does not allocate in the steady state.
+    spare: VecDeque<Unconfirmed>,
     running: bool,
 }
 
+impl Default for WindowState {
+    fn default() -> Self {
+        Self {
+            next_seq: 0,
+            entries: VecDeque::new(),
+            entries_min: u64::MAX,
+            in_flight_min: u64::MAX,
+            in_flight: 0,
+            spare: VecDeque::new(),
+            running: false,
+        }
+    }
+}
+
+impl WindowState {
+    fn push(&mut self, entry: Unconfirmed) {
+        self.entries_min = self.entries_min.min(entry.origin);
+        self.entries.push_back(entry);
+    }
+}
+
 struct Unconfirmed {
-    /// Position in the window; a re-sent message gets a new one.
-    seq: u64,
     /// The position of its first hand-over, kept across re-sends, for `flush`.
     origin: u64,
     /// The `connects` statistic read before the (last) hand-over.
@@ -249,7 +279,6 @@ impl Window {
             }
         }
         let mut entry = Unconfirmed {
-            seq: 0,
             origin: 0,
             epoch: self.confirmer.epoch(),
             subject,
@@ -288,10 +317,9 @@ impl Window {
         }
         let start = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            entry.seq = state.next_seq;
-            entry.origin = entry.seq;
+            entry.origin = state.next_seq;
             state.next_seq += 1;
-            state.entries.push_back(entry);
+            state.push(entry);
             !std::mem::replace(&mut state.running, true)
         };
         if start {
@@ -347,17 +375,13 @@ impl Window {
             let progress = self.progress.notified();
             let mut progress = std::pin::pin!(progress);
             progress.as_mut().enable();
-            let waiting = self
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entries
-                .iter()
-                .filter(|e| e.origin < target)
-                .count();
-            if waiting == 0 {
-                return Ok(());
-            }
+            let waiting = {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.entries_min.min(state.in_flight_min) >= target {
+                    return Ok(());
+                }
+                state.entries.iter().filter(|e| e.origin < target).count() + state.in_flight
+            };
             if timeout_at(deadline, progress).await.is_err() {
                 return Err(backend_msg(
                     &self.confirmer.name,
@@ -370,7 +394,9 @@ impl Window {
         }
     }
 
-    /// Confirms the window in cycles of one echo each until it is empty.
+    /// Confirms the window in cycles of one echo each until it is empty. A cycle takes
+    /// everything handed over so far out of the window (one lock, no copy), sends an echo
+    /// and, once it came back on the same connection, drops the lot outside the lock.
     async fn run(self: Arc<Self>) {
         let mut subscriber = self.confirmer.subscriber.lock().await;
         let mut failures = 0u32;
@@ -384,49 +410,70 @@ impl Window {
             if !filling {
                 tokio::time::sleep(CONFIRM_PACE).await;
             }
-            let hi = {
+            let mut batch = {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                match state.entries.back() {
-                    Some(last) => last.seq,
-                    None => {
-                        state.running = false;
-                        drop(state);
-                        self.progress.notify_waiters();
-                        return;
-                    }
+                if state.entries.is_empty() {
+                    state.running = false;
+                    drop(state);
+                    self.progress.notify_waiters();
+                    return;
                 }
+                let spare = std::mem::take(&mut state.spare);
+                state.in_flight_min = std::mem::replace(&mut state.entries_min, u64::MAX);
+                state.in_flight = state.entries.len();
+                std::mem::replace(&mut state.entries, spare)
             };
             let outcome = self.confirmer.round_trip(&mut subscriber).await;
             let now = self.confirmer.epoch();
-            let (confirmed, resend) = {
-                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                let n = state.entries.iter().take_while(|e| e.seq <= hi).count();
-                let mut keep = Vec::new();
+            let all_confirmed = outcome.is_ok() && batch.iter().all(|e| e.epoch == now);
+            if all_confirmed {
+                // The common case: drop the confirmed messages outside the lock and give
+                // the emptied deque back for reuse.
+                let confirmed = batch.len();
+                batch.clear();
+                {
+                    let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    state.in_flight_min = u64::MAX;
+                    state.in_flight = 0;
+                    if state.spare.capacity() < batch.capacity() {
+                        state.spare = batch;
+                    }
+                }
+                self.space.add_permits(confirmed);
+                self.progress.notify_waiters();
+            } else {
+                let mut keep = VecDeque::new();
                 let mut resend = Vec::new();
                 let mut confirmed = 0;
-                for entry in state.entries.drain(..n) {
+                for entry in batch.drain(..) {
                     if outcome.is_ok() && entry.epoch == now {
                         confirmed += 1;
                     } else if entry.epoch != now {
                         resend.push(entry);
                     } else {
-                        keep.push(entry);
+                        keep.push_back(entry);
                     }
                 }
-                for entry in keep.into_iter().rev() {
-                    state.entries.push_front(entry);
+                {
+                    let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    // Unconfirmed on the current connection: first in the next cycle.
+                    for entry in keep.into_iter().rev() {
+                        state.entries_min = state.entries_min.min(entry.origin);
+                        state.entries.push_front(entry);
+                    }
+                    state.in_flight_min = resend.iter().map(|e| e.origin).min().unwrap_or(u64::MAX);
+                    state.in_flight = resend.len();
                 }
-                (confirmed, resend)
-            };
-            self.space.add_permits(confirmed);
-            self.progress.notify_waiters();
-            if !resend.is_empty() {
-                tracing::warn!(
-                    broker = %self.confirmer.name,
-                    messages = resend.len(),
-                    "nats: the connection was replaced before these publishes were confirmed; re-sending them"
-                );
-                self.resend(resend).await;
+                self.space.add_permits(confirmed);
+                self.progress.notify_waiters();
+                if !resend.is_empty() {
+                    tracing::warn!(
+                        broker = %self.confirmer.name,
+                        messages = resend.len(),
+                        "nats: the connection was replaced before these publishes were confirmed; re-sending them"
+                    );
+                    self.resend(resend).await;
+                }
             }
             match outcome {
                 Ok(()) => failures = 0,
@@ -473,9 +520,11 @@ impl Window {
                 entry.epoch = epoch;
             }
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            entry.seq = state.next_seq;
-            state.next_seq += 1;
-            state.entries.push_back(entry);
+            state.in_flight = state.in_flight.saturating_sub(1);
+            state.push(entry);
         }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.in_flight_min = u64::MAX;
+        state.in_flight = 0;
     }
 }
