@@ -287,7 +287,9 @@ async fn a_root_call_sends_traceparent_only_when_its_span_is_recorded() {
     client.say_hello(call("recorded", None)).await.unwrap();
     drop(subscriber);
     let seen = greeter.seen().pop().unwrap();
-    let sent = seen.traceparent.expect("a recorded root span sends traceparent");
+    let sent = seen
+        .traceparent
+        .expect("a recorded root span sends traceparent");
     assert_eq!(seen.trace.map(|trace| trace.trace_id), Some(sent.trace_id));
     running.shutdown().await.unwrap();
 }

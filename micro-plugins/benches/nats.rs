@@ -161,8 +161,7 @@ async fn subscriber(
     tokio::spawn(async move {
         let mut count = 0;
         let mut last = None;
-        while let Ok(Some(body)) = tokio::time::timeout(idle, stream.next()).await
-        {
+        while let Ok(Some(body)) = tokio::time::timeout(idle, stream.next()).await {
             let now = Instant::now();
             let sent = u64::from_le_bytes(body[..8].try_into().unwrap());
             let now_ns = u64::try_from((now - base).as_nanos()).unwrap();

@@ -1086,33 +1086,3 @@ mod tests {
         assert!(validate_prefix("micro.>").is_err());
     }
 }
-#[cfg(test)]
-mod size_probe {
-    use super::*;
-    #[tokio::test]
-    async fn sizes() {
-        let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect("127.0.0.1:1").await.unwrap();
-        let s = Subject::from("a");
-        let f = client.publish(s.clone(), Bytes::new());
-        eprintln!("client.publish {}", std::mem::size_of_val(&f));
-        let fh = client.publish_with_headers(s.clone(), HeaderMap::new(), Bytes::new());
-        eprintln!("client.publish_with_headers {} headermap {} deadline {}", std::mem::size_of_val(&fh), std::mem::size_of::<Option<HeaderMap>>(), std::mem::size_of::<Deadline>());
-        let mut d0 = Deadline::after(Duration::from_secs(1));
-        let rf = std::pin::pin!(std::future::ready(()));
-        let fr = ready_or_deadline(&mut d0, rf);
-        eprintln!("rod {}", std::mem::size_of_val(&fr));
-        let mut d = Deadline::after(Duration::from_secs(1));
-        let c = Confirmer::start(&client, "x", Duration::from_secs(1), Arc::new(Notify::new())).await.unwrap();
-        let w = Window::new(c.clone(), 10);
-        let f6 = w.publish(s.clone(), None, Bytes::new(), Deadline::after(Duration::from_secs(1)));
-        eprintln!("window.publish {}", std::mem::size_of_val(&f6));
-        drop(f6);
-        let b = NatsBroker{inner: Arc::new(Inner{name: String::new(), client: client.clone(), js: jetstream::new(client.clone()), config: NatsBrokerBuilder::new(""), confirmer: c.clone(), window: Window::new(c, 10), subjects: Default::default(), streams: Default::default()})};
-        let f3 = Broker::publish(&b, "a", Message::default());
-        eprintln!("publish {}", std::mem::size_of_val(&*f3));
-        let f4 = timeout_at(Instant::now(), std::future::pending::<()>());
-        eprintln!("timeout {}", std::mem::size_of_val(&f4));
-        let f5 = client.flush();
-        eprintln!("flush {} Command {}", std::mem::size_of_val(&f5), 0);
-    }
-}

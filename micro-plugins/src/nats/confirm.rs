@@ -9,8 +9,8 @@
 //! whether the connection changed in between.
 
 use std::{
-    future::Future as _,
     collections::VecDeque,
+    future::Future as _,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -307,9 +307,7 @@ impl Window {
         .await;
         let outcome = match now {
             std::task::Poll::Ready(result) => sent(&self.confirmer.name, Ok(result)),
-            std::task::Poll::Pending => {
-                Box::pin(self.hand_over_slow(&entry, deadline)).await
-            }
+            std::task::Poll::Pending => Box::pin(self.hand_over_slow(&entry, deadline)).await,
         };
         if let Err(e) = outcome {
             self.space.add_permits(1);
