@@ -6,7 +6,7 @@
 //! - throughput: N messages of 128 bytes published one after the other as fast as each
 //!   publisher allows (the per-publish round trip mode, which would wait a round trip per
 //!   message, with 256 publishes in flight), one subscriber on its own connection (raw
-//!   async-nats for raw, `NatsBroker` for the broker: publish -> receive through micro on
+//!   async-nats for raw, subject formatted once, `NatsBroker` for the broker: publish -> receive through micro on
 //!   both sides); messages/s received, from the first publish to the last receive. Both
 //!   publishers use the same client capacity (1024 commands). `MICRO_BENCH_SUB=raw` uses
 //!   the raw subscriber for every publisher (the publishing side alone);
