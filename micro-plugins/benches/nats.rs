@@ -6,11 +6,16 @@
 //! - throughput: N messages of 128 bytes published one after the other as fast as each
 //!   publisher allows (the per-publish round trip mode, which would wait a round trip per
 //!   message, with 256 publishes in flight), one subscriber on its own connection (raw
-//!   async-nats for raw, `NatsBroker` for the broker: publish -> receive through micro on
+//!   async-nats for raw, subject formatted once, `NatsBroker` for the broker: publish -> receive through micro on
 //!   both sides); messages/s received, from the first publish to the last receive. Both
 //!   publishers use the same client capacity (1024 commands). `MICRO_BENCH_SUB=raw` uses
 //!   the raw subscriber for every publisher (the publishing side alone);
 //!   `MICRO_BENCH_ROUNDS` sets the rounds (default 3).
+//! - instruction counts (`valgrind --tool=callgrind`): `MICRO_BENCH_ONLY=raw|default|buffered|server`
+//!   with `MICRO_BENCH_MSGS=n` runs one throughput round of exactly `n` messages on that path
+//!   alone (after 1,000 warm-up messages on the same connections) and exits; the difference
+//!   between two runs with different `n`, divided by the difference of `n`, is the cost per
+//!   message without the set-up.
 //! - latency: an open-loop rate (20 messages every 1 ms = 20,000/s) for 2 s; publish ->
 //!   receive p50/p99 from a timestamp in the body.
 
@@ -78,13 +83,9 @@ impl Publisher {
         Self { kind, raw, micro }
     }
 
-    async fn publish(&self, topic: &str, body: Bytes) {
+    async fn publish(&self, topic: &str, subject: &async_nats::Subject, body: Bytes) {
         match &self.micro {
-            None => self
-                .raw
-                .publish(format!("micro.{topic}"), body)
-                .await
-                .unwrap(),
+            None => self.raw.publish(subject.clone(), body).await.unwrap(),
             Some(broker) => broker
                 .publish(
                     topic,
@@ -118,7 +119,7 @@ async fn subscriber(
     base: Instant,
 ) -> tokio::task::JoinHandle<(usize, Option<Instant>, Vec<u64>)> {
     let mut latencies = Vec::with_capacity(expect);
-    let raw_sub = std::env::var("MICRO_BENCH_SUB").is_ok_and(|v| v == "raw");
+    let raw_sub = kind == Kind::Raw || std::env::var("MICRO_BENCH_SUB").is_ok_and(|v| v == "raw");
     let mut stream: futures_util::stream::BoxStream<'static, Bytes> = match kind {
         _ if raw_sub => {
             let client = async_nats::ConnectOptions::new()
@@ -151,11 +152,16 @@ async fn subscriber(
             }))
         }
     };
+    // Under valgrind everything is ~50x slower: wait longer for the first message.
+    let idle = if std::env::var("MICRO_BENCH_ONLY").is_ok() {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(2)
+    };
     tokio::spawn(async move {
         let mut count = 0;
         let mut last = None;
-        while let Ok(Some(body)) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await
-        {
+        while let Ok(Some(body)) = tokio::time::timeout(idle, stream.next()).await {
             let now = Instant::now();
             let sent = u64::from_le_bytes(body[..8].try_into().unwrap());
             let now_ns = u64::try_from((now - base).as_nanos()).unwrap();
@@ -191,33 +197,52 @@ fn cpu_ns() -> u64 {
 
 /// Messages/s received, messages received, client CPU ns per message.
 async fn throughput(kind: Kind, url: &str, round: usize) -> (f64, usize, f64) {
+    throughput_n(kind, url, round, N, 0).await
+}
+
+/// [`throughput`] with `n` messages, after `warmup` messages on the same connections.
+async fn throughput_n(
+    kind: Kind,
+    url: &str,
+    round: usize,
+    n: usize,
+    warmup: usize,
+) -> (f64, usize, f64) {
     let topic = format!("bench.tp.{round}");
+    // The raw publisher's subject, formatted once (as a raw client that cares would).
+    let subject = async_nats::Subject::from(format!("micro.{topic}"));
     let base = Instant::now();
-    let sub = subscriber(kind, url, &topic, N, base).await;
+    let sub = subscriber(kind, url, &topic, n + warmup, base).await;
     let publisher = Arc::new(Publisher::new(kind, url).await);
+    for _ in 0..warmup {
+        publisher.publish(&topic, &subject, body(base)).await;
+    }
+    publisher.flush().await;
     let cpu = cpu_ns();
     let start = Instant::now();
     match kind {
         Kind::Micro(PublishConfirm::Server) => {
             // Each publish waits for its confirmation: run many at once.
-            futures_util::stream::iter(0..N)
+            futures_util::stream::iter(0..n)
                 .map(|_| {
                     let publisher = publisher.clone();
                     let topic = topic.clone();
-                    async move { publisher.publish(&topic, body(base)).await }
+                    let subject = subject.clone();
+                    async move { publisher.publish(&topic, &subject, body(base)).await }
                 })
                 .buffer_unordered(256)
                 .for_each(|()| async {})
                 .await;
         }
         _ => {
-            for _ in 0..N {
-                publisher.publish(&topic, body(base)).await;
+            for _ in 0..n {
+                publisher.publish(&topic, &subject, body(base)).await;
             }
         }
     }
     publisher.flush().await;
     let (count, last, _) = sub.await.unwrap();
+    let count = count.saturating_sub(warmup);
     let cpu = cpu_ns().saturating_sub(cpu) as f64 / count.max(1) as f64;
     let elapsed = last.map_or(Duration::from_secs(1), |l| l - start);
     (count as f64 / elapsed.as_secs_f64(), count, cpu)
@@ -227,6 +252,7 @@ async fn latency(kind: Kind, url: &str, round: usize) -> (u64, u64, usize, usize
     const PER_TICK: usize = 20;
     const TICKS: usize = 2000;
     let topic = format!("bench.lat.{round}");
+    let subject = async_nats::Subject::from(format!("micro.{topic}"));
     let base = Instant::now();
     let sub = subscriber(kind, url, &topic, PER_TICK * TICKS, base).await;
     let publisher = Arc::new(Publisher::new(kind, url).await);
@@ -237,9 +263,10 @@ async fn latency(kind: Kind, url: &str, round: usize) -> (u64, u64, usize, usize
         tick.tick().await;
         let publisher = publisher.clone();
         let topic = topic.clone();
+        let subject = subject.clone();
         tasks.push(tokio::spawn(async move {
             futures_util::future::join_all(
-                (0..PER_TICK).map(|_| publisher.publish(&topic, body(base))),
+                (0..PER_TICK).map(|_| publisher.publish(&topic, &subject, body(base))),
             )
             .await;
             if publisher.kind == Kind::Raw {
@@ -271,6 +298,26 @@ async fn main() {
         Kind::Micro(PublishConfirm::Buffered),
         Kind::Micro(PublishConfirm::Server),
     ];
+    if let (Ok(only), Some(n)) = (
+        std::env::var("MICRO_BENCH_ONLY"),
+        std::env::var("MICRO_BENCH_MSGS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok()),
+    ) {
+        let kind = match only.as_str() {
+            "raw" => Kind::Raw,
+            "default" | "resend" => Kind::Micro(PublishConfirm::Resend),
+            "buffered" => Kind::Micro(PublishConfirm::Buffered),
+            "server" => Kind::Micro(PublishConfirm::Server),
+            other => panic!("MICRO_BENCH_ONLY={other}: raw, default, buffered or server"),
+        };
+        let (rate, count, ns) = throughput_n(kind, &url, 0, n, 1000).await;
+        println!(
+            "only {:<26} {n} messages: {rate:.0} msg/s ({count}/{n} received)  client CPU {ns:.0} ns/msg",
+            kind.label()
+        );
+        return;
+    }
     println!("{N} messages of {SIZE} bytes");
 
     // Throughput: 3 rounds, interleaved, best of each.

@@ -119,6 +119,8 @@ mod confirm;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::Duration,
 };
@@ -210,7 +212,7 @@ struct Inner {
     config: NatsBrokerBuilder,
     confirmer: Arc<Confirmer>,
     window: Arc<Window>,
-    subjects: RwLock<HashMap<String, Subject>>,
+    subjects: RwLock<HashMap<String, Subject, foldhash::fast::RandomState>>,
     streams: Mutex<HashSet<String>>,
 }
 
@@ -404,7 +406,7 @@ impl NatsBrokerBuilder {
                 config: self,
                 confirmer,
                 window,
-                subjects: RwLock::new(HashMap::new()),
+                subjects: RwLock::new(HashMap::default()),
                 streams: Mutex::new(HashSet::new()),
             }),
         })
@@ -545,50 +547,22 @@ impl NatsBroker {
         Ok(())
     }
 
-    async fn publish_core(
+    /// [`PublishConfirm::Server`]: hands the message over and waits for a round trip.
+    async fn publish_confirmed(
         &self,
         subject: Subject,
         headers: Option<HeaderMap>,
         body: Bytes,
         deadline: &mut Deadline,
     ) -> Result<(), BrokerError> {
-        let name = &self.inner.name;
-        let client = &self.inner.client;
-        let confirm = match self.inner.config.confirm {
-            PublishConfirm::Resend => {
-                return self
-                    .inner
-                    .window
-                    .publish(subject, headers, body, deadline)
-                    .await;
-            }
-            PublishConfirm::Server => true,
-            PublishConfirm::Buffered => false,
-        };
-        if confirm {
-            self.wait_connected(deadline.at()).await?;
-        }
-        let epoch = self.inner.confirmer.epoch();
-        let sent = match headers {
-            Some(headers) => {
-                ready_or_deadline(
-                    deadline,
-                    client.publish_with_headers(subject, headers, body),
-                )
-                .await
-            }
-            None => ready_or_deadline(deadline, client.publish(subject, body)).await,
-        };
-        match sent {
-            Err(_) => return Err(backend_msg(name, "publish timed out: the buffer is full")),
-            Ok(Err(e)) => return Err(backend(name, "publish", e)),
-            Ok(Ok(())) => {}
-        }
-        if confirm {
-            self.inner.confirmer.confirm(epoch, deadline.at()).await
-        } else {
-            Ok(())
-        }
+        let inner = &*self.inner;
+        self.wait_connected(deadline.at()).await?;
+        let epoch = inner.confirmer.epoch();
+        sent(
+            &inner.name,
+            hand_over!(inner.client, deadline, subject, headers, body),
+        )?;
+        inner.confirmer.confirm(epoch, deadline.at()).await
     }
 
     async fn publish_jetstream(
@@ -657,7 +631,7 @@ impl NatsBroker {
         };
         let state = PullState {
             broker: self.clone(),
-            topic: topic.to_owned(),
+            topic: Arc::from(topic),
             consumer,
             manual: options.ack == AckMode::Manual,
             messages: None,
@@ -692,16 +666,55 @@ impl Broker for NatsBroker {
         &self.inner.name
     }
 
-    async fn publish(&self, topic: &str, message: Message) -> Result<(), BrokerError> {
-        let subject = self.publish_subject(topic)?;
-        let mut deadline = Deadline::after(self.inner.config.publish_timeout);
-        let headers = to_nats_headers(&message.headers)?;
-        if self.inner.config.jetstream {
-            self.publish_jetstream(topic, subject, headers, message, &mut deadline)
-                .await
-        } else {
-            self.publish_core(subject, headers, message.body, &mut deadline)
-                .await
+    // Written out rather than an `async fn`: the future is boxed on every publish, and
+    // boxing each mode's future on its own keeps the box as small as that mode needs (the
+    // default's is a few hundred bytes, a cheap allocation), the checks run before it.
+    fn publish<'a, 'b, 'c>(
+        &'a self,
+        topic: &'b str,
+        message: Message,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        let prepared = self
+            .publish_subject(topic)
+            .and_then(|subject| Ok((subject, to_nats_headers(&message.headers)?)));
+        let (subject, headers) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let inner = &*self.inner;
+        let timeout = inner.config.publish_timeout;
+        if inner.config.jetstream {
+            return Box::pin(async move {
+                let mut deadline = Deadline::after(timeout);
+                self.publish_jetstream(topic, subject, headers, message, &mut deadline)
+                    .await
+            });
+        }
+        let body = message.body;
+        match inner.config.confirm {
+            PublishConfirm::Resend => Box::pin(inner.window.publish(
+                subject,
+                headers,
+                body,
+                Deadline::after(timeout),
+            )),
+            PublishConfirm::Buffered => Box::pin(async move {
+                let mut deadline = Deadline::after(timeout);
+                sent(
+                    &inner.name,
+                    hand_over!(inner.client, &mut deadline, subject, headers, body),
+                )
+            }),
+            PublishConfirm::Server => Box::pin(async move {
+                let mut deadline = Deadline::after(timeout);
+                self.publish_confirmed(subject, headers, body, &mut deadline)
+                    .await
+            }),
         }
     }
 
@@ -727,10 +740,10 @@ impl Broker for NatsBroker {
             None => client.subscribe(subject).await,
         }
         .map_err(|e| backend(&self.inner.name, "subscribe", e))?;
-        let topic = topic.to_owned();
+        let topic: Arc<str> = Arc::from(topic);
         Ok(Box::pin(subscriber.map(move |message| {
             Ok(Delivery::new(
-                topic.clone(),
+                Arc::clone(&topic),
                 from_nats(message.headers.as_ref(), message.payload),
                 None,
             ))
@@ -742,7 +755,7 @@ impl Broker for NatsBroker {
 
 struct PullState {
     broker: NatsBroker,
-    topic: String,
+    topic: Arc<str>,
     consumer: pull::Config,
     manual: bool,
     messages: Option<pull::Stream>,
@@ -846,7 +859,7 @@ impl PullState {
         } else {
             None
         };
-        Delivery::new(self.topic.clone(), decoded, acker)
+        Delivery::new(Arc::clone(&self.topic), decoded, acker)
     }
 }
 
@@ -900,12 +913,12 @@ impl Deadline {
 }
 
 /// `fut` with a deadline; a future that is ready at once (a publish with room in the
-/// buffer) skips the timer and the clock.
+/// buffer) skips the timer and the clock. Takes the future pinned by the caller so it is
+/// not moved (copied) again on every call.
 async fn ready_or_deadline<F: std::future::Future>(
     deadline: &mut Deadline,
-    fut: F,
+    mut fut: std::pin::Pin<&mut F>,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = std::pin::pin!(fut);
     let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
         std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
         std::task::Poll::Pending => std::task::Poll::Ready(None),
@@ -913,7 +926,41 @@ async fn ready_or_deadline<F: std::future::Future>(
     .await;
     match first {
         Some(out) => Ok(out),
-        None => timeout_at(deadline.at(), fut).await,
+        // Boxed: the timer is large and only needed when the buffer is full.
+        None => Box::pin(timeout_at(deadline.at(), fut)).await,
+    }
+}
+
+/// Hands a message to the client, waiting for room in its buffer until the deadline:
+/// `hand_over!(client, deadline, subject, headers, body)` evaluates to the outcome for
+/// [`sent`]. A macro rather than an `async fn` so the caller's future holds the client's
+/// publish future directly, without a copy of the arguments per layer: the publish future
+/// is boxed (`async_trait`) on every publish, and a small box is a cheap allocation.
+macro_rules! hand_over {
+    ($client:expr, $deadline:expr, $subject:expr, $headers:expr, $body:expr) => {
+        match $headers {
+            Some(headers) => {
+                let fut = std::pin::pin!($client.publish_with_headers($subject, headers, $body));
+                $crate::nats::ready_or_deadline($deadline, fut).await
+            }
+            None => {
+                let fut = std::pin::pin!($client.publish($subject, $body));
+                $crate::nats::ready_or_deadline($deadline, fut).await
+            }
+        }
+    };
+}
+use hand_over;
+
+/// The outcome of [`hand_over!`] as a broker result.
+fn sent(
+    name: &str,
+    sent: Result<Result<(), async_nats::PublishError>, tokio::time::error::Elapsed>,
+) -> Result<(), BrokerError> {
+    match sent {
+        Err(_) => Err(backend_msg(name, "publish timed out: the buffer is full")),
+        Ok(Err(e)) => Err(backend(name, "publish", e)),
+        Ok(Ok(())) => Ok(()),
     }
 }
 

@@ -648,7 +648,7 @@ async fn python_interop_both_ways() {
             .expect("micro subscriber got the python message")
             .unwrap()
             .unwrap();
-        assert_eq!(d.topic, "interop.py-to-micro");
+        assert_eq!(&*d.topic, "interop.py-to-micro");
         assert_eq!(d.message.headers["content-type"], "application/json");
         assert_eq!(d.message.headers["micro-id"], format!("py-{i}"));
         let body: String = String::from_utf8(d.message.body.to_vec()).unwrap();

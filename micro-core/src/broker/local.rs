@@ -272,11 +272,11 @@ impl Broker for LocalBroker {
             id,
             _stop_heartbeat: stop,
         };
-        let topic = topic.to_owned();
+        let topic: Arc<str> = Arc::from(topic);
         Ok(Box::pin(ReceiverStream::new(rx).map(move |message| {
             // The stream owns the guard: dropping the stream unsubscribes.
             let _ = &guard;
-            Ok(Delivery::new(topic.clone(), message, None))
+            Ok(Delivery::new(Arc::clone(&topic), message, None))
         })))
     }
 }

@@ -206,11 +206,11 @@ impl Broker for MemoryBroker {
             queue: options.queue,
             id,
         };
-        let topic = topic.to_owned();
+        let topic: Arc<str> = Arc::from(topic);
         Ok(Box::pin(ReceiverStream::new(rx).map(move |message| {
             // The stream owns the guard: dropping the stream unsubscribes.
             let _ = &guard;
-            Ok(Delivery::new(topic.clone(), message, None))
+            Ok(Delivery::new(Arc::clone(&topic), message, None))
         })))
     }
 }

@@ -94,8 +94,9 @@ pub struct SubscribeOptions {
 
 /// One delivered message, with a way to acknowledge it.
 pub struct Delivery {
-    /// The topic it was published to.
-    pub topic: String,
+    /// The topic it was published to. Shared by the deliveries of a subscription: cloning
+    /// it is a reference count, not a copy.
+    pub topic: Arc<str>,
     /// The message.
     pub message: Message,
     acker: Option<Box<dyn Acker>>,
@@ -188,7 +189,11 @@ pub trait Broker: fmt::Debug + Send + Sync + 'static {
 
 impl Delivery {
     /// A delivery of `message` on `topic`, acknowledged through `acker` if any.
-    pub fn new(topic: impl Into<String>, message: Message, acker: Option<Box<dyn Acker>>) -> Self {
+    pub fn new(
+        topic: impl Into<Arc<str>>,
+        message: Message,
+        acker: Option<Box<dyn Acker>>,
+    ) -> Self {
         Self {
             topic: topic.into(),
             message,

@@ -42,7 +42,7 @@ async fn memory_fans_out_to_every_plain_subscriber() -> TestResult {
     broker.clone().publish("orders.created", msg(7)).await?;
     for sub in &mut subs {
         let delivery = next(sub).await?;
-        assert_eq!(delivery.topic, "orders.created");
+        assert_eq!(&*delivery.topic, "orders.created");
         assert_eq!(delivery.message, msg(7));
     }
     Ok(())

@@ -71,7 +71,7 @@ impl Delivery {
     /// a valid `T`.
     pub fn decode<T: prost::Message + Default>(&self) -> Result<T, BrokerError> {
         let error = |reason: String| BrokerError::Decode {
-            topic: self.topic.clone(),
+            topic: self.topic.to_string(),
             expected: std::any::type_name::<T>(),
             reason,
         };

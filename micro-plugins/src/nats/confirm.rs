@@ -10,6 +10,7 @@
 
 use std::{
     collections::VecDeque,
+    future::Future as _,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -29,7 +30,7 @@ use tokio::{
 /// The shortest pause between two confirmation echoes while the window has room.
 const CONFIRM_PACE: Duration = Duration::from_millis(1);
 
-use super::{Deadline, backend, backend_msg, ready_or_deadline};
+use super::{Deadline, backend, backend_msg, hand_over, ready_or_deadline, sent};
 
 /// Publishes a token on a private subject and waits to receive it back; see the module
 /// docs. Shared by [`PublishConfirm::Server`](super::PublishConfirm::Server) waiters and
@@ -65,16 +66,46 @@ pub(super) struct Window {
     progress: Notify,
 }
 
-#[derive(Default)]
 struct WindowState {
+    /// The position of the next message handed over for the first time.
     next_seq: u64,
+    /// Handed over, not yet part of a confirmation cycle.
     entries: VecDeque<Unconfirmed>,
+    /// The least `origin` in `entries` (`u64::MAX` when empty).
+    entries_min: u64,
+    /// The least `origin` of the messages the running cycle is confirming or re-sending
+    /// (`u64::MAX` when none); they are out of `entries` meanwhile.
+    in_flight_min: u64,
+    /// How many messages the running cycle holds.
+    in_flight: usize,
+    /// An empty deque with capacity, swapped in for `entries` at the start of a cycle so
+    /// the window does not allocate in the steady state.
+    spare: VecDeque<Unconfirmed>,
     running: bool,
 }
 
+impl Default for WindowState {
+    fn default() -> Self {
+        Self {
+            next_seq: 0,
+            entries: VecDeque::new(),
+            entries_min: u64::MAX,
+            in_flight_min: u64::MAX,
+            in_flight: 0,
+            spare: VecDeque::new(),
+            running: false,
+        }
+    }
+}
+
+impl WindowState {
+    fn push(&mut self, entry: Unconfirmed) {
+        self.entries_min = self.entries_min.min(entry.origin);
+        self.entries.push_back(entry);
+    }
+}
+
 struct Unconfirmed {
-    /// Position in the window; a re-sent message gets a new one.
-    seq: u64,
     /// The position of its first hand-over, kept across re-sends, for `flush`.
     origin: u64,
     /// The `connects` statistic read before the (last) hand-over.
@@ -184,7 +215,7 @@ impl Confirmer {
         let body = Bytes::copy_from_slice(&token.to_be_bytes());
         let sent = ready_or_deadline(
             &mut Deadline::fixed(deadline),
-            self.client.publish(self.subject.clone(), body),
+            std::pin::pin!(self.client.publish(self.subject.clone(), body)),
         )
         .await;
         match sent {
@@ -236,55 +267,99 @@ impl Window {
         subject: Subject,
         headers: Option<HeaderMap>,
         body: Bytes,
-        deadline: &mut Deadline,
+        mut deadline: Deadline,
     ) -> Result<(), BrokerError> {
-        let name = &self.confirmer.name;
+        let deadline = &mut deadline;
         match self.space.try_acquire() {
             Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => {
-                match timeout_at(deadline.at(), self.space.acquire()).await {
-                    Ok(Ok(permit)) => permit.forget(),
-                    Ok(Err(_)) => return Err(backend_msg(name, "the broker is closed")),
-                    Err(_) => {
-                        return Err(backend_msg(
-                            name,
-                            &format!(
-                                "publish timed out: {} messages are waiting for the server's \
-                             confirmation (the window is full; is the server reachable?)",
-                                self.capacity
-                            ),
-                        ));
-                    }
-                }
+            // Boxed: the wait (a timer) is the rare path; the caller's future stays small.
+            Err(TryAcquireError::NoPermits) => Box::pin(self.wait_for_room(deadline)).await?,
+            Err(TryAcquireError::Closed) => {
+                return Err(backend_msg(&self.confirmer.name, "the broker is closed"));
             }
-            Err(TryAcquireError::Closed) => return Err(backend_msg(name, "the broker is closed")),
         }
-        let epoch = self.confirmer.epoch();
-        if let Err(e) = self
-            .hand_over(&subject, headers.as_ref(), &body, deadline)
-            .await
-        {
+        let mut entry = Unconfirmed {
+            origin: 0,
+            epoch: self.confirmer.epoch(),
+            subject,
+            headers,
+            body,
+        };
+        // The client gets clones (the subject and the body are reference-counted, so
+        // neither is copied), first polled once in place: a client with room in its buffer
+        // takes the message at once, and this future holds neither the client's publish
+        // future nor a timer. It is boxed by `async_trait` on every publish: a small box is
+        // a cheap allocation. Dropping a publish that is not ready does not send it (the
+        // client's channel is cancel-safe), so the slow path publishes it again.
+        let client = &self.confirmer.client;
+        let now = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match &entry.headers {
+                Some(headers) => std::pin::pin!(client.publish_with_headers(
+                    entry.subject.clone(),
+                    headers.clone(),
+                    entry.body.clone()
+                ))
+                .poll(cx),
+                None => std::pin::pin!(client.publish(entry.subject.clone(), entry.body.clone()))
+                    .poll(cx),
+            })
+        })
+        .await;
+        let outcome = match now {
+            std::task::Poll::Ready(result) => sent(&self.confirmer.name, Ok(result)),
+            std::task::Poll::Pending => Box::pin(self.hand_over_slow(&entry, deadline)).await,
+        };
+        if let Err(e) = outcome {
             self.space.add_permits(1);
             return Err(e);
         }
         let start = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let seq = state.next_seq;
+            entry.origin = state.next_seq;
             state.next_seq += 1;
-            state.entries.push_back(Unconfirmed {
-                seq,
-                origin: seq,
-                epoch,
-                subject,
-                headers,
-                body,
-            });
+            state.push(entry);
             !std::mem::replace(&mut state.running, true)
         };
         if start {
             tokio::spawn(Arc::clone(self).run());
         }
         Ok(())
+    }
+
+    /// Hands `entry` over, waiting for room in the client's buffer until `deadline`.
+    async fn hand_over_slow(
+        &self,
+        entry: &Unconfirmed,
+        deadline: &mut Deadline,
+    ) -> Result<(), BrokerError> {
+        let outcome = hand_over!(
+            self.confirmer.client,
+            deadline,
+            entry.subject.clone(),
+            entry.headers.clone(),
+            entry.body.clone()
+        );
+        sent(&self.confirmer.name, outcome)
+    }
+
+    /// Waits for a free place in the window, until `deadline`; takes it.
+    async fn wait_for_room(&self, deadline: &mut Deadline) -> Result<(), BrokerError> {
+        let name = &self.confirmer.name;
+        match timeout_at(deadline.at(), self.space.acquire()).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(backend_msg(name, "the broker is closed")),
+            Err(_) => Err(backend_msg(
+                name,
+                &format!(
+                    "publish timed out: {} messages are waiting for the server's \
+                     confirmation (the window is full; is the server reachable?)",
+                    self.capacity
+                ),
+            )),
+        }
     }
 
     /// Waits until every message published before this call is confirmed.
@@ -298,17 +373,13 @@ impl Window {
             let progress = self.progress.notified();
             let mut progress = std::pin::pin!(progress);
             progress.as_mut().enable();
-            let waiting = self
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entries
-                .iter()
-                .filter(|e| e.origin < target)
-                .count();
-            if waiting == 0 {
-                return Ok(());
-            }
+            let waiting = {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.entries_min.min(state.in_flight_min) >= target {
+                    return Ok(());
+                }
+                state.entries.iter().filter(|e| e.origin < target).count() + state.in_flight
+            };
             if timeout_at(deadline, progress).await.is_err() {
                 return Err(backend_msg(
                     &self.confirmer.name,
@@ -321,35 +392,9 @@ impl Window {
         }
     }
 
-    async fn hand_over(
-        &self,
-        subject: &Subject,
-        headers: Option<&HeaderMap>,
-        body: &Bytes,
-        deadline: &mut Deadline,
-    ) -> Result<(), BrokerError> {
-        let client = &self.confirmer.client;
-        let name = &self.confirmer.name;
-        let sent = match headers {
-            Some(headers) => {
-                ready_or_deadline(
-                    deadline,
-                    client.publish_with_headers(subject.clone(), headers.clone(), body.clone()),
-                )
-                .await
-            }
-            None => {
-                ready_or_deadline(deadline, client.publish(subject.clone(), body.clone())).await
-            }
-        };
-        match sent {
-            Err(_) => Err(backend_msg(name, "publish timed out: the buffer is full")),
-            Ok(Err(e)) => Err(backend(name, "publish", e)),
-            Ok(Ok(())) => Ok(()),
-        }
-    }
-
-    /// Confirms the window in cycles of one echo each until it is empty.
+    /// Confirms the window in cycles of one echo each until it is empty. A cycle takes
+    /// everything handed over so far out of the window (one lock, no copy), sends an echo
+    /// and, once it came back on the same connection, drops the lot outside the lock.
     async fn run(self: Arc<Self>) {
         let mut subscriber = self.confirmer.subscriber.lock().await;
         let mut failures = 0u32;
@@ -363,49 +408,70 @@ impl Window {
             if !filling {
                 tokio::time::sleep(CONFIRM_PACE).await;
             }
-            let hi = {
+            let mut batch = {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                match state.entries.back() {
-                    Some(last) => last.seq,
-                    None => {
-                        state.running = false;
-                        drop(state);
-                        self.progress.notify_waiters();
-                        return;
-                    }
+                if state.entries.is_empty() {
+                    state.running = false;
+                    drop(state);
+                    self.progress.notify_waiters();
+                    return;
                 }
+                let spare = std::mem::take(&mut state.spare);
+                state.in_flight_min = std::mem::replace(&mut state.entries_min, u64::MAX);
+                state.in_flight = state.entries.len();
+                std::mem::replace(&mut state.entries, spare)
             };
             let outcome = self.confirmer.round_trip(&mut subscriber).await;
             let now = self.confirmer.epoch();
-            let (confirmed, resend) = {
-                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                let n = state.entries.iter().take_while(|e| e.seq <= hi).count();
-                let mut keep = Vec::new();
+            let all_confirmed = outcome.is_ok() && batch.iter().all(|e| e.epoch == now);
+            if all_confirmed {
+                // The common case: drop the confirmed messages outside the lock and give
+                // the emptied deque back for reuse.
+                let confirmed = batch.len();
+                batch.clear();
+                {
+                    let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    state.in_flight_min = u64::MAX;
+                    state.in_flight = 0;
+                    if state.spare.capacity() < batch.capacity() {
+                        state.spare = batch;
+                    }
+                }
+                self.space.add_permits(confirmed);
+                self.progress.notify_waiters();
+            } else {
+                let mut keep = VecDeque::new();
                 let mut resend = Vec::new();
                 let mut confirmed = 0;
-                for entry in state.entries.drain(..n) {
+                for entry in batch.drain(..) {
                     if outcome.is_ok() && entry.epoch == now {
                         confirmed += 1;
                     } else if entry.epoch != now {
                         resend.push(entry);
                     } else {
-                        keep.push(entry);
+                        keep.push_back(entry);
                     }
                 }
-                for entry in keep.into_iter().rev() {
-                    state.entries.push_front(entry);
+                {
+                    let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    // Unconfirmed on the current connection: first in the next cycle.
+                    for entry in keep.into_iter().rev() {
+                        state.entries_min = state.entries_min.min(entry.origin);
+                        state.entries.push_front(entry);
+                    }
+                    state.in_flight_min = resend.iter().map(|e| e.origin).min().unwrap_or(u64::MAX);
+                    state.in_flight = resend.len();
                 }
-                (confirmed, resend)
-            };
-            self.space.add_permits(confirmed);
-            self.progress.notify_waiters();
-            if !resend.is_empty() {
-                tracing::warn!(
-                    broker = %self.confirmer.name,
-                    messages = resend.len(),
-                    "nats: the connection was replaced before these publishes were confirmed; re-sending them"
-                );
-                self.resend(resend).await;
+                self.space.add_permits(confirmed);
+                self.progress.notify_waiters();
+                if !resend.is_empty() {
+                    tracing::warn!(
+                        broker = %self.confirmer.name,
+                        messages = resend.len(),
+                        "nats: the connection was replaced before these publishes were confirmed; re-sending them"
+                    );
+                    self.resend(resend).await;
+                }
             }
             match outcome {
                 Ok(()) => failures = 0,
@@ -452,9 +518,11 @@ impl Window {
                 entry.epoch = epoch;
             }
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            entry.seq = state.next_seq;
-            state.next_seq += 1;
-            state.entries.push_back(entry);
+            state.in_flight = state.in_flight.saturating_sub(1);
+            state.push(entry);
         }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.in_flight_min = u64::MAX;
+        state.in_flight = 0;
     }
 }
