@@ -240,9 +240,8 @@ async fn keep<R: Send + 'static>(
     mut asked: mpsc::Receiver<ReleaseAsk>,
     name: Arc<str>,
 ) {
-    let answer = loop {
-        tokio::select! {
-            ask = asked.recv() => break ask,
+    let answer = tokio::select! {
+            ask = asked.recv() => ask,
             message = call.responses.message() => {
                 match message {
                     Ok(Some(pb::LockResponse { response: Some(pb::lock_response::Response::Lost(_)) })) => {
@@ -257,7 +256,6 @@ async fn keep<R: Send + 'static>(
                 held.send_replace(false);
                 return;
             }
-        }
     };
     held.send_replace(false);
     // Asked to release, or every handle is gone (then ending the call releases).

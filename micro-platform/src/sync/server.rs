@@ -169,26 +169,24 @@ async fn hold<R: Said>(
         Gone,
         Lost,
     }
-    let end = loop {
-        tokio::select! {
+    let end = tokio::select! {
             message = inbound.message() => match message {
-                Ok(Some(message)) if message.is_release() => break End::Release,
+                Ok(Some(message)) if message.is_release() => End::Release,
                 Ok(Some(_)) => {
                     let _ = sender
                         .send(Err(invalid("after the first message only `release` is allowed")))
                         .await;
-                    break End::Gone;
+                    End::Gone
                 }
-                Ok(None) => break End::Gone,
+                Ok(None) => End::Gone,
                 Err(status) => {
                     tracing::debug!(%what, %status, "holder's stream broke; releasing");
-                    break End::Gone;
+                    End::Gone
                 }
             },
-            () = holding.lost() => break End::Lost,
-            () = sender.closed() => break End::Gone,
-            () = crate::stream::closed(&mut closed) => break End::Lost,
-        }
+            () = holding.lost() => End::Lost,
+            () = sender.closed() => End::Gone,
+            () = crate::stream::closed(&mut closed) => End::Lost,
     };
     let released = holding.release().await;
     match end {
