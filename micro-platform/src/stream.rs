@@ -38,3 +38,12 @@ impl<T> Drop for TaskStream<T> {
 pub(crate) async fn closed(closed: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = closed.wait_for(|closed| *closed).await;
 }
+
+/// Aborts the task when dropped.
+pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

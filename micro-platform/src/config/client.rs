@@ -193,7 +193,12 @@ impl Source for ConfigClient {
 
     async fn load(&self) -> Result<Value, ConfigError> {
         self.list().await.map_err(|status| {
-            if status.code() == tonic::Code::InvalidArgument {
+            // A bad environment, or a stored value that no longer parses: the config keeps
+            // its last good values either way.
+            if matches!(
+                status.code(),
+                tonic::Code::InvalidArgument | tonic::Code::DataLoss
+            ) {
                 ConfigError::Malformed {
                     source_name: self.name(),
                     message: status.message().to_owned(),

@@ -342,3 +342,36 @@ where
     let task = tokio::spawn(body(sender));
     Box::pin(crate::stream::TaskStream::new(receiver, task))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn paths_build_one_tree() {
+        let mut root = json!({});
+        // In byte order, as the store lists them: a parent before its children.
+        set_at(&mut root, "db", json!({"pool": 5}));
+        set_at(&mut root, "db.host", json!("a"));
+        set_at(&mut root, "name", json!(1));
+        set_at(&mut root, "name.deeper", json!(2));
+        assert_eq!(
+            root,
+            json!({"db": {"pool": 5, "host": "a"}, "name": {"deeper": 2}})
+        );
+    }
+
+    #[test]
+    fn paths_and_values_are_checked() {
+        assert!(validate_path("db.pool").is_ok());
+        for bad in ["", ".a", "a.", "a..b", "a\tb"] {
+            assert!(validate_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_path(&"a".repeat(513)).is_err());
+        assert_eq!(parse_value("").unwrap(), Value::Null);
+        assert_eq!(parse_value("{a: [1]}").unwrap(), json!({"a": [1]}));
+        assert!(parse_value("[unclosed").unwrap_err().contains("line"));
+    }
+}

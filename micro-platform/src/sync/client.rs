@@ -196,7 +196,9 @@ impl SyncClient {
         let stub = self.stub.clone();
         let name = Arc::clone(&self.name);
         // Run in a task of its own: a caller's handler deadline must not bound the holding.
-        let opened = tokio::spawn(async move {
+        // Aborted if the caller stops waiting: the call is reset and the service stops
+        // waiting too.
+        let mut opened = crate::stream::AbortOnDrop(tokio::spawn(async move {
             let request = Request::new(RequestStream(outbound))
                 .with_call_options(CallOptions::new().timeout(HOLD_TIMEOUT));
             let mut responses = open(stub, request).await?.into_inner();
@@ -208,8 +210,8 @@ impl SyncClient {
                     "the service answered {other:?} instead of `acquired`"
                 ))),
             }
-        });
-        let (token, responses) = match opened.await {
+        }));
+        let (token, responses) = match (&mut opened.0).await {
             Ok(Ok(opened)) => opened,
             Ok(Err(status)) => {
                 return Err(timeout(&status).unwrap_or_else(|| error_from_status(&status, &name)));
