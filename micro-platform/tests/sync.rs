@@ -183,3 +183,45 @@ async fn closing_the_service_ends_holdings() {
         .expect("the shutdown does not wait for holdings")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_waiter_that_gives_up_leaves_the_queue() {
+    let (service, running) = start().await;
+    let client = SyncClient::connect(running.local_address()).unwrap();
+    let held = client
+        .lock("given-up", LockOptions::default())
+        .await
+        .unwrap();
+    // Waits as long as it takes, but the caller stops waiting.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        client.lock("given-up", LockOptions::default()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "still held");
+    let token = held.token();
+    held.release().await.unwrap();
+    // The next one gets it, not the waiter that gave up (which would hold it for a moment).
+    let next = client
+        .lock(
+            "given-up",
+            LockOptions {
+                wait: Some(Duration::from_secs(3)),
+                ..LockOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    // MemorySync counts acquisitions: none happened in between.
+    assert_eq!(
+        next.token(),
+        token + 1,
+        "the waiter that gave up never held it"
+    );
+    next.release().await.unwrap();
+    service.close();
+    tokio::time::timeout(Duration::from_secs(2), running.shutdown())
+        .await
+        .expect("no call left open")
+        .unwrap();
+}

@@ -52,8 +52,9 @@ Runs the micro platform in one process, on one gRPC port (default 127.0.0.1:7700
 
 Each service registers under its own name in the server's registry, and the server as a
 whole as `micro.server`. On start it prints one line per service and then
-`ready addr=<address> node=<id>`; on SIGINT or SIGTERM it reports NOT_SERVING,
-deregisters, drains calls in flight and exits 0.
+`ready addr=<address> node=<id>`; on SIGINT or SIGTERM it ends watch streams and sync
+holdings (releasing the locks and leaderships), reports NOT_SERVING, deregisters, drains
+calls in flight and exits 0.
 
 Registration follows micro's service settings: MICRO_SERVER_ADVERTISE (address to
 register instead of the bound one), MICRO_REGISTER_TTL and MICRO_REGISTER_INTERVAL (the
