@@ -6,8 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .micro_path("::micro_core")
         .compile(
             &[
+                "../proto/micro/config/v1/config.proto",
                 "../proto/micro/kv/v1/kv.proto",
                 "../proto/micro/registry/v1/registry.proto",
+                "../proto/micro/sync/v1/sync.proto",
             ],
             &["../proto"],
         )?;

@@ -10,10 +10,11 @@ use std::{path::Path, sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use micro::{
     Client, Registry,
-    platform::{kv::KvClient, registry::RegistryClient},
+    platform::{config::ConfigClient, kv::KvClient, registry::RegistryClient, sync::SyncClient},
     registry::{self, EventKind, RegisterOptions, SharedRegistry, WatchOptions},
     store::{Namespace, Put, Store},
 };
+use micro_core::sync::{self, LockOptions, Sync, SyncError};
 use nix::sys::signal::Signal;
 use support::{Proc, RegistryDir};
 
@@ -36,7 +37,11 @@ async fn start(data_dir: &Path, registry: &RegistryDir) -> (Proc, String, Vec<St
             &registry.url,
         ],
         // The child must not inherit a test runner's store or registry settings.
-        &[("MICRO_STORE", ""), ("MICRO_SERVER_ADDRESS", "")],
+        &[
+            ("MICRO_STORE", ""),
+            ("MICRO_SYNC", ""),
+            ("MICRO_SERVER_ADDRESS", ""),
+        ],
     );
     let mut lines = Vec::new();
     let addr = loop {
@@ -151,7 +156,13 @@ async fn registry_and_kv_are_reachable_through_service_urls() {
     );
 
     // The platform services are registered under their own names at the server's address.
-    for name in ["micro.kv", "micro.registry", "micro.server"] {
+    for name in [
+        "micro.kv",
+        "micro.registry",
+        "micro.config",
+        "micro.sync",
+        "micro.server",
+    ] {
         let services = reader.get_service(name).await.unwrap();
         assert_eq!(services.len(), 1, "{name}: {services:?}");
         assert_eq!(services[0].nodes[0].address, addr, "{name}");
@@ -175,7 +186,89 @@ async fn registry_and_kv_are_reachable_through_service_urls() {
     stop(server).await;
     // A graceful stop deregistered every name.
     let local = registry.registry();
-    for name in ["micro.kv", "micro.registry", "micro.server"] {
+    for name in [
+        "micro.kv",
+        "micro.registry",
+        "micro.config",
+        "micro.sync",
+        "micro.server",
+    ] {
         assert!(local.get_service(name).await.unwrap().is_empty(), "{name}");
     }
+}
+
+#[tokio::test]
+async fn config_and_sync_are_served() {
+    let data = tempfile::tempdir().unwrap();
+    let registry = RegistryDir::new();
+    let (server, addr, lines) = start(data.path(), &registry).await;
+    for name in ["micro.config", "micro.sync"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("service name={name} "))),
+            "{name} in {lines:?}"
+        );
+    }
+
+    // Config: a value set through the service is read back, and a config follows it.
+    let config = ConfigClient::connect(&addr, "acceptance").unwrap();
+    config.set("db.pool", "20").await.unwrap();
+    assert_eq!(
+        config.get("db.pool").await.unwrap(),
+        Some(serde_json::json!(20))
+    );
+    let bad = config.set("db.pool", "{unclosed").await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    let loaded = micro_core::config::Config::builder()
+        .source(config.clone())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(loaded.get::<u32>("db.pool").unwrap(), 20);
+    let mut pool = loaded.watch::<u32>("db.pool").unwrap();
+    config.set("db.pool", "21").await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(EXIT_TIMEOUT, pool.changed())
+            .await
+            .expect("the change"),
+        21
+    );
+    // Kept in the server's store, next to kv: the same backend.
+    let kv = KvClient::connect(&addr).unwrap();
+    let record = kv
+        .get(&Namespace::new("config", "acceptance").unwrap(), "db.pool")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.value.as_ref(), b"21");
+
+    // Sync through MICRO_SYNC=service://…: a lock excludes others until released.
+    micro::platform::install();
+    let url = format!("service://{addr}");
+    let first = sync::from_url(&url).await.unwrap();
+    let second = SyncClient::connect(&addr).unwrap();
+    let lock = first
+        .lock("acceptance", LockOptions::default())
+        .await
+        .unwrap();
+    let try_once = LockOptions {
+        wait: Some(Duration::ZERO),
+        ..LockOptions::default()
+    };
+    assert!(matches!(
+        second.lock("acceptance", try_once).await,
+        Err(SyncError::Timeout { .. })
+    ));
+    let token = lock.token();
+    lock.release().await.unwrap();
+    let next = second.lock("acceptance", try_once).await.unwrap();
+    assert!(next.token() > token);
+
+    // Held at shutdown: the server still stops at once, and the holder sees it lost.
+    let mut next = next;
+    stop(server).await;
+    tokio::time::timeout(EXIT_TIMEOUT, next.lost())
+        .await
+        .expect("the holder sees the lock lost");
 }

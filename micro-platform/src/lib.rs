@@ -5,8 +5,10 @@
 //!
 //! | area | server | client | core trait | name in the registry |
 //! |---|---|---|---|---|
+//! | [`config`] | [`config::ConfigService`] | [`config::ConfigClient`] | [`Source`](micro_core::config::Source) | `micro.config` |
 //! | [`kv`] | [`kv::KvService`] | [`kv::KvClient`] | [`Store`](micro_core::Store) | `micro.kv` |
 //! | [`registry`] | [`registry::RegistryService`] | [`registry::RegistryClient`] | [`Registry`](micro_core::Registry) | `micro.registry` |
+//! | [`sync`] | [`sync::SyncService`] | [`sync::SyncClient`] | [`Sync`](micro_core::sync::Sync) | `micro.sync` |
 //!
 //! `micro server` (the `micro` binary) runs them all in one process. Call [`install`] once
 //! at start-up to select them by URL:
@@ -16,21 +18,27 @@
 //! // MICRO_STORE=service            → KvClient through the registry (`micro.kv`)
 //! // MICRO_STORE=service://host:port → KvClient at that address
 //! // MICRO_REGISTRY=service://host:port → RegistryClient at that address
+//! // MICRO_SYNC=service[://host:port]    → SyncClient (micro_core::sync::from_env().await)
 //! let store = micro_core::store::from_env()?;
 //! # Ok::<(), micro_core::StoreError>(())
 //! ```
 //!
 //! The generated messages and stubs are in [`proto`], for raw gRPC use.
 
+pub mod config;
 mod fixed;
 pub mod kv;
 pub mod proto;
 pub mod registry;
+mod stream;
+pub mod sync;
 
 /// Teaches micro-core's URL selection the platform services: `MICRO_STORE=service` or
 /// `service://host:port` opens a [`kv::KvClient`], `MICRO_REGISTRY=service://host:port` a
-/// [`registry::RegistryClient`]. Calling it again is harmless.
+/// [`registry::RegistryClient`], `MICRO_SYNC=service` or `service://host:port` a
+/// [`sync::SyncClient`]. Calling it again is harmless.
 pub fn install() {
     micro_core::store::register_scheme(kv::SCHEME, kv::client::open);
     micro_core::registry::register_scheme(registry::SCHEME, registry::client::open);
+    micro_core::sync::register_scheme(sync::SCHEME, sync::client::open);
 }

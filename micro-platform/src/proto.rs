@@ -2,6 +2,15 @@
 //! callers that want the raw gRPC API (other languages use the `.proto` files under
 //! `proto/micro/`).
 
+/// `micro.config.v1`, from `proto/micro/config/v1/config.proto`.
+pub mod config {
+    /// Version 1.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/micro.config.v1.rs"));
+    }
+}
+
 /// `micro.kv.v1`, from `proto/micro/kv/v1/kv.proto`.
 pub mod kv {
     /// Version 1.
@@ -17,5 +26,14 @@ pub mod registry {
     #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/micro.registry.v1.rs"));
+    }
+}
+
+/// `micro.sync.v1`, from `proto/micro/sync/v1/sync.proto`.
+pub mod sync {
+    /// Version 1.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/micro.sync.v1.rs"));
     }
 }

@@ -9,11 +9,14 @@ use micro_core::{
     Service,
     registry::{self, SharedRegistry},
     store::{self, SharedStore},
+    sync::{self as core_sync},
 };
 use micro_platform::{
+    config::{self as platform_config, ConfigService},
     kv::{self, KvService},
     proto,
     registry::{self as platform_registry, RegistryService},
+    sync::{self as platform_sync, SyncService},
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -37,12 +40,21 @@ Runs the micro platform in one process, on one gRPC port (default 127.0.0.1:7700
   micro.kv        the kv service (micro.kv.v1.Kv) over the store (--store, default a store
                   under the data directory): clients use it with MICRO_STORE=service
                   (found through the registry) or MICRO_STORE=service://<address>
+  micro.config    the config service (micro.config.v1.Config): values per environment,
+                  kept in the same store (database `config`, one table per environment);
+                  clients read it with micro_platform::config::ConfigClient as a config
+                  source, which follows changes
+  micro.sync      the sync service (micro.sync.v1.Sync): locks and leader election over
+                  the sync backend (--sync, default `memory`); clients use it with
+                  MICRO_SYNC=service or MICRO_SYNC=service://<address>. A lock or
+                  leadership held through it is released when its holder's call ends
   grpc.health.v1.Health and gRPC reflection (v1 and v1alpha), for grpcurl and friends
 
 Each service registers under its own name in the server's registry, and the server as a
 whole as `micro.server`. On start it prints one line per service and then
-`ready addr=<address> node=<id>`; on SIGINT or SIGTERM it reports NOT_SERVING,
-deregisters, drains calls in flight and exits 0.
+`ready addr=<address> node=<id>`; on SIGINT or SIGTERM it ends watch streams and sync
+holdings (releasing the locks and leaderships), reports NOT_SERVING, deregisters, drains
+calls in flight and exits 0.
 
 Registration follows micro's service settings: MICRO_SERVER_ADVERTISE (address to
 register instead of the bound one), MICRO_REGISTER_TTL and MICRO_REGISTER_INTERVAL (the
@@ -73,6 +85,11 @@ pub(crate) struct ServerArgs {
         default_value = "local"
     )]
     registry: String,
+
+    /// Sync backend behind the sync service: `memory`, or another sync URL (`etcd://…`
+    /// in builds with the etcd feature)
+    #[arg(long, env = "MICRO_SYNC", value_name = "URL", default_value = "memory")]
+    sync: String,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -80,13 +97,14 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     for (flag, url) in [
         ("--store", args.store.as_deref()),
         ("--registry", Some(&args.registry)),
+        ("--sync", Some(&args.sync)),
     ] {
         if let Some(url) = url
             && (url.trim() == "service" || url.trim().starts_with("service://"))
         {
             return Err(format!(
                 "{flag} {url:?}: the server's own backends cannot be platform services \
-                 (MICRO_STORE / MICRO_REGISTRY set for clients?); use local or memory, or \
+                 (MICRO_STORE / MICRO_REGISTRY / MICRO_SYNC set for clients?); use local or memory, or \
                  pass {flag} explicitly"
             )
             .into());
@@ -106,14 +124,20 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         None => default_store(&data_dir)?,
     };
     let store_name = store.name().to_owned();
+    let sync = core_sync::from_url(&args.sync).await?;
+    let sync_name = sync.name().to_owned();
 
     let registry_service = RegistryService::new(registry.clone());
+    let config_service = ConfigService::new(store.clone());
+    let sync_service = SyncService::new(sync);
     let running = Service::builder(SERVER_NAME)
         .version(env!("CARGO_PKG_VERSION"))
         .address(args.address)
         .registry(registry.clone())
         .add_service(registry_service.clone().into_server())
         .add_service(KvService::new(store).into_server())
+        .add_service(config_service.clone().into_server())
+        .add_service(sync_service.clone().into_server())
         .build()?
         .start()
         .await?;
@@ -129,6 +153,16 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
             &proto::registry::v1::REGISTRY_DESCRIPTOR,
         ),
         Aliases::record(&running, kv::SERVICE_NAME, &proto::kv::v1::KV_DESCRIPTOR),
+        Aliases::record(
+            &running,
+            platform_config::SERVICE_NAME,
+            &proto::config::v1::CONFIG_DESCRIPTOR,
+        ),
+        Aliases::record(
+            &running,
+            platform_sync::SERVICE_NAME,
+            &proto::sync::v1::SYNC_DESCRIPTOR,
+        ),
     ];
     let mut aliases = match Aliases::start(registry.clone(), records).await {
         Ok(aliases) => aliases,
@@ -152,6 +186,15 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         "service name={} addr={address} store={store_name}{store_note}",
         kv::SERVICE_NAME
     );
+    println!(
+        "service name={} addr={address} store={store_name} database={}",
+        platform_config::SERVICE_NAME,
+        platform_config::DATABASE
+    );
+    println!(
+        "service name={} addr={address} sync={sync_name}",
+        platform_sync::SERVICE_NAME
+    );
     println!("service name=grpc.health.v1.Health addr={address}");
     println!("service name=grpc.reflection.v1.ServerReflection addr={address}");
     println!("ready addr={address} node={}", running.node_id());
@@ -159,12 +202,18 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     let run = running.run_until_signal();
     tokio::pin!(run);
     // The service itself handles the signal too (NOT_SERVING, deregister, drain); here the
-    // platform names are deregistered and registry watches ended, so the drain does not
-    // wait for streams that never end.
+    // platform names are deregistered, and registry and config watches, sync holdings and
+    // observations ended (the holdings released), so the drain does not wait for streams
+    // that never end.
+    let close_streams = || {
+        registry_service.close_watches();
+        config_service.close_watches();
+        sync_service.close();
+    };
     let result = tokio::select! {
         result = &mut run => result,
-        _ = interrupt.recv() => { registry_service.close_watches(); aliases.stop().await; run.await }
-        _ = terminate.recv() => { registry_service.close_watches(); aliases.stop().await; run.await }
+        _ = interrupt.recv() => { close_streams(); aliases.stop().await; run.await }
+        _ = terminate.recv() => { close_streams(); aliases.stop().await; run.await }
     };
     aliases.stop().await;
     result?;
