@@ -100,8 +100,8 @@ mod setup;
 
 pub use micro_core::{
     Channel, Client, ClientBuilder, Connector, NodeInfo, Registry, RegistryError, Selector,
-    Service, ServiceBuilder, ServiceError, Store, StoreError, balance, client, context, middleware,
-    registry, selector, service, store,
+    Service, ServiceBuilder, ServiceError, Store, StoreError, balance, broker, client, config,
+    context, middleware, registry, selector, service, store, sync,
 };
 
 pub use setup::install;
