@@ -134,8 +134,12 @@ async fn adding_and_removing_a_node_moves_about_one_in_n() {
     );
 
     let report = store.rebalance(std::slice::from_ref(&ns)).await.unwrap();
-    assert_eq!(report.scanned, KEYS);
     assert_eq!(report.moved, moved.len());
+    // A moved key is listed again when its new node is listed after its old one.
+    assert!(
+        (KEYS..=KEYS + moved.len()).contains(&report.scanned),
+        "{report:?}"
+    );
     assert_eq!(report.superseded, 0);
     assert!(report.unreachable.is_empty());
     check_all_readable(&store, &ns, &keys).await;

@@ -96,7 +96,8 @@ pub struct PartitionedStoreBuilder {
 /// What [`PartitionedStore::rebalance`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rebalance {
-    /// Keys listed on all nodes.
+    /// Keys listed, over all nodes (a key moved to a node listed later is counted again
+    /// there).
     pub scanned: usize,
     /// Keys copied to their owner and deleted from the node they were on.
     pub moved: usize,
