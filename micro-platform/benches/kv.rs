@@ -241,12 +241,8 @@ fn main() {
                     (0..targets.len()).rev().collect()
                 };
                 for at in order {
-                    let sample = client.block_on(measure(
-                        &targets[at].1,
-                        op,
-                        concurrency,
-                        secs / 2,
-                    ));
+                    let sample =
+                        client.block_on(measure(&targets[at].1, op, concurrency, secs / 2));
                     samples[at].merge(sample);
                 }
             }
@@ -260,7 +256,11 @@ fn main() {
             let base_p50 = samples[0].percentile(0.50);
             let base_p99 = samples[0].percentile(0.99);
             for (at, sample) in samples.iter_mut().enumerate() {
-                let (rps, p50, p99) = (sample.rps(), sample.percentile(0.5), sample.percentile(0.99));
+                let (rps, p50, p99) = (
+                    sample.rps(),
+                    sample.percentile(0.5),
+                    sample.percentile(0.99),
+                );
                 println!(
                     "| {} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} |",
                     targets[at].0,

@@ -91,7 +91,10 @@ async fn no_node_is_unavailable() {
         .await
         .unwrap();
     let err = store.get(&Namespace::default(), "k").await.unwrap_err();
-    assert!(matches!(err, store::StoreError::Unavailable { .. }), "{err}");
+    assert!(
+        matches!(err, store::StoreError::Unavailable { .. }),
+        "{err}"
+    );
 }
 
 /// Acceptance 5: 10,000 keys on 3 nodes; a 4th node takes 15–35 % of them, and after a
@@ -109,7 +112,10 @@ async fn adding_and_removing_a_node_moves_about_one_in_n() {
     let ns = Namespace::new("acceptance", "partition").unwrap();
     let keys: Vec<String> = (0..KEYS).map(|i| format!("user/{i:05}")).collect();
     for chunk in keys.chunks(1000) {
-        let puts = chunk.iter().map(|k| Put::new(k.clone(), k.clone())).collect();
+        let puts = chunk
+            .iter()
+            .map(|k| Put::new(k.clone(), k.clone()))
+            .collect();
         store.put_many(&ns, puts).await.unwrap();
     }
     let owners = |store: &PartitionedStore| -> HashMap<String, String> {
@@ -126,14 +132,20 @@ async fn adding_and_removing_a_node_moves_about_one_in_n() {
     let new_node = nodes[3].local_address().to_owned();
     let moved: Vec<&String> = keys.iter().filter(|k| before[*k] != after[*k]).collect();
     let share = moved.len() as f64 / KEYS as f64;
-    eprintln!("adding a 4th node moved {} of {KEYS} keys ({:.1} %)", moved.len(), share * 100.0);
+    eprintln!(
+        "adding a 4th node moved {} of {KEYS} keys ({:.1} %)",
+        moved.len(),
+        share * 100.0
+    );
     assert!((0.15..=0.35).contains(&share), "{share}");
     assert!(
         moved.iter().all(|k| after[*k] == new_node),
         "keys move only to the new node"
     );
 
+    assert!(store.needs_rebalance());
     let report = store.rebalance(std::slice::from_ref(&ns)).await.unwrap();
+    assert!(!store.needs_rebalance());
     assert_eq!(report.moved, moved.len());
     // A moved key is listed again when its new node is listed after its old one.
     assert!(
@@ -144,7 +156,11 @@ async fn adding_and_removing_a_node_moves_about_one_in_n() {
     assert!(report.unreachable.is_empty());
     check_all_readable(&store, &ns, &keys).await;
     let again = store.rebalance(std::slice::from_ref(&ns)).await.unwrap();
-    assert_eq!((again.scanned, again.moved), (KEYS, 0), "a second run moves nothing");
+    assert_eq!(
+        (again.scanned, again.moved),
+        (KEYS, 0),
+        "a second run moves nothing"
+    );
 
     // Remove the first node gracefully: deregistered but still serving, rebalance, stop.
     let leaving = nodes.remove(0);

@@ -5,7 +5,10 @@ use std::{
     cmp::Reverse,
     collections::{BTreeMap, BinaryHeap},
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -55,7 +58,8 @@ pub const PARTITION_METADATA: &str = "kv.partition";
 ///
 /// # Moving data: [`rebalance`](Self::rebalance)
 ///
-/// Nothing moves by itself. After the node set changed, keys whose owner changed are still
+/// Nothing moves by itself ([`needs_rebalance`](Self::needs_rebalance) says when the ring
+/// changed since the last rebalance). After the node set changed, keys whose owner changed are still
 /// on their previous node, and reads through the new ring miss them (a create-only write
 /// would succeed on the new owner). Call [`rebalance`](Self::rebalance) with the namespaces
 /// to repair: it lists every node (and the nodes that left the ring since, while they still
@@ -119,6 +123,8 @@ struct Inner {
     topology: Mutex<Arc<Topology>>,
     /// Nodes that left the ring since the last rebalance, by ring id.
     departed: Mutex<BTreeMap<String, Member>>,
+    /// The ring changed since the last successful rebalance.
+    unbalanced: AtomicBool,
 }
 
 /// One ring: the members and who owns which hash.
@@ -179,6 +185,7 @@ impl PartitionedStoreBuilder {
                 records,
                 topology: Mutex::new(Arc::new(topology)),
                 departed: Mutex::new(BTreeMap::new()),
+                unbalanced: AtomicBool::new(false),
             }),
         })
     }
@@ -238,6 +245,27 @@ impl PartitionedStore {
     /// do not answer are reported in [`Rebalance::unreachable`] instead.
     pub async fn rebalance(&self, namespaces: &[Namespace]) -> Result<Rebalance, StoreError> {
         let topology = self.live_topology()?;
+        // Cleared first: a ring change during the run sets it again.
+        self.inner.unbalanced.store(false, Ordering::Release);
+        let result = self.rebalance_on(&topology, namespaces).await;
+        if result.is_err() || !result.as_ref().is_ok_and(|r| r.unreachable.is_empty()) {
+            self.inner.unbalanced.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Whether the ring changed (a node joined or left) since the last rebalance that
+    /// completed with every node reachable: keys may then be off their owner.
+    pub fn needs_rebalance(&self) -> bool {
+        let _ = self.topology();
+        self.inner.unbalanced.load(Ordering::Acquire)
+    }
+
+    async fn rebalance_on(
+        &self,
+        topology: &Topology,
+        namespaces: &[Namespace],
+    ) -> Result<Rebalance, StoreError> {
         let departed: Vec<Member> = lock(&self.inner.departed).values().cloned().collect();
         let mut report = Rebalance::default();
         let mut reachable = Vec::new();
@@ -245,7 +273,7 @@ impl PartitionedStore {
             let mut ok = true;
             for namespace in namespaces {
                 if let Err(err) = self
-                    .drain(&topology, namespace, member, None, &mut report)
+                    .drain(topology, namespace, member, None, &mut report)
                     .await
                 {
                     tracing::warn!(
@@ -263,7 +291,7 @@ impl PartitionedStore {
         }
         for (index, member) in topology.members.iter().enumerate() {
             for namespace in namespaces {
-                self.drain(&topology, namespace, member, Some(index), &mut report)
+                self.drain(topology, namespace, member, Some(index), &mut report)
                     .await?;
             }
         }
@@ -339,6 +367,7 @@ impl PartitionedStore {
                     for member in &next.members {
                         departed.remove(&member.id);
                     }
+                    self.inner.unbalanced.store(true, Ordering::Release);
                     tracing::info!(
                         store = %self.inner.name, nodes = next.members.len(),
                         "kv nodes changed; keys whose owner changed need a rebalance"
@@ -539,8 +568,10 @@ fn merge_pages(pages: Vec<Page>, limit: usize) -> Page {
             page.keys.last().or(page.next.as_ref()).cloned()
         })
         .min();
-    let mut rests: Vec<std::vec::IntoIter<String>> =
-        pages.into_iter().map(|page| page.keys.into_iter()).collect();
+    let mut rests: Vec<std::vec::IntoIter<String>> = pages
+        .into_iter()
+        .map(|page| page.keys.into_iter())
+        .collect();
     let mut heads = BinaryHeap::with_capacity(rests.len());
     for (at, rest) in rests.iter_mut().enumerate() {
         if let Some(key) = rest.next() {
@@ -593,7 +624,10 @@ impl Store for PartitionedStore {
     async fn put(&self, namespace: &Namespace, put: Put) -> Result<u64, StoreError> {
         validate_put(&put)?;
         let topology = self.live_topology()?;
-        topology.client(namespace, &put.key)?.put(namespace, put).await
+        topology
+            .client(namespace, &put.key)?
+            .put(namespace, put)
+            .await
     }
 
     async fn delete(
@@ -775,5 +809,47 @@ impl Store for PartitionedStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(keys: &[&str], next: Option<&str>) -> Page {
+        Page {
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            next: next.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn merges_in_byte_order_up_to_the_limit() {
+        let merged = merge_pages(
+            vec![page(&["a", "c", "e"], Some("e")), page(&["b", "d"], None)],
+            3,
+        );
+        assert_eq!(merged, page(&["a", "b", "c"], Some("c")));
+        let merged = merge_pages(vec![page(&["a", "b"], None), page(&["b", "c"], None)], 10);
+        assert_eq!(
+            merged,
+            page(&["a", "b", "c"], None),
+            "a key on two nodes once"
+        );
+        let merged = merge_pages(vec![page(&["x"], None), page(&[], None)], 1);
+        assert_eq!(merged, page(&["x"], None), "exactly full, nothing more");
+    }
+
+    #[test]
+    fn a_short_page_with_more_bounds_the_merge() {
+        // The first node stopped early after "b": its keys after "b" are unknown, so the
+        // merged page must not pass "b" even though it has room.
+        let merged = merge_pages(
+            vec![page(&["a", "b"], Some("b")), page(&["c", "d"], None)],
+            10,
+        );
+        assert_eq!(merged, page(&["a", "b"], Some("b")));
+        let merged = merge_pages(vec![page(&[], Some("m")), page(&["c", "x"], None)], 10);
+        assert_eq!(merged, page(&["c"], Some("m")));
     }
 }

@@ -123,7 +123,10 @@ mod tests {
         let name = |ring: &Ring, ids: &[&'static str], key| ids[ring.owner(key).unwrap()];
         for i in 0..1_000 {
             let key = hash(&i.to_string());
-            assert_eq!(name(&one, &["a", "b", "c"], key), name(&two, &["c", "a", "b"], key));
+            assert_eq!(
+                name(&one, &["a", "b", "c"], key),
+                name(&two, &["c", "a", "b"], key)
+            );
         }
         assert_eq!(Ring::new(&[], 10).owner(1), None);
     }
