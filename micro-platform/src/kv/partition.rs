@@ -66,8 +66,10 @@ pub const PARTITION_METADATA: &str = "kv.partition";
 /// answer), copies each key that is not on its owner there (create-only, with its remaining
 /// TTL) and deletes it from the old node at the version it read. A key written to its new
 /// owner in the meantime keeps the new value (the newer write wins). A moved record starts
-/// over at version 1 on its new node, like a deleted and re-created one; a compare-and-set
-/// holding an old version fails and reads again. To remove a node without losing its keys,
+/// over at version 1 on its new node, like a deleted and re-created one: a compare-and-set
+/// holding a version read before the move fails (and reads again) unless the moved record
+/// has meanwhile been written back up to that same version, when it succeeds against a
+/// record it never read; read again after a rebalance. To remove a node without losing its keys,
 /// deregister it while it still serves, rebalance, then stop it.
 ///
 /// # Batches and listing
@@ -175,7 +177,7 @@ impl PartitionedStoreBuilder {
             .await
             .map_err(|err| StoreError::unavailable(&name, err))?;
         let source = records.borrow().clone();
-        let topology = Topology::build(source, &[], self.virtual_nodes)?;
+        let topology = Topology::build(source, &[], self.virtual_nodes);
         Ok(PartitionedStore {
             inner: Arc::new(Inner {
                 service: self.service,
@@ -356,28 +358,31 @@ impl PartitionedStore {
         let current = self.inner.records.borrow().clone();
         let mut topology = lock(&self.inner.topology);
         if !Arc::ptr_eq(&topology.source, &current) {
-            match Topology::build(current, &topology.members, self.inner.virtual_nodes) {
-                Ok(next) => {
-                    let mut departed = lock(&self.inner.departed);
-                    for member in &topology.members {
-                        if !next.members.iter().any(|m| m.id == member.id) {
-                            departed.insert(member.id.clone(), member.clone());
-                        }
-                    }
-                    for member in &next.members {
-                        departed.remove(&member.id);
-                    }
-                    self.inner.unbalanced.store(true, Ordering::Release);
-                    tracing::info!(
-                        store = %self.inner.name, nodes = next.members.len(),
-                        "kv nodes changed; keys whose owner changed need a rebalance"
-                    );
-                    *topology = Arc::new(next);
-                }
-                Err(err) => {
-                    tracing::warn!(store = %self.inner.name, error = %err, "keeping the previous ring");
+            let next = Topology::build(current, &topology.members, self.inner.virtual_nodes);
+            let mut departed = lock(&self.inner.departed);
+            for member in &topology.members {
+                if !next.members.iter().any(|m| m.id == member.id) {
+                    departed.insert(member.id.clone(), member.clone());
                 }
             }
+            for member in &next.members {
+                departed.remove(&member.id);
+            }
+            drop(departed);
+            let ids = |t: &Topology| {
+                let mut ids: Vec<String> = t.members.iter().map(|m| m.id.clone()).collect();
+                ids.sort();
+                ids
+            };
+            // A heartbeat or a metadata change keeps the ring as it was.
+            if ids(&topology) != ids(&next) {
+                self.inner.unbalanced.store(true, Ordering::Release);
+                tracing::info!(
+                    store = %self.inner.name, nodes = next.members.len(),
+                    "kv nodes changed; keys whose owner changed need a rebalance"
+                );
+            }
+            *topology = Arc::new(next);
         }
         Arc::clone(&topology)
     }
@@ -467,11 +472,7 @@ async fn move_keys(
 impl Topology {
     /// The members of `source`, reusing the clients of `previous` members at the same
     /// address.
-    fn build(
-        source: Arc<Vec<Service>>,
-        previous: &[Member],
-        virtual_nodes: u32,
-    ) -> Result<Self, StoreError> {
+    fn build(source: Arc<Vec<Service>>, previous: &[Member], virtual_nodes: u32) -> Self {
         let mut nodes: Vec<_> = source.iter().flat_map(|s| s.nodes.iter()).collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         let mut members: Vec<Member> = Vec::with_capacity(nodes.len());
@@ -490,7 +491,16 @@ impl Topology {
             }
             let client = match previous.iter().find(|m| m.address == node.address) {
                 Some(member) => member.client.clone(),
-                None => KvClient::connect(&node.address)?,
+                None => match KvClient::connect(&node.address) {
+                    Ok(client) => client,
+                    Err(err) => {
+                        tracing::warn!(
+                            node = %node.id, address = %node.address, error = %err,
+                            "kv node with an unusable address left off the ring"
+                        );
+                        continue;
+                    }
+                },
             };
             members.push(Member {
                 id,
@@ -500,11 +510,11 @@ impl Topology {
         }
         let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
         let ring = Ring::new(&ids, virtual_nodes);
-        Ok(Self {
+        Self {
             source,
             members,
             ring,
-        })
+        }
     }
 
     fn owner(&self, namespace: &Namespace, key: &str) -> Result<usize, StoreError> {
