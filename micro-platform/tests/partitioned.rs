@@ -9,7 +9,9 @@ use micro_core::{
     Service,
     registry::{MemoryRegistry, SharedRegistry},
     service::RunningService,
-    store::{self, ListOptions, MemoryStore, Namespace, Put, SharedStore, Store},
+    store::{
+        self, Condition, ListOptions, MemoryStore, Namespace, Put, SharedStore, Store, StoreError,
+    },
 };
 use micro_platform::kv::{KvClient, KvService, PartitionedStore};
 use tokio::time::Instant;
@@ -143,10 +145,52 @@ async fn adding_and_removing_a_node_moves_about_one_in_n() {
         "keys move only to the new node"
     );
 
+    // Before the rebalance: a key read, deleted or compare-and-set on its new owner is
+    // first fetched from its earlier owner.
     assert!(store.needs_rebalance());
+    let sampled: Vec<&String> = moved.iter().copied().take(100).collect();
+    for key in &sampled {
+        let record = store
+            .get(&ns, key)
+            .await
+            .unwrap()
+            .expect("readable before rebalance");
+        assert_eq!(record.value, key.as_bytes());
+    }
+    let gone = moved[100].clone();
+    assert!(store.delete(&ns, &gone, Condition::None).await.unwrap());
+    assert_eq!(store.get(&ns, &gone).await.unwrap(), None);
+    let cas_key = moved[101].clone();
+    let err = store
+        .put(
+            &ns,
+            Put::new(cas_key.clone(), "x").condition(Condition::Absent),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    let misses = store.get_many(&ns, &keys[..1000]).await.unwrap();
+    assert_eq!(
+        misses.iter().filter(|r| r.is_none()).count(),
+        usize::from(keys[..1000].contains(&gone))
+    );
+    let settled_early = keys[..1000]
+        .iter()
+        .chain(sampled.iter().copied())
+        .chain([&gone, &cas_key])
+        .filter(|k| before[*k] != after[*k])
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+
     let report = store.rebalance(std::slice::from_ref(&ns)).await.unwrap();
     assert!(!store.needs_rebalance());
-    assert_eq!(report.moved, moved.len());
+    assert_eq!(report.moved, moved.len() - settled_early, "{report:?}");
+    assert_eq!(
+        store.get(&ns, &gone).await.unwrap(),
+        None,
+        "a deleted key stays deleted"
+    );
+    let keys: Vec<String> = keys.iter().filter(|k| **k != gone).cloned().collect();
     // A moved key is listed again when its new node is listed after its old one.
     assert!(
         (KEYS..=KEYS + moved.len()).contains(&report.scanned),
@@ -158,7 +202,7 @@ async fn adding_and_removing_a_node_moves_about_one_in_n() {
     let again = store.rebalance(std::slice::from_ref(&ns)).await.unwrap();
     assert_eq!(
         (again.scanned, again.moved),
-        (KEYS, 0),
+        (KEYS - 1, 0),
         "a second run moves nothing"
     );
 

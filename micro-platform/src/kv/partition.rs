@@ -58,11 +58,21 @@ pub const PARTITION_METADATA: &str = "kv.partition";
 ///
 /// # Moving data: [`rebalance`](Self::rebalance)
 ///
-/// Nothing moves by itself ([`needs_rebalance`](Self::needs_rebalance) says when the ring
-/// changed since the last rebalance). After the node set changed, keys whose owner changed are still
-/// on their previous node, and reads through the new ring miss them (a create-only write
-/// would succeed on the new owner). Call [`rebalance`](Self::rebalance) with the namespaces
-/// to repair: it lists every node (and the nodes that left the ring since, while they still
+/// After the node set changed, keys whose owner changed are still on their previous node.
+/// Two mechanisms bring them over:
+///
+/// - **On access** (until the next complete rebalance): an operation that finds no record
+///   on the key's owner looks on the nodes that owned the key in the earlier rings (newest
+///   first, up to 8 rings) and, when found, moves that record to the owner first (copy
+///   create-only, delete the old one at its version), then runs against the owner. This
+///   covers reads, deletes (so a deleted key is not brought back later) and conditional
+///   writes (so a condition sees the record); an unconditional write goes straight to the
+///   owner (the newer record wins over the old copy). It costs one more call on a miss, and
+///   a read of the owner before each delete and conditional write, while earlier rings are
+///   remembered. Listing does not look back: a moved key is listed from wherever it is.
+/// - **In bulk**: [`rebalance`](Self::rebalance) (call it after a change;
+///   [`needs_rebalance`](Self::needs_rebalance) says whether one is due) with the
+///   namespaces to repair: it lists every node (and the nodes that left the ring since, while they still
 /// answer), copies each key that is not on its owner there (create-only, with its remaining
 /// TTL) and deletes it from the old node at the version it read. A key written to its new
 /// owner in the meantime keeps the new value (the newer write wins). A moved record starts
@@ -127,7 +137,13 @@ struct Inner {
     departed: Mutex<BTreeMap<String, Member>>,
     /// The ring changed since the last successful rebalance.
     unbalanced: AtomicBool,
+    /// Rings replaced since the last successful rebalance, oldest first (at most
+    /// [`MAX_HISTORY`]): where a key missing on its owner may still be.
+    history: Mutex<Vec<Arc<Topology>>>,
 }
+
+/// Earlier rings searched for a key missing on its owner.
+const MAX_HISTORY: usize = 8;
 
 /// One ring: the members and who owns which hash.
 struct Topology {
@@ -188,6 +204,7 @@ impl PartitionedStoreBuilder {
                 topology: Mutex::new(Arc::new(topology)),
                 departed: Mutex::new(BTreeMap::new()),
                 unbalanced: AtomicBool::new(false),
+                history: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -249,8 +266,14 @@ impl PartitionedStore {
         let topology = self.live_topology()?;
         // Cleared first: a ring change during the run sets it again.
         self.inner.unbalanced.store(false, Ordering::Release);
+        let earlier = lock(&self.inner.history).len();
         let result = self.rebalance_on(&topology, namespaces).await;
-        if result.is_err() || !result.as_ref().is_ok_and(|r| r.unreachable.is_empty()) {
+        if result.as_ref().is_ok_and(|r| r.unreachable.is_empty()) {
+            // Every key of the rings before the run is on its owner now.
+            let mut history = lock(&self.inner.history);
+            let done = earlier.min(history.len());
+            history.drain(..done);
+        } else {
             self.inner.unbalanced.store(true, Ordering::Release);
         }
         result
@@ -377,6 +400,12 @@ impl PartitionedStore {
             // A heartbeat or a metadata change keeps the ring as it was.
             if ids(&topology) != ids(&next) {
                 self.inner.unbalanced.store(true, Ordering::Release);
+                let mut history = lock(&self.inner.history);
+                history.push(Arc::clone(&topology));
+                if history.len() > MAX_HISTORY {
+                    history.remove(0);
+                }
+                drop(history);
                 tracing::info!(
                     store = %self.inner.name, nodes = next.members.len(),
                     "kv nodes changed; keys whose owner changed need a rebalance"
@@ -385,6 +414,101 @@ impl PartitionedStore {
             *topology = Arc::new(next);
         }
         Arc::clone(&topology)
+    }
+
+    fn earlier_rings(&self) -> Vec<Arc<Topology>> {
+        lock(&self.inner.history).clone()
+    }
+
+    fn remembers_rings(&self) -> bool {
+        !lock(&self.inner.history).is_empty()
+    }
+
+    /// Moves `key`, known to be missing on its owner, from the node that owned it in an
+    /// earlier ring (newest first) to its owner, if it is found there.
+    async fn settle(
+        &self,
+        topology: &Topology,
+        namespace: &Namespace,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let earlier = self.earlier_rings();
+        let owner = &topology.members[topology.owner(namespace, key)?];
+        let mut tried = vec![owner.address.as_str()];
+        for ring in earlier.iter().rev() {
+            let member = &ring.members[ring.owner(namespace, key)?];
+            if tried.contains(&member.address.as_str()) {
+                continue;
+            }
+            tried.push(&member.address);
+            match member.client.get(namespace, key).await {
+                Ok(Some(_)) => {
+                    let mut report = Rebalance::default();
+                    let keys = [key.to_owned()];
+                    return move_keys(namespace, member, owner, &keys, &mut report).await;
+                }
+                Ok(None) => {}
+                Err(err) => tracing::debug!(
+                    store = %self.inner.name, node = %member.address, error = %err,
+                    "an earlier owner does not answer; not looking there"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// [`settle`](Self::settle)s those of `keys` missing on their owner, while earlier
+    /// rings are remembered.
+    async fn settle_missing(
+        &self,
+        topology: &Topology,
+        namespace: &Namespace,
+        keys: &[&str],
+    ) -> Result<(), StoreError> {
+        if !self.remembers_rings() {
+            return Ok(());
+        }
+        let mut checks = Vec::with_capacity(keys.len());
+        for &key in keys {
+            checks.push(async move {
+                let client = topology.client(namespace, key)?;
+                if client.get(namespace, key).await?.is_none() {
+                    self.settle(topology, namespace, key).await?;
+                }
+                Ok::<(), StoreError>(())
+            });
+        }
+        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(checks)
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// The records of `keys` from their owners.
+    async fn fetch_many(
+        &self,
+        topology: &Topology,
+        namespace: &Namespace,
+        keys: &[String],
+    ) -> Result<Vec<Option<Record>>, StoreError> {
+        let groups = topology.split(namespace, keys, String::as_str)?;
+        let answers = future::try_join_all(groups.into_iter().map(|(owner, at)| {
+            let client = &topology.members[owner].client;
+            let part: Vec<String> = at.iter().map(|&i| keys[i].clone()).collect();
+            async move {
+                let records = client.get_many(namespace, &part).await?;
+                Ok::<_, StoreError>((at, records))
+            }
+        }))
+        .await?;
+        let mut out = vec![None; keys.len()];
+        for (at, records) in answers {
+            for (i, record) in at.into_iter().zip(records) {
+                out[i] = record;
+            }
+        }
+        Ok(out)
     }
 
     /// The current topology, or `Unavailable` when it has no node.
@@ -446,12 +570,15 @@ async fn move_keys(
             }
             Err(err) => return Err(err),
         }
-        let results: Vec<Result<bool, StoreError>> =
-            futures_util::stream::iter(delete.iter().map(|(key, version)| {
+        let mut deletes = Vec::with_capacity(delete.len());
+        for (key, version) in &delete {
+            deletes.push(
                 source
                     .client
-                    .delete(namespace, key, Condition::Version(*version))
-            }))
+                    .delete(namespace, key, Condition::Version(*version)),
+            );
+        }
+        let results: Vec<Result<bool, StoreError>> = futures_util::stream::iter(deletes)
             .buffer_unordered(16)
             .collect()
             .await;
@@ -628,12 +755,22 @@ impl Store for PartitionedStore {
     async fn get(&self, namespace: &Namespace, key: &str) -> Result<Option<Record>, StoreError> {
         validate_key(key)?;
         let topology = self.live_topology()?;
-        topology.client(namespace, key)?.get(namespace, key).await
+        let client = topology.client(namespace, key)?;
+        let record = client.get(namespace, key).await?;
+        if record.is_some() || !self.remembers_rings() {
+            return Ok(record);
+        }
+        self.settle(&topology, namespace, key).await?;
+        client.get(namespace, key).await
     }
 
     async fn put(&self, namespace: &Namespace, put: Put) -> Result<u64, StoreError> {
         validate_put(&put)?;
         let topology = self.live_topology()?;
+        if put.condition != Condition::None {
+            self.settle_missing(&topology, namespace, &[&put.key])
+                .await?;
+        }
         topology
             .client(namespace, &put.key)?
             .put(namespace, put)
@@ -648,6 +785,7 @@ impl Store for PartitionedStore {
     ) -> Result<bool, StoreError> {
         validate_delete(key, condition)?;
         let topology = self.live_topology()?;
+        self.settle_missing(&topology, namespace, &[key]).await?;
         topology
             .client(namespace, key)?
             .delete(namespace, key, condition)
@@ -678,21 +816,24 @@ impl Store for PartitionedStore {
             return Ok(Vec::new());
         }
         let topology = self.live_topology()?;
-        let groups = topology.split(namespace, keys, String::as_str)?;
-        let answers = future::try_join_all(groups.into_iter().map(|(owner, at)| {
-            let client = &topology.members[owner].client;
-            let part: Vec<String> = at.iter().map(|&i| keys[i].clone()).collect();
-            async move {
-                let records = client.get_many(namespace, &part).await?;
-                Ok::<_, StoreError>((at, records))
-            }
-        }))
-        .await?;
-        let mut out = vec![None; keys.len()];
-        for (at, records) in answers {
-            for (i, record) in at.into_iter().zip(records) {
-                out[i] = record;
-            }
+        let mut out = self.fetch_many(&topology, namespace, keys).await?;
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
+        if missing.is_empty() || !self.remembers_rings() {
+            return Ok(out);
+        }
+        let mut settles = Vec::with_capacity(missing.len());
+        for &i in &missing {
+            settles.push(self.settle(&topology, namespace, &keys[i]));
+        }
+        let settled: Vec<Result<(), StoreError>> = futures_util::stream::iter(settles)
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        settled.into_iter().collect::<Result<(), StoreError>>()?;
+        let again: Vec<String> = missing.iter().map(|&i| keys[i].clone()).collect();
+        let records = self.fetch_many(&topology, namespace, &again).await?;
+        for (i, record) in missing.into_iter().zip(records) {
+            out[i] = record;
         }
         Ok(out)
     }
@@ -707,6 +848,13 @@ impl Store for PartitionedStore {
             return Ok(Vec::new());
         }
         let topology = self.live_topology()?;
+        let conditioned: Vec<&str> = puts
+            .iter()
+            .filter(|p| p.condition != Condition::None)
+            .map(|p| p.key.as_str())
+            .collect();
+        self.settle_missing(&topology, namespace, &conditioned)
+            .await?;
         let groups = topology.split(namespace, &puts, |p: &Put| p.key.as_str())?;
         if groups.len() == 1
             && let Some(&owner) = groups.keys().next()
@@ -802,6 +950,8 @@ impl Store for PartitionedStore {
             return Ok(Vec::new());
         }
         let topology = self.live_topology()?;
+        let all: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.settle_missing(&topology, namespace, &all).await?;
         let groups = topology.split(namespace, keys, String::as_str)?;
         let answers = future::try_join_all(groups.into_iter().map(|(owner, at)| {
             let client = &topology.members[owner].client;
