@@ -72,15 +72,18 @@ pub const PARTITION_METADATA: &str = "kv.partition";
 ///   remembered. Listing does not look back: a moved key is listed from wherever it is.
 /// - **In bulk**: [`rebalance`](Self::rebalance) (call it after a change;
 ///   [`needs_rebalance`](Self::needs_rebalance) says whether one is due) with the
-///   namespaces to repair: it lists every node (and the nodes that left the ring since, while they still
-/// answer), copies each key that is not on its owner there (create-only, with its remaining
-/// TTL) and deletes it from the old node at the version it read. A key written to its new
-/// owner in the meantime keeps the new value (the newer write wins). A moved record starts
-/// over at version 1 on its new node, like a deleted and re-created one: a compare-and-set
-/// holding a version read before the move fails (and reads again) unless the moved record
-/// has meanwhile been written back up to that same version, when it succeeds against a
-/// record it never read; read again after a rebalance. To remove a node without losing its keys,
-/// deregister it while it still serves, rebalance, then stop it.
+///   namespaces to repair: it lists every node (and the nodes that left the ring since,
+///   while they still answer), copies each key that is not on its owner there
+///   (create-only, with its remaining TTL) and deletes it from the old node at the version
+///   it read. A key written to its new owner in the meantime keeps the new value (the
+///   newer write wins).
+///
+/// A moved record starts over at version 1 on its new node, like a deleted and re-created
+/// one: a compare-and-set holding a version read before the move fails (and reads again)
+/// unless the moved record has meanwhile been written back up to that same version, when
+/// it succeeds against a record it never read; read again after a ring change. To remove a
+/// node without losing its keys, deregister it while it still serves, rebalance, then stop
+/// it.
 ///
 /// # Batches and listing
 ///
