@@ -7,6 +7,10 @@
 //!   [`Channel`](micro_core::Channel) to the service named [`SERVICE_NAME`] (found through
 //!   the registry) or to a fixed address.
 //!
+//! - [`PartitionedStore`] is a [`Store`](micro_core::Store) over several kv service nodes:
+//!   each key lives on the node its consistent hash picks; see its docs for placement,
+//!   [rebalancing](PartitionedStore::rebalance) and what its batches promise.
+//!
 //! So a service moves from its embedded store to the shared kv service by configuration
 //! alone: `MICRO_STORE=service` (through the registry) or `MICRO_STORE=service://host:port`,
 //! once [`crate::install`] ran.
@@ -33,10 +37,13 @@
 //! (ask for fewer keys per call).
 
 pub(crate) mod client;
+mod partition;
+mod ring;
 mod server;
 mod wire;
 
 pub use client::KvClient;
+pub use partition::{PARTITION_METADATA, PartitionedStore, PartitionedStoreBuilder, Rebalance};
 pub use server::KvService;
 pub use wire::{error_from_status, status_from_error};
 
