@@ -145,7 +145,7 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use self::confirm::{Confirmer, Window};
+use self::confirm::{Confirmer, TryPublish, Window};
 
 /// The default subject prefix: topic `t` is subject `micro.t`.
 pub const DEFAULT_PREFIX: &str = "micro";
@@ -697,12 +697,17 @@ impl Broker for NatsBroker {
         }
         let body = message.body;
         match inner.config.confirm {
-            PublishConfirm::Resend => Box::pin(inner.window.publish(
-                subject,
-                headers,
-                body,
-                Deadline::after(timeout),
-            )),
+            // Handed over when called if nothing has to wait: the future then holds
+            // nothing, and boxing a zero-sized future does not allocate.
+            PublishConfirm::Resend => match inner.window.try_publish(subject, headers, body) {
+                TryPublish::Done(Ok(())) => Box::pin(Published),
+                TryPublish::Done(Err(e)) => Box::pin(std::future::ready(Err(e))),
+                TryPublish::Wait(waiting) => Box::pin(
+                    inner
+                        .window
+                        .publish_waiting(waiting, Deadline::after(timeout)),
+                ),
+            },
             PublishConfirm::Buffered => Box::pin(async move {
                 let mut deadline = Deadline::after(timeout);
                 sent(
@@ -886,6 +891,18 @@ impl Acker for JsAcker {
 }
 
 // === helpers ===
+
+/// The future of a publish that completed when it was called: zero-sized, so boxing it
+/// does not allocate.
+struct Published;
+
+impl Future for Published {
+    type Output = Result<(), BrokerError>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
 
 /// A publish deadline that reads the clock only once something has to wait: a publish
 /// with room everywhere never does.
