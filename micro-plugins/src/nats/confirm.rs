@@ -19,7 +19,7 @@ use std::{
 };
 
 use async_nats::{Client, HeaderMap, Subject};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use micro_core::broker::BrokerError;
 use tokio::{
@@ -128,6 +128,40 @@ struct Unconfirmed {
     subject: Subject,
     headers: Option<HeaderMap>,
     body: Bytes,
+}
+
+/// Bodies up to this size are copied into the window's arena rather than shared.
+const COPY_MAX: usize = 2048;
+/// The size of an arena chunk.
+const ARENA_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Where [`kept_copy`] copies small bodies: one chunk per thread, shared by the copies
+    /// made from it (freed once the last of them is dropped).
+    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// The window's own copy of `body`, so the client can have the body itself. A second owner
+/// of a body built from a `Vec` (the usual case) would make the first clone allocate a
+/// shared reference count, and the body would be freed late, on the confirming thread; a
+/// small body is instead copied into a per-thread arena chunk that many copies share
+/// (one allocation per chunk). Larger bodies are shared (their clone is cheap next to
+/// their size).
+fn kept_copy(body: &Bytes) -> Bytes {
+    let len = body.len();
+    if len > COPY_MAX {
+        return body.clone();
+    }
+    ARENA.with(|arena| {
+        let Ok(mut arena) = arena.try_borrow_mut() else {
+            return body.clone();
+        };
+        if arena.capacity() - arena.len() < len {
+            *arena = BytesMut::with_capacity(ARENA_CHUNK);
+        }
+        arena.extend_from_slice(body);
+        arena.split().freeze()
+    })
 }
 
 // === impl Confirmer ===
@@ -304,7 +338,7 @@ impl Window {
             epoch: self.confirmer.epoch(),
             subject,
             headers,
-            body,
+            body: kept_copy(&body),
         };
         if !have_room {
             return TryPublish::Wait(Waiting {
@@ -312,8 +346,8 @@ impl Window {
                 have_room: false,
             });
         }
-        // The client gets clones (the subject and the body are reference-counted, so
-        // neither is copied), polled once in place with a waker that does nothing: a
+        // The client gets the body and a clone of the subject (reference-counted: not
+        // copied), polled once in place with a waker that does nothing: a
         // client with room in its buffer takes the message at once. Dropping a publish
         // that is not ready does not send it (the client's channel is cancel-safe), so the
         // waiting path publishes it again, polled by its task.
@@ -323,11 +357,10 @@ impl Window {
             Some(headers) => std::pin::pin!(client.publish_with_headers(
                 entry.subject.clone(),
                 headers.clone(),
-                entry.body.clone()
+                body
             ))
             .poll(&mut cx),
-            None => std::pin::pin!(client.publish(entry.subject.clone(), entry.body.clone()))
-                .poll(&mut cx),
+            None => std::pin::pin!(client.publish(entry.subject.clone(), body)).poll(&mut cx),
         };
         match now {
             std::task::Poll::Ready(result) => {
