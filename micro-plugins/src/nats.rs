@@ -745,14 +745,40 @@ impl Broker for NatsBroker {
             None => client.subscribe(subject).await,
         }
         .map_err(|e| backend(&self.inner.name, "subscribe", e))?;
-        let topic: Arc<str> = Arc::from(topic);
-        Ok(Box::pin(subscriber.map(move |message| {
-            Ok(Delivery::new(
-                Arc::clone(&topic),
-                from_nats(message.headers.as_ref(), message.payload),
-                None,
-            ))
-        })))
+        Ok(Box::pin(CoreDeliveries {
+            subscriber,
+            topic: Arc::from(topic),
+        }))
+    }
+}
+
+/// The deliveries of a core NATS subscription: a stream of its own rather than an adapter,
+/// so a message is taken apart where it is received instead of moved through layers.
+struct CoreDeliveries {
+    subscriber: async_nats::Subscriber,
+    topic: Arc<str>,
+}
+
+impl futures_util::Stream for CoreDeliveries {
+    type Item = Result<Delivery, BrokerError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        this.subscriber.poll_next_unpin(cx).map(|message| {
+            message.map(|message| {
+                let message = match message.headers {
+                    None => Message {
+                        headers: BTreeMap::new(),
+                        body: message.payload,
+                    },
+                    Some(headers) => from_nats(Some(&headers), message.payload),
+                };
+                Ok(Delivery::new(Arc::clone(&this.topic), message, None))
+            })
+        })
     }
 }
 
