@@ -37,6 +37,8 @@ use super::{Deadline, backend, backend_msg, hand_over, ready_or_deadline, sent};
 /// the [`Window`].
 pub(super) struct Confirmer {
     client: Client,
+    /// The client's statistics, kept rather than asked for (a reference count) per publish.
+    statistics: Arc<async_nats::Statistics>,
     name: String,
     subject: Subject,
     timeout: Duration,
@@ -183,6 +185,7 @@ impl Confirmer {
             .map_err(|e| backend(name, "subscribe (publish confirmations)", e))?;
         Ok(Arc::new(Self {
             client: client.clone(),
+            statistics: client.statistics(),
             name: name.to_owned(),
             subject,
             timeout,
@@ -196,7 +199,7 @@ impl Confirmer {
     /// How many times the client has connected so far: a change means the connection was
     /// replaced.
     pub(super) fn epoch(&self) -> u64 {
-        self.client.statistics().connects.load(Ordering::Acquire)
+        self.statistics.connects.load(Ordering::Acquire)
     }
 
     /// Waits for a round trip that starts after this call, shared with concurrent callers;
