@@ -143,26 +143,28 @@ thread_local! {
     static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
-/// The window's own copy of `body`, so the client can have the body itself. A second owner
-/// of a body built from a `Vec` (the usual case) would make the first clone allocate a
-/// shared reference count, and the body would be freed late, on the confirming thread; a
-/// small body is instead copied into a per-thread arena chunk that many copies share
-/// (one allocation per chunk). Larger bodies are shared (their clone is cheap next to
-/// their size).
-fn kept_copy(body: &Bytes) -> Bytes {
+/// The window's body and the client's, for a message with `body`. Both hold the body (the
+/// window to re-send it), and a clone of a body built from a `Vec` (the usual case)
+/// allocates a shared reference count (the client clones it again for its write queue);
+/// so a small body is copied into a per-thread arena chunk that many copies share (one
+/// allocation per chunk, clones are reference counts) and `body` itself is dropped at once,
+/// on the publishing thread, where the next body's allocation reuses it. Larger bodies
+/// are shared (a clone is cheap next to their size).
+fn window_bodies(body: Bytes) -> (Bytes, Bytes) {
     let len = body.len();
     if len > COPY_MAX {
-        return body.clone();
+        return (body.clone(), body);
     }
     ARENA.with(|arena| {
         let Ok(mut arena) = arena.try_borrow_mut() else {
-            return body.clone();
+            return (body.clone(), body);
         };
         if arena.capacity() - arena.len() < len {
             *arena = BytesMut::with_capacity(ARENA_CHUNK);
         }
-        arena.extend_from_slice(body);
-        arena.split().freeze()
+        arena.extend_from_slice(&body);
+        let copy = arena.split().freeze();
+        (copy.clone(), copy)
     })
 }
 
@@ -336,12 +338,13 @@ impl Window {
                 )));
             }
         };
+        let (kept, body) = window_bodies(body);
         let entry = Unconfirmed {
             origin: 0,
             epoch: self.confirmer.epoch(),
             subject,
             headers,
-            body: kept_copy(&body),
+            body: kept,
         };
         if !have_room {
             return TryPublish::Wait(Waiting {
@@ -349,8 +352,9 @@ impl Window {
                 have_room: false,
             });
         }
-        // The client gets the body and a clone of the subject (reference-counted: not
-        // copied), polled once in place with a waker that does nothing: a
+        // The client gets its body (see `window_bodies`) and a clone of the subject
+        // (reference-counted: not copied), polled once in place with a waker that does
+        // nothing: a
         // client with room in its buffer takes the message at once. Dropping a publish
         // that is not ready does not send it (the client's channel is cancel-safe), so the
         // waiting path publishes it again, polled by its task.
