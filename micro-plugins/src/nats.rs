@@ -65,7 +65,9 @@
 //! [`NatsBrokerBuilder::publish_timeout`] (5 s by default), after which `publish` fails.
 //!
 //! - [`PublishConfirm::Resend`] (the default): `publish` returns once the message is handed
-//!   to the client, and the broker keeps it in a window of unconfirmed messages. A
+//!   to the client, and the broker keeps it in a window of unconfirmed messages. When
+//!   nothing has to wait, this happens as `publish` is called and the returned future is
+//!   already complete (so dropping it unawaited does not cancel the publish). A
 //!   background task confirms the window in batches: one echo (a small message on a
 //!   private `_MICRO.confirm.*` subject this client subscribes to) coming back on the same
 //!   connection proves that the server processed everything handed over before it. If the
