@@ -65,7 +65,9 @@
 //! [`NatsBrokerBuilder::publish_timeout`] (5 s by default), after which `publish` fails.
 //!
 //! - [`PublishConfirm::Resend`] (the default): `publish` returns once the message is handed
-//!   to the client, and the broker keeps it in a window of unconfirmed messages. A
+//!   to the client, and the broker keeps it in a window of unconfirmed messages. When
+//!   nothing has to wait, this happens as `publish` is called and the returned future is
+//!   already complete (so dropping it unawaited does not cancel the publish). A
 //!   background task confirms the window in batches: one echo (a small message on a
 //!   private `_MICRO.confirm.*` subject this client subscribes to) coming back on the same
 //!   connection proves that the server processed everything handed over before it. If the
@@ -145,7 +147,7 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use self::confirm::{Confirmer, Window};
+use self::confirm::{Confirmer, TryPublish, Window};
 
 /// The default subject prefix: topic `t` is subject `micro.t`.
 pub const DEFAULT_PREFIX: &str = "micro";
@@ -697,12 +699,17 @@ impl Broker for NatsBroker {
         }
         let body = message.body;
         match inner.config.confirm {
-            PublishConfirm::Resend => Box::pin(inner.window.publish(
-                subject,
-                headers,
-                body,
-                Deadline::after(timeout),
-            )),
+            // Handed over when called if nothing has to wait: the future then holds
+            // nothing, and boxing a zero-sized future does not allocate.
+            PublishConfirm::Resend => match inner.window.try_publish(subject, headers, body) {
+                TryPublish::Done(Ok(())) => Box::pin(Published),
+                TryPublish::Done(Err(e)) => Box::pin(std::future::ready(Err(e))),
+                TryPublish::Wait(waiting) => Box::pin(
+                    inner
+                        .window
+                        .publish_waiting(waiting, Deadline::after(timeout)),
+                ),
+            },
             PublishConfirm::Buffered => Box::pin(async move {
                 let mut deadline = Deadline::after(timeout);
                 sent(
@@ -740,14 +747,40 @@ impl Broker for NatsBroker {
             None => client.subscribe(subject).await,
         }
         .map_err(|e| backend(&self.inner.name, "subscribe", e))?;
-        let topic: Arc<str> = Arc::from(topic);
-        Ok(Box::pin(subscriber.map(move |message| {
-            Ok(Delivery::new(
-                Arc::clone(&topic),
-                from_nats(message.headers.as_ref(), message.payload),
-                None,
-            ))
-        })))
+        Ok(Box::pin(CoreDeliveries {
+            subscriber,
+            topic: Arc::from(topic),
+        }))
+    }
+}
+
+/// The deliveries of a core NATS subscription: a stream of its own rather than an adapter,
+/// so a message is taken apart where it is received instead of moved through layers.
+struct CoreDeliveries {
+    subscriber: async_nats::Subscriber,
+    topic: Arc<str>,
+}
+
+impl futures_util::Stream for CoreDeliveries {
+    type Item = Result<Delivery, BrokerError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        this.subscriber.poll_next_unpin(cx).map(|message| {
+            message.map(|message| {
+                let message = match message.headers {
+                    None => Message {
+                        headers: BTreeMap::new(),
+                        body: message.payload,
+                    },
+                    Some(headers) => from_nats(Some(&headers), message.payload),
+                };
+                Ok(Delivery::new(Arc::clone(&this.topic), message, None))
+            })
+        })
     }
 }
 
@@ -886,6 +919,18 @@ impl Acker for JsAcker {
 }
 
 // === helpers ===
+
+/// The future of a publish that completed when it was called: zero-sized, so boxing it
+/// does not allocate.
+struct Published;
+
+impl Future for Published {
+    type Output = Result<(), BrokerError>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
 
 /// A publish deadline that reads the clock only once something has to wait: a publish
 /// with room everywhere never does.

@@ -19,7 +19,7 @@ use std::{
 };
 
 use async_nats::{Client, HeaderMap, Subject};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use micro_core::broker::BrokerError;
 use tokio::{
@@ -37,6 +37,8 @@ use super::{Deadline, backend, backend_msg, hand_over, ready_or_deadline, sent};
 /// the [`Window`].
 pub(super) struct Confirmer {
     client: Client,
+    /// The client's statistics, kept rather than asked for (a reference count) per publish.
+    statistics: Arc<async_nats::Statistics>,
     name: String,
     subject: Subject,
     timeout: Duration,
@@ -105,6 +107,21 @@ impl WindowState {
     }
 }
 
+/// What [`Window::try_publish`] did.
+pub(super) enum TryPublish {
+    /// Handed over and kept in the window, or failed.
+    Done(Result<(), BrokerError>),
+    /// Has to wait for room: finish with [`Window::publish_waiting`].
+    Wait(Waiting),
+}
+
+/// A publish waiting for room in the window or in the client's buffer.
+pub(super) struct Waiting {
+    entry: Unconfirmed,
+    /// Whether it holds its place in the window already.
+    have_room: bool,
+}
+
 struct Unconfirmed {
     /// The position of its first hand-over, kept across re-sends, for `flush`.
     origin: u64,
@@ -113,6 +130,42 @@ struct Unconfirmed {
     subject: Subject,
     headers: Option<HeaderMap>,
     body: Bytes,
+}
+
+/// Bodies up to this size are copied into the window's arena rather than shared.
+const COPY_MAX: usize = 2048;
+/// The size of an arena chunk.
+const ARENA_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Where [`kept_copy`] copies small bodies: one chunk per thread, shared by the copies
+    /// made from it (freed once the last of them is dropped).
+    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// The window's body and the client's, for a message with `body`. Both hold the body (the
+/// window to re-send it), and a clone of a body built from a `Vec` (the usual case)
+/// allocates a shared reference count (the client clones it again for its write queue);
+/// so a small body is copied into a per-thread arena chunk that many copies share (one
+/// allocation per chunk, clones are reference counts) and `body` itself is dropped at once,
+/// on the publishing thread, where the next body's allocation reuses it. Larger bodies
+/// are shared (a clone is cheap next to their size).
+fn window_bodies(body: Bytes) -> (Bytes, Bytes) {
+    let len = body.len();
+    if len > COPY_MAX {
+        return (body.clone(), body);
+    }
+    ARENA.with(|arena| {
+        let Ok(mut arena) = arena.try_borrow_mut() else {
+            return (body.clone(), body);
+        };
+        if arena.capacity() - arena.len() < len {
+            *arena = BytesMut::with_capacity(ARENA_CHUNK);
+        }
+        arena.extend_from_slice(&body);
+        let copy = arena.split().freeze();
+        (copy.clone(), copy)
+    })
 }
 
 // === impl Confirmer ===
@@ -134,6 +187,7 @@ impl Confirmer {
             .map_err(|e| backend(name, "subscribe (publish confirmations)", e))?;
         Ok(Arc::new(Self {
             client: client.clone(),
+            statistics: client.statistics(),
             name: name.to_owned(),
             subject,
             timeout,
@@ -147,7 +201,7 @@ impl Confirmer {
     /// How many times the client has connected so far: a change means the connection was
     /// replaced.
     pub(super) fn epoch(&self) -> u64 {
-        self.client.statistics().connects.load(Ordering::Acquire)
+        self.statistics.connects.load(Ordering::Acquire)
     }
 
     /// Waits for a round trip that starts after this call, shared with concurrent callers;
@@ -260,55 +314,100 @@ impl Window {
         })
     }
 
-    /// Hands the message to the client and keeps it until a round trip confirms it.
-    /// Waits (until `deadline`) while the window is full.
-    pub(super) async fn publish(
+    /// Hands the message to the client and keeps it until a round trip confirms it, if
+    /// that can be done without waiting: room in the window and in the client's buffer.
+    /// Runs when called, not when awaited, so the common case needs no future (the caller
+    /// boxes one on every publish otherwise). [`TryPublish::Wait`] carries the message on
+    /// to [`Window::publish_waiting`].
+    pub(super) fn try_publish(
         self: &Arc<Self>,
         subject: Subject,
         headers: Option<HeaderMap>,
         body: Bytes,
-        mut deadline: Deadline,
-    ) -> Result<(), BrokerError> {
-        let deadline = &mut deadline;
-        match self.space.try_acquire() {
-            Ok(permit) => permit.forget(),
-            // Boxed: the wait (a timer) is the rare path; the caller's future stays small.
-            Err(TryAcquireError::NoPermits) => Box::pin(self.wait_for_room(deadline)).await?,
-            Err(TryAcquireError::Closed) => {
-                return Err(backend_msg(&self.confirmer.name, "the broker is closed"));
+    ) -> TryPublish {
+        let have_room = match self.space.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
             }
-        }
-        let mut entry = Unconfirmed {
+            Err(TryAcquireError::NoPermits) => false,
+            Err(TryAcquireError::Closed) => {
+                return TryPublish::Done(Err(backend_msg(
+                    &self.confirmer.name,
+                    "the broker is closed",
+                )));
+            }
+        };
+        let (kept, body) = window_bodies(body);
+        let entry = Unconfirmed {
             origin: 0,
             epoch: self.confirmer.epoch(),
             subject,
             headers,
-            body,
+            body: kept,
         };
-        // The client gets clones (the subject and the body are reference-counted, so
-        // neither is copied), first polled once in place: a client with room in its buffer
-        // takes the message at once, and this future holds neither the client's publish
-        // future nor a timer. It is boxed by `async_trait` on every publish: a small box is
-        // a cheap allocation. Dropping a publish that is not ready does not send it (the
-        // client's channel is cancel-safe), so the slow path publishes it again.
+        if !have_room {
+            return TryPublish::Wait(Waiting {
+                entry,
+                have_room: false,
+            });
+        }
+        // The client gets its body (see `window_bodies`) and a clone of the subject
+        // (reference-counted: not copied), polled once in place with a waker that does
+        // nothing: a
+        // client with room in its buffer takes the message at once. Dropping a publish
+        // that is not ready does not send it (the client's channel is cancel-safe), so the
+        // waiting path publishes it again, polled by its task.
         let client = &self.confirmer.client;
-        let now = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match &entry.headers {
-                Some(headers) => std::pin::pin!(client.publish_with_headers(
-                    entry.subject.clone(),
-                    headers.clone(),
-                    entry.body.clone()
-                ))
-                .poll(cx),
-                None => std::pin::pin!(client.publish(entry.subject.clone(), entry.body.clone()))
-                    .poll(cx),
-            })
-        })
-        .await;
-        let outcome = match now {
-            std::task::Poll::Ready(result) => sent(&self.confirmer.name, Ok(result)),
-            std::task::Poll::Pending => Box::pin(self.hand_over_slow(&entry, deadline)).await,
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let now = match &entry.headers {
+            Some(headers) => std::pin::pin!(client.publish_with_headers(
+                entry.subject.clone(),
+                headers.clone(),
+                body
+            ))
+            .poll(&mut cx),
+            None => std::pin::pin!(client.publish(entry.subject.clone(), body)).poll(&mut cx),
         };
+        match now {
+            std::task::Poll::Ready(result) => {
+                TryPublish::Done(self.handed_over(entry, sent(&self.confirmer.name, Ok(result))))
+            }
+            std::task::Poll::Pending => TryPublish::Wait(Waiting {
+                entry,
+                have_room: true,
+            }),
+        }
+    }
+
+    /// The rest of a publish [`Window::try_publish`] could not finish at once: waits
+    /// (until `deadline`) for room in the window and in the client's buffer.
+    pub(super) async fn publish_waiting(
+        self: &Arc<Self>,
+        waiting: Waiting,
+        mut deadline: Deadline,
+    ) -> Result<(), BrokerError> {
+        let Waiting {
+            mut entry,
+            have_room,
+        } = waiting;
+        if !have_room {
+            self.wait_for_room(&mut deadline).await?;
+        }
+        // Read again before this hand-over: the connection may have been replaced
+        // meanwhile (an older reading would only cause a needless re-send).
+        entry.epoch = self.confirmer.epoch();
+        let outcome = self.hand_over_slow(&entry, &mut deadline).await;
+        self.handed_over(entry, outcome)
+    }
+
+    /// Keeps a message the client took (`outcome` `Ok`) in the window and starts the
+    /// confirmation task if it is not running; gives its place back otherwise.
+    fn handed_over(
+        self: &Arc<Self>,
+        mut entry: Unconfirmed,
+        outcome: Result<(), BrokerError>,
+    ) -> Result<(), BrokerError> {
         if let Err(e) = outcome {
             self.space.add_permits(1);
             return Err(e);
