@@ -239,7 +239,7 @@ async fn bad_topics_and_bodies_are_invalid_argument() {
     let status = stub
         .publish(pb::PublishRequest {
             topic: "jobs".to_owned(),
-            body: vec![0; MAX_BODY_SIZE + 1].into(),
+            body: vec![0; MAX_BODY_SIZE + 1],
             ..Default::default()
         })
         .await
