@@ -376,3 +376,97 @@ async fn closing_ends_streams_and_the_server_stops() {
         .expect("no call left open")
         .unwrap();
 }
+
+/// A TCP proxy whose connections can be cut while it keeps accepting new ones.
+struct Proxy {
+    address: String,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let connections = Arc::clone(&connections);
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let target = target.clone();
+                    connections.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    }));
+                }
+            }
+        });
+        Self {
+            address,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every open connection (both ends close).
+    fn cut(&self) {
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_survives_a_broken_connection() {
+    let (service, running) = start().await;
+    let proxy = Proxy::start(running.local_address().to_owned()).await;
+    let subscriber = EventClient::connect(&proxy.address).unwrap();
+    let publisher = EventClient::connect(running.local_address()).unwrap();
+    let mut subscription = subscriber
+        .subscribe("survivor", SubscribeOptions::default())
+        .await
+        .unwrap();
+    publisher
+        .publish("survivor", message("before"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut subscription).await.message, message("before"));
+
+    proxy.cut();
+    // The break is reported once...
+    let item = tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("the break in time")
+        .expect("the subscription goes on");
+    assert!(item.is_err(), "{item:?}");
+    // ...then the client subscribes again by itself: publish until a message arrives
+    // (messages published before it re-subscribed are lost: at most once).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let delivery = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never subscribed again"
+        );
+        publisher
+            .publish("survivor", message("after"))
+            .await
+            .unwrap();
+        if let Ok(item) =
+            tokio::time::timeout(Duration::from_millis(100), subscription.next()).await
+        {
+            break item.expect("the subscription goes on");
+        }
+    };
+    assert_eq!(delivery.unwrap().message, message("after"));
+    drop(subscription);
+    stop(service, running).await;
+}
