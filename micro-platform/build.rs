@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile(
             &[
                 "../proto/micro/config/v1/config.proto",
+                "../proto/micro/event/v1/event.proto",
                 "../proto/micro/kv/v1/kv.proto",
                 "../proto/micro/registry/v1/registry.proto",
                 "../proto/micro/sync/v1/sync.proto",

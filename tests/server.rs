@@ -1,5 +1,5 @@
 //! `micro server` as a real process: the kv service keeps data across restarts, and the
-//! registry service is usable from other processes through `service://`.
+//! registry, sync and event services are usable from other processes through `service://`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -14,7 +14,10 @@ use micro::{
     registry::{self, EventKind, RegisterOptions, SharedRegistry, WatchOptions},
     store::{Namespace, Put, Store},
 };
-use micro_core::sync::{self, LockOptions, Sync, SyncError};
+use micro_core::{
+    broker::{self, Message, SubscribeOptions},
+    sync::{self, LockOptions, Sync, SyncError},
+};
 use nix::sys::signal::Signal;
 use support::{Proc, RegistryDir};
 
@@ -40,6 +43,7 @@ async fn start(data_dir: &Path, registry: &RegistryDir) -> (Proc, String, Vec<St
         &[
             ("MICRO_STORE", ""),
             ("MICRO_SYNC", ""),
+            ("MICRO_BROKER", ""),
             ("MICRO_SERVER_ADDRESS", ""),
         ],
     );
@@ -161,6 +165,7 @@ async fn registry_and_kv_are_reachable_through_service_urls() {
         "micro.registry",
         "micro.config",
         "micro.sync",
+        "micro.event",
         "micro.server",
     ] {
         let services = reader.get_service(name).await.unwrap();
@@ -191,6 +196,7 @@ async fn registry_and_kv_are_reachable_through_service_urls() {
         "micro.registry",
         "micro.config",
         "micro.sync",
+        "micro.event",
         "micro.server",
     ] {
         assert!(local.get_service(name).await.unwrap().is_empty(), "{name}");
@@ -271,4 +277,73 @@ async fn config_and_sync_are_served() {
     tokio::time::timeout(EXIT_TIMEOUT, next.lost())
         .await
         .expect("the holder sees the lock lost");
+}
+
+#[tokio::test]
+async fn events_are_published_and_delivered_through_service_urls() {
+    let data = tempfile::tempdir().unwrap();
+    let registry = RegistryDir::new();
+    let (server, addr, lines) = start(data.path(), &registry).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("service name=micro.event ") && l.contains("broker=local")),
+        "{lines:?}"
+    );
+
+    // MICRO_BROKER=service://…: one client subscribes, another publishes.
+    micro::platform::install();
+    let url = format!("service://{addr}");
+    let subscriber = broker::from_url(&url).unwrap();
+    let publisher = broker::from_url(&url).unwrap();
+    // Ready once it returned: the service confirmed the subscription.
+    let mut orders = subscriber
+        .subscribe("acceptance.orders", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let message = Message {
+        headers: [("x-order".to_owned(), "7".to_owned())].into(),
+        body: "order 7".into(),
+    };
+    publisher
+        .publish("acceptance.orders", message.clone())
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(EXIT_TIMEOUT, orders.next())
+        .await
+        .expect("a delivery in time")
+        .expect("the subscription goes on")
+        .unwrap();
+    assert_eq!(&*delivery.topic, "acceptance.orders");
+    assert_eq!(delivery.message, message);
+
+    // The default backend is the local broker on the server's registry: the subscription
+    // is a node of `micro.broker.<topic>` there, so local services reach it too.
+    let nodes = registry
+        .registry()
+        .get_service("micro.broker.acceptance.orders")
+        .await
+        .unwrap();
+    assert_eq!(
+        nodes.iter().map(|s| s.nodes.len()).sum::<usize>(),
+        1,
+        "{nodes:?}"
+    );
+
+    // A bad topic is refused by the service too (raw gRPC, no client-side check).
+    let mut stub = micro::platform::proto::event::v1::event_client::EventClient::new(
+        Client::new(registry.registry()).channel("micro.event"),
+    );
+    let status = stub
+        .publish(micro::platform::proto::event::v1::PublishRequest {
+            topic: "acceptance..orders".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // A subscription open at shutdown does not hold the server up.
+    stop(server).await;
+    drop(orders);
 }

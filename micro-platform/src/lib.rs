@@ -6,6 +6,7 @@
 //! | area | server | client | core trait | name in the registry |
 //! |---|---|---|---|---|
 //! | [`config`] | [`config::ConfigService`] | [`config::ConfigClient`] | [`Source`](micro_core::config::Source) | `micro.config` |
+//! | [`event`] | [`event::EventService`] | [`event::EventClient`] | [`Broker`](micro_core::broker::Broker) | `micro.event` |
 //! | [`kv`] | [`kv::KvService`] | [`kv::KvClient`] | [`Store`](micro_core::Store) | `micro.kv` |
 //! | [`registry`] | [`registry::RegistryService`] | [`registry::RegistryClient`] | [`Registry`](micro_core::Registry) | `micro.registry` |
 //! | [`sync`] | [`sync::SyncService`] | [`sync::SyncClient`] | [`Sync`](micro_core::sync::Sync) | `micro.sync` |
@@ -19,6 +20,7 @@
 //! // MICRO_STORE=service://host:port → KvClient at that address
 //! // MICRO_REGISTRY=service://host:port → RegistryClient at that address
 //! // MICRO_SYNC=service[://host:port]    → SyncClient (micro_core::sync::from_env().await)
+//! // MICRO_BROKER=service[://host:port]  → EventClient (micro_core::broker::from_env())
 //! let store = micro_core::store::from_env()?;
 //! # Ok::<(), micro_core::StoreError>(())
 //! ```
@@ -26,6 +28,7 @@
 //! The generated messages and stubs are in [`proto`], for raw gRPC use.
 
 pub mod config;
+pub mod event;
 mod fixed;
 pub mod kv;
 pub mod proto;
@@ -36,8 +39,10 @@ pub mod sync;
 /// Teaches micro-core's URL selection the platform services: `MICRO_STORE=service` or
 /// `service://host:port` opens a [`kv::KvClient`], `MICRO_REGISTRY=service://host:port` a
 /// [`registry::RegistryClient`], `MICRO_SYNC=service` or `service://host:port` a
-/// [`sync::SyncClient`]. Calling it again is harmless.
+/// [`sync::SyncClient`], `MICRO_BROKER=service` or `service://host:port` an
+/// [`event::EventClient`]. Calling it again is harmless.
 pub fn install() {
+    micro_core::broker::register_scheme(event::SCHEME, event::client::open);
     micro_core::store::register_scheme(kv::SCHEME, kv::client::open);
     micro_core::registry::register_scheme(registry::SCHEME, registry::client::open);
     micro_core::sync::register_scheme(sync::SCHEME, sync::client::open);

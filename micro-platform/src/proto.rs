@@ -11,6 +11,15 @@ pub mod config {
     }
 }
 
+/// `micro.event.v1`, from `proto/micro/event/v1/event.proto`.
+pub mod event {
+    /// Version 1.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/micro.event.v1.rs"));
+    }
+}
+
 /// `micro.kv.v1`, from `proto/micro/kv/v1/kv.proto`.
 pub mod kv {
     /// Version 1.

@@ -8,8 +8,9 @@
 //! |---|---|---|
 //! | [`LocalBroker`] | `local` (the default) | processes on one machine, through the registry and gRPC; nothing to install |
 //! | [`MemoryBroker`] | `memory` | one broker value and its clones, in one process |
+//! | brokers of other crates | their scheme, once added with [`register_scheme`] (for example `service` or `service://host:port`, the event service, by `micro_platform::install()`) | as the broker says |
 //!
-//! Both deliver at most once and refuse durable subscriptions and manual acks
+//! The first two deliver at most once and refuse durable subscriptions and manual acks
 //! ([`BrokerError::Unsupported`]); the NATS broker (micro-plugins, feature `nats`) adds
 //! JetStream for durable, at-least-once subscriptions.
 //!
@@ -47,7 +48,10 @@ pub use memory::MemoryBroker;
 pub use typed::{
     CONTENT_TYPE_PROTOBUF, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TYPE, publish_proto,
 };
-pub use url::{BROKER_ENV, from_env, from_env_with_registry, from_url, from_url_with_registry};
+pub use url::{
+    BROKER_ENV, Opener, from_env, from_env_with_registry, from_url, from_url_with_registry,
+    register_scheme,
+};
 
 use std::{collections::BTreeMap, fmt, pin::Pin, sync::Arc, time::Duration};
 

@@ -1,6 +1,6 @@
 //! Registers each platform service of `micro server` under its own name (`micro.kv`,
-//! `micro.registry`, `micro.config`, `micro.sync`), at the server's address, and keeps the
-//! registrations alive.
+//! `micro.registry`, `micro.config`, `micro.sync`, `micro.event`), at the server's
+//! address, and keeps the registrations alive.
 //!
 //! micro's `Service` registers one name; the server serves several gRPC services on one
 //! port, and clients find each by its own name, with the endpoints (and so the retry

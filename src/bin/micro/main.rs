@@ -20,8 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the platform: the registry, kv, config and sync services, health and reflection, on
-    /// one port
+    /// Run the platform: the registry, kv, config, sync and event services, health and
+    /// reflection, on one port
     #[command(long_about = server::LONG_ABOUT)]
     Server(server::ServerArgs),
 }

@@ -7,12 +7,14 @@ use std::{
 
 use micro_core::{
     Service,
+    broker::{self, SharedBroker},
     registry::{self, SharedRegistry},
     store::{self, SharedStore},
     sync::{self as core_sync},
 };
 use micro_platform::{
     config::{self as platform_config, ConfigService},
+    event::{self as platform_event, EventService},
     kv::{self, KvService},
     proto,
     registry::{self as platform_registry, RegistryService},
@@ -48,13 +50,19 @@ Runs the micro platform in one process, on one gRPC port (default 127.0.0.1:7700
                   the sync backend (--sync, default `memory`); clients use it with
                   MICRO_SYNC=service or MICRO_SYNC=service://<address>. A lock or
                   leadership held through it is released when its holder's call ends
+  micro.event     the event service (micro.event.v1.Event): publish/subscribe over the
+                  broker (--broker, default `local`: the local broker on the server's
+                  registry, so local services' subscriptions and the service's meet);
+                  clients use it with MICRO_BROKER=service or
+                  MICRO_BROKER=service://<address>. Topics as micro's broker (dot-separated
+                  A-Z a-z 0-9 _ - tokens), bodies up to 1 MiB, at most once delivery
   grpc.health.v1.Health and gRPC reflection (v1 and v1alpha), for grpcurl and friends
 
 Each service registers under its own name in the server's registry, and the server as a
 whole as `micro.server`. On start it prints one line per service and then
-`ready addr=<address> node=<id>`; on SIGINT or SIGTERM it ends watch streams and sync
-holdings (releasing the locks and leaderships), reports NOT_SERVING, deregisters, drains
-calls in flight and exits 0.
+`ready addr=<address> node=<id>`; on SIGINT or SIGTERM it ends watch streams, event
+subscriptions and sync holdings (releasing the locks and leaderships), reports
+NOT_SERVING, deregisters, drains calls in flight and exits 0.
 
 Registration follows micro's service settings: MICRO_SERVER_ADVERTISE (address to
 register instead of the bound one), MICRO_REGISTER_TTL and MICRO_REGISTER_INTERVAL (the
@@ -90,6 +98,16 @@ pub(crate) struct ServerArgs {
     /// in builds with the etcd feature)
     #[arg(long, env = "MICRO_SYNC", value_name = "URL", default_value = "memory")]
     sync: String,
+
+    /// Broker behind the event service: `local` (the local broker on the server's
+    /// registry) or `memory`
+    #[arg(
+        long,
+        env = "MICRO_BROKER",
+        value_name = "URL",
+        default_value = "local"
+    )]
+    broker: String,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -98,13 +116,14 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         ("--store", args.store.as_deref()),
         ("--registry", Some(&args.registry)),
         ("--sync", Some(&args.sync)),
+        ("--broker", Some(&args.broker)),
     ] {
         if let Some(url) = url
             && (url.trim() == "service" || url.trim().starts_with("service://"))
         {
             return Err(format!(
                 "{flag} {url:?}: the server's own backends cannot be platform services \
-                 (MICRO_STORE / MICRO_REGISTRY / MICRO_SYNC set for clients?); use local or memory, or \
+                 (MICRO_STORE / MICRO_REGISTRY / MICRO_SYNC / MICRO_BROKER set for clients?); use local or memory, or \
                  pass {flag} explicitly"
             )
             .into());
@@ -126,10 +145,14 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     let store_name = store.name().to_owned();
     let sync = core_sync::from_url(&args.sync).await?;
     let sync_name = sync.name().to_owned();
+    // An empty MICRO_BROKER counts as `local`.
+    let broker: SharedBroker = broker::from_url_with_registry(&args.broker, registry.clone())?;
+    let broker_name = broker.name().to_owned();
 
     let registry_service = RegistryService::new(registry.clone());
     let config_service = ConfigService::new(store.clone());
     let sync_service = SyncService::new(sync);
+    let event_service = EventService::new(broker);
     let running = Service::builder(SERVER_NAME)
         .version(env!("CARGO_PKG_VERSION"))
         .address(args.address)
@@ -138,6 +161,7 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         .add_service(KvService::new(store).into_server())
         .add_service(config_service.clone().into_server())
         .add_service(sync_service.clone().into_server())
+        .add_service(event_service.clone().into_server())
         .build()?
         .start()
         .await?;
@@ -162,6 +186,11 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
             &running,
             platform_sync::SERVICE_NAME,
             &proto::sync::v1::SYNC_DESCRIPTOR,
+        ),
+        Aliases::record(
+            &running,
+            platform_event::SERVICE_NAME,
+            &proto::event::v1::EVENT_DESCRIPTOR,
         ),
     ];
     let mut aliases = match Aliases::start(registry.clone(), records).await {
@@ -195,6 +224,10 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         "service name={} addr={address} sync={sync_name}",
         platform_sync::SERVICE_NAME
     );
+    println!(
+        "service name={} addr={address} broker={broker_name}",
+        platform_event::SERVICE_NAME
+    );
     println!("service name=grpc.health.v1.Health addr={address}");
     println!("service name=grpc.reflection.v1.ServerReflection addr={address}");
     println!("ready addr={address} node={}", running.node_id());
@@ -202,13 +235,14 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     let run = running.run_until_signal();
     tokio::pin!(run);
     // The service itself handles the signal too (NOT_SERVING, deregister, drain); here the
-    // platform names are deregistered, and registry and config watches, sync holdings and
-    // observations ended (the holdings released), so the drain does not wait for streams
-    // that never end.
+    // platform names are deregistered, and registry and config watches, event
+    // subscriptions, sync holdings and observations ended (the holdings released), so the
+    // drain does not wait for streams that never end.
     let close_streams = || {
         registry_service.close_watches();
         config_service.close_watches();
         sync_service.close();
+        event_service.close();
     };
     let result = tokio::select! {
         result = &mut run => result,
