@@ -27,18 +27,29 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// registry in `registry`; returns once it printed its ready line, with its address and
 /// the lines before.
 async fn start(data_dir: &Path, registry: &RegistryDir) -> (Proc, String, Vec<String>) {
+    start_with(data_dir, registry, &[]).await
+}
+
+/// [`start`] with more flags.
+async fn start_with(
+    data_dir: &Path,
+    registry: &RegistryDir,
+    extra: &[&str],
+) -> (Proc, String, Vec<String>) {
     let data_dir = data_dir.display().to_string();
+    let mut args = vec![
+        "server",
+        "--address",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir,
+        "--registry",
+        &registry.url,
+    ];
+    args.extend_from_slice(extra);
     let mut server = Proc::spawn(
         Path::new(env!("CARGO_BIN_EXE_micro")),
-        &[
-            "server",
-            "--address",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data_dir,
-            "--registry",
-            &registry.url,
-        ],
+        &args,
         // The child must not inherit a test runner's store or registry settings.
         &[
             ("MICRO_STORE", ""),
@@ -346,4 +357,48 @@ async fn events_are_published_and_delivered_through_service_urls() {
     // A subscription open at shutdown does not hold the server up.
     stop(server).await;
     drop(orders);
+}
+
+/// `--broker nats://…`: the event service on NATS. A raw NATS client publishes to the
+/// documented subject of a micro topic and a subscriber of the event service receives it.
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn the_event_service_runs_on_nats() {
+    let nats = micro_test_engines::NatsServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let registry = RegistryDir::new();
+    let broker = nats.url();
+    let (server, addr, lines) = start_with(data.path(), &registry, &["--broker", &broker]).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("service name=micro.event ") && l.contains("broker=nats")),
+        "{lines:?}"
+    );
+    micro::platform::install();
+    let subscriber = broker::from_url(&format!("service://{addr}")).unwrap();
+    let mut orders = subscriber
+        .subscribe("acceptance.nats", SubscribeOptions::default())
+        .await
+        .unwrap();
+    // NATS core is at-most-once and the server's SUB may reach nats-server after a first
+    // publish from another connection: publish until one arrives.
+    let raw = async_nats::connect(broker.as_str()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + EXIT_TIMEOUT;
+    let delivery = loop {
+        raw.publish("micro.acceptance.nats", "from raw NATS".into())
+            .await
+            .unwrap();
+        raw.flush().await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(100), orders.next()).await {
+            Ok(next) => break next.expect("the subscription goes on").unwrap(),
+            Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no delivery from NATS in time"
+            ),
+        }
+    };
+    assert_eq!(&*delivery.topic, "acceptance.nats");
+    assert_eq!(delivery.message.body, "from raw NATS");
+    stop(server).await;
 }

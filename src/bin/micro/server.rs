@@ -100,7 +100,8 @@ pub(crate) struct ServerArgs {
     sync: String,
 
     /// Broker behind the event service: `local` (the local broker on the server's
-    /// registry) or `memory`
+    /// registry), `memory`, or `nats://host:port[,host:port…]` (NATS core pub/sub; builds
+    /// with feature `nats`)
     #[arg(
         long,
         env = "MICRO_BROKER",
@@ -146,7 +147,7 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     let sync = core_sync::from_url(&args.sync).await?;
     let sync_name = sync.name().to_owned();
     // An empty MICRO_BROKER counts as `local`.
-    let broker: SharedBroker = broker::from_url_with_registry(&args.broker, registry.clone())?;
+    let broker: SharedBroker = open_broker(&args.broker, registry.clone()).await?;
     let broker_name = broker.name().to_owned();
 
     let registry_service = RegistryService::new(registry.clone());
@@ -276,4 +277,23 @@ fn default_store(data_dir: &Path) -> Result<(SharedStore, String), BoxError> {
         std::sync::Arc::new(store),
         format!(" at {}", path.display()),
     ))
+}
+
+/// The event service's broker: `nats://…` connects to NATS (feature `nats`), anything else
+/// goes through micro-core's broker URLs.
+async fn open_broker(url: &str, registry: SharedRegistry) -> Result<SharedBroker, BoxError> {
+    if url.trim().starts_with("nats://") {
+        #[cfg(feature = "nats")]
+        {
+            let broker = micro::plugins::nats::NatsBroker::connect(url.trim()).await?;
+            return Ok(std::sync::Arc::new(broker));
+        }
+        #[cfg(not(feature = "nats"))]
+        return Err(format!(
+            "--broker {url}: this build has no NATS support; build micro with feature `nats` \
+             (cargo run --features nats --bin micro -- server --broker {url})"
+        )
+        .into());
+    }
+    Ok(broker::from_url_with_registry(url, registry)?)
 }
