@@ -45,7 +45,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `MICRO_REGISTRY` | registry: `local`, `memory`, `local:///dir` | `local` |
-//! | `MICRO_BROKER` | broker for subscriptions: `local`, `memory`, or a scheme added with [`broker::register_scheme`](crate::broker::register_scheme) (`service` once `micro_platform::install()` ran) | `local` |
+//! | `MICRO_BROKER` | broker for subscriptions: `local`, `memory`, or a scheme added with [`broker::register_scheme`] (`service` once `micro_platform::install()` ran) | `local` |
 //! | `MICRO_SERVER_ADDRESS` | address to listen on (`host:port`, `unix:/path`) | [`DEFAULT_ADDRESS`] |
 //! | `MICRO_SERVER_ADVERTISE` | address to register instead of the bound one | the bound address |
 //! | `MICRO_REGISTER_TTL` | registration TTL (`30s`, `500ms`, `2m`) | [`DEFAULT_REGISTER_TTL`] |

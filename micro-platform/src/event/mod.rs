@@ -12,7 +12,7 @@
 //! `Subscribe` is server-streaming: the service subscribes to its broker, answers
 //! `subscribed` once the subscription is in place, then forwards every delivery. When the
 //! call ends (the client dropped its [`Subscription`](micro_core::broker::Subscription), its
-//! process died) the service drops the broker subscription. [`EventClient::subscribe`]
+//! process died) the service drops the broker subscription. [`EventClient`]'s `subscribe`
 //! returns once it read `subscribed`, so every message published after it returned is
 //! delivered. If the stream breaks (the service restarted, the connection dropped), the
 //! client reports one error item and subscribes again, with backoff (100 ms doubling to
@@ -25,7 +25,7 @@
 //!
 //! # Errors on the wire
 //!
-//! | [`BrokerError`](micro_core::broker::BrokerError) | status | back on the client |
+//! | [`BrokerError`] | status | back on the client |
 //! |---|---|---|
 //! | `Invalid` (topic, queue, body) | INVALID_ARGUMENT, naming the value | `Invalid` |
 //! | `Unsupported` | UNIMPLEMENTED | `Backend` with the message |
