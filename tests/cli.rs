@@ -100,7 +100,10 @@ async fn services_describe_and_health() {
     assert!(out.contains("message greeter.v1.HelloRequest {"), "{out}");
     assert!(out.contains("string name = 1;"), "{out}");
     assert!(out.contains("uint32 delay_ms = 2;"), "{out}");
-    assert!(!out.contains("grpc.health"), "infrastructure left out: {out}");
+    assert!(
+        !out.contains("grpc.health"),
+        "infrastructure left out: {out}"
+    );
 
     let (code, out, err) = greeter
         .micro(&["describe", "greeter", "--output", "json"])
@@ -124,7 +127,10 @@ async fn services_describe_and_health() {
 
     let (code, out, err) = greeter.micro(&["health", "greeter"]).await;
     assert_eq!(code, 0, "stderr: {err}");
-    assert!(out.lines().nth(1).unwrap_or("").ends_with("SERVING"), "{out}");
+    assert!(
+        out.lines().nth(1).unwrap_or("").ends_with("SERVING"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +220,10 @@ async fn bad_input_and_unknown_names() {
         .await;
     assert_eq!(code, 2, "unknown method: {err}");
     assert!(err.contains("unknown method"), "{err}");
-    assert!(err.contains("greeter.v1.Greeter.SayHello"), "lists methods: {err}");
+    assert!(
+        err.contains("greeter.v1.Greeter.SayHello"),
+        "lists methods: {err}"
+    );
 
     let (code, _, err) = greeter
         .micro(&["call", "nosuchservice", "SayHello", "{}"])

@@ -49,7 +49,12 @@ impl std::fmt::Display for ReflectionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Status(status) => {
-                write!(f, "reflection failed: {:?}: {}", status.code(), status.message())
+                write!(
+                    f,
+                    "reflection failed: {:?}: {}",
+                    status.code(),
+                    status.message()
+                )
             }
             Self::Invalid(reason) => write!(f, "reflection answered nonsense: {reason}"),
         }
@@ -183,7 +188,8 @@ where
         grpc.ready().await.map_err(|err| {
             ReflectionError::Status(Status::unavailable(format!("not ready: {}", err.into())))
         })?;
-        let codec = tonic_prost::ProstCodec::<ServerReflectionRequest, ServerReflectionResponse>::default();
+        let codec =
+            tonic_prost::ProstCodec::<ServerReflectionRequest, ServerReflectionResponse>::default();
         let path = http::uri::PathAndQuery::from_static(self.path);
         let mut replies = grpc
             .streaming(
@@ -224,10 +230,8 @@ pub(crate) fn find_method(pool: &DescriptorPool, name: &str) -> Result<MethodDes
         .services()
         .flat_map(|s| s.methods().collect::<Vec<_>>())
         .collect();
-    let exact: Vec<&MethodDescriptor> = methods
-        .iter()
-        .filter(|m| m.full_name() == wanted)
-        .collect();
+    let exact: Vec<&MethodDescriptor> =
+        methods.iter().filter(|m| m.full_name() == wanted).collect();
     let found: Vec<&MethodDescriptor> = if exact.is_empty() {
         methods
             .iter()
@@ -300,7 +304,11 @@ pub(crate) fn parse_request(
 }
 
 /// The first field of `value` that does not fit `descriptor`, described.
-fn locate(descriptor: &MessageDescriptor, value: &serde_json::Value, prefix: &str) -> Option<String> {
+fn locate(
+    descriptor: &MessageDescriptor,
+    value: &serde_json::Value,
+    prefix: &str,
+) -> Option<String> {
     let object = value.as_object()?;
     for (key, item) in object {
         let path = format!("{prefix}{key}");
@@ -308,7 +316,10 @@ fn locate(descriptor: &MessageDescriptor, value: &serde_json::Value, prefix: &st
             .get_field_by_json_name(key)
             .or_else(|| descriptor.get_field_by_name(key))
         else {
-            let known: Vec<String> = descriptor.fields().map(|f| f.json_name().to_owned()).collect();
+            let known: Vec<String> = descriptor
+                .fields()
+                .map(|f| f.json_name().to_owned())
+                .collect();
             return Some(format!(
                 "unknown field {path:?} in {}; its fields are: {}",
                 descriptor.full_name(),
@@ -353,7 +364,11 @@ pub(crate) fn field_type(field: &FieldDescriptor) -> String {
     {
         let key = entry.map_entry_key_field();
         let value = entry.map_entry_value_field();
-        return format!("map<{}, {}>", kind_name(&key.kind()), kind_name(&value.kind()));
+        return format!(
+            "map<{}, {}>",
+            kind_name(&key.kind()),
+            kind_name(&value.kind())
+        );
     }
     let name = kind_name(&field.kind());
     if field.is_list() {

@@ -29,7 +29,12 @@ Exit codes:
 pub(crate) struct ClientArgs {
     /// Registry to find services in: `local`, `local:///dir`, `memory`,
     /// `service://host:port`, `etcd://…` (builds with feature etcd)
-    #[arg(long, env = "MICRO_REGISTRY", value_name = "URL", default_value = "local")]
+    #[arg(
+        long,
+        env = "MICRO_REGISTRY",
+        value_name = "URL",
+        default_value = "local"
+    )]
     registry: String,
 
     /// Output format
@@ -69,7 +74,12 @@ pub(crate) struct CallArgs {
     /// The request as JSON (protobuf's JSON mapping) [default: {}]
     body: Option<String>,
     /// The request from elsewhere: `@file` or `-` (stdin); instead of BODY
-    #[arg(short = 'd', long = "data", value_name = "JSON|@FILE|-", conflicts_with = "body")]
+    #[arg(
+        short = 'd',
+        long = "data",
+        value_name = "JSON|@FILE|-",
+        conflicts_with = "body"
+    )]
     data: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
@@ -198,8 +208,12 @@ impl Context {
     async fn records(&self, name: &str) -> Result<Vec<Record>, ToolError> {
         let records = tokio::time::timeout(self.args.timeout, self.registry.get_service(name))
             .await
-            .map_err(|_| ToolError::NotFound(format!("registry {} did not answer", self.registry.name())))?
-            .map_err(|err| ToolError::NotFound(format!("registry {}: {err}", self.registry.name())))?;
+            .map_err(|_| {
+                ToolError::NotFound(format!("registry {} did not answer", self.registry.name()))
+            })?
+            .map_err(|err| {
+                ToolError::NotFound(format!("registry {}: {err}", self.registry.name()))
+            })?;
         if records.iter().all(|record| record.nodes.is_empty()) {
             return Err(ToolError::NotFound(format!(
                 "service {name} not found in registry {}",
@@ -242,7 +256,9 @@ pub(crate) async fn services(args: ServicesArgs) -> Result<(), ToolError> {
     let records = tokio::time::timeout(args.client.timeout, context.registry.list_services())
         .await
         .map_err(|_| ToolError::NotFound("the registry did not answer".into()))?
-        .map_err(|err| ToolError::NotFound(format!("registry {}: {err}", context.registry.name())))?;
+        .map_err(|err| {
+            ToolError::NotFound(format!("registry {}: {err}", context.registry.name()))
+        })?;
     // name → (versions, nodes)
     let mut services: BTreeMap<String, (Vec<String>, usize)> = BTreeMap::new();
     for record in records {
@@ -367,9 +383,17 @@ pub(crate) async fn describe(args: DescribeArgs) -> Result<(), ToolError> {
                 println!(
                     "rpc {}({}{}) returns ({}{})",
                     method.full_name(),
-                    if method.is_client_streaming() { "stream " } else { "" },
+                    if method.is_client_streaming() {
+                        "stream "
+                    } else {
+                        ""
+                    },
                     method.input().full_name(),
-                    if method.is_server_streaming() { "stream " } else { "" },
+                    if method.is_server_streaming() {
+                        "stream "
+                    } else {
+                        ""
+                    },
                     method.output().full_name(),
                 );
                 for message in [method.input(), method.output()] {
@@ -409,7 +433,10 @@ fn collect_messages(message: &MessageDescriptor, into: &mut Vec<MessageDescripto
         }
         return;
     }
-    if into.iter().any(|known| known.full_name() == message.full_name()) {
+    if into
+        .iter()
+        .any(|known| known.full_name() == message.full_name())
+    {
         return;
     }
     into.push(message.clone());
@@ -460,7 +487,10 @@ pub(crate) async fn call(args: CallArgs) -> Result<(), ToolError> {
     match (method.is_client_streaming(), method.is_server_streaming()) {
         (false, false) => {
             let request = single.ok_or_else(|| ToolError::Usage("no request".into()))?;
-            let reply = grpc.unary(request, path, codec).await.map_err(ToolError::Status)?;
+            let reply = grpc
+                .unary(request, path, codec)
+                .await
+                .map_err(ToolError::Status)?;
             print_reply(reply.get_ref())
         }
         (false, true) => {
@@ -512,14 +542,15 @@ fn read_body(body: Option<&str>, data: Option<&str>) -> Result<String, ToolError
         (Some(body), _) => Ok(body.to_owned()),
         (None, Some("-")) => {
             let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|err| ToolError::Usage(format!("cannot read the request from stdin: {err}")))?;
+            std::io::stdin().read_to_string(&mut text).map_err(|err| {
+                ToolError::Usage(format!("cannot read the request from stdin: {err}"))
+            })?;
             Ok(text)
         }
         (None, Some(data)) => match data.strip_prefix('@') {
-            Some(file) => std::fs::read_to_string(file)
-                .map_err(|err| ToolError::Usage(format!("cannot read the request from {file}: {err}"))),
+            Some(file) => std::fs::read_to_string(file).map_err(|err| {
+                ToolError::Usage(format!("cannot read the request from {file}: {err}"))
+            }),
             None => Ok(data.to_owned()),
         },
         (None, None) => Ok("{}".to_owned()),
@@ -557,7 +588,9 @@ pub(crate) async fn health(args: ServiceArgs) -> Result<(), ToolError> {
         Output::Json => {
             let nodes: Vec<_> = rows
                 .iter()
-                .map(|(id, address, status)| json!({"id": id, "address": address, "status": status}))
+                .map(
+                    |(id, address, status)| json!({"id": id, "address": address, "status": status}),
+                )
                 .collect();
             println!("{}", json!({"service": args.service, "nodes": nodes}));
         }
@@ -602,8 +635,7 @@ async fn check_node(
         .timeout(timeout)
         .build()
         .map_err(|err| Status::internal(err.to_string()))?;
-    let mut health =
-        tonic_health::pb::health_client::HealthClient::new(client.channel(service));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel(service));
     let reply = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
