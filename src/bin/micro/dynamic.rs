@@ -466,3 +466,87 @@ impl Decoder for DynamicDecoder {
         Ok(Some(message))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use micro_platform::proto;
+
+    /// The kv and config services' schemas: two services with methods of the same name,
+    /// nested messages, well-known types.
+    fn pool() -> DescriptorPool {
+        let mut pool = DescriptorPool::new();
+        for set in [
+            proto::kv::v1::KV_DESCRIPTOR.file_descriptor_set,
+            proto::config::v1::CONFIG_DESCRIPTOR.file_descriptor_set,
+        ] {
+            pool.decode_file_descriptor_set(set).unwrap();
+        }
+        pool
+    }
+
+    #[test]
+    fn methods_by_full_short_and_path_names() {
+        let pool = pool();
+        for name in [
+            "micro.kv.v1.Kv.Put",
+            "Kv.Put",
+            "Put",
+            "/micro.kv.v1.Kv/Put",
+            "micro.kv.v1.Kv/Put",
+        ] {
+            assert_eq!(
+                find_method(&pool, name).unwrap().full_name(),
+                "micro.kv.v1.Kv.Put"
+            );
+        }
+        let ambiguous = find_method(&pool, "Get").unwrap_err();
+        assert!(ambiguous.contains("ambiguous"), "{ambiguous}");
+        assert!(
+            ambiguous.contains("micro.config.v1.Config.Get"),
+            "{ambiguous}"
+        );
+        let unknown = find_method(&pool, "Kv.Nope").unwrap_err();
+        assert!(unknown.contains("unknown method"), "{unknown}");
+    }
+
+    #[test]
+    fn errors_name_nested_fields() {
+        let pool = pool();
+        let put = pool.get_message_by_name("micro.kv.v1.PutRequest").unwrap();
+        let ok = parse_requests(
+            &put,
+            r#"{"namespace":{"database":"d","table":"t"},"write":{"key":"k","value":"dg==","ttl":"1.5s"}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 1);
+        let err = parse_requests(&put, r#"{"namespace":{"database":5}}"#, false).unwrap_err();
+        assert!(
+            err.contains("field \"namespace.database\" (string)"),
+            "{err}"
+        );
+        let err = parse_requests(&put, r#"{"write":{"ttl":true}}"#, false).unwrap_err();
+        assert!(
+            err.contains("field \"write.ttl\" (google.protobuf.Duration)"),
+            "{err}"
+        );
+        let err = parse_requests(&put, r#"{"write":{"kee":"k"}}"#, false).unwrap_err();
+        assert!(err.contains("unknown field \"write.kee\""), "{err}");
+        let err = parse_requests(&put, "[1]", false).unwrap_err();
+        assert!(err.contains("must be a JSON object"), "{err}");
+        let two = parse_requests(&put, "[{}, {}]", true).unwrap();
+        assert_eq!(two.len(), 2);
+    }
+
+    #[test]
+    fn replies_print_as_canonical_json() {
+        let pool = pool();
+        let put = pool.get_message_by_name("micro.kv.v1.PutResponse").unwrap();
+        let message = parse_request(&put, &serde_json::json!({"version": "7"})).unwrap();
+        // 64-bit integers are strings in the canonical mapping.
+        assert_eq!(to_json(&message).unwrap(), r#"{"version":"7"}"#);
+    }
+}
