@@ -9,7 +9,7 @@
 //! - [`DynamicCodec`] moves [`DynamicMessage`]s over any tonic transport, such as micro's
 //!   `Channel`; [`to_json`] turns replies back into JSON.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use bytes::Buf;
 use futures_util::StreamExt;
@@ -223,8 +223,14 @@ where
 /// How a method was named on the command line, resolved against `pool`: a full name
 /// (`greeter.v1.Greeter.SayHello`, also `greeter.v1.Greeter/SayHello` or
 /// `/greeter.v1.Greeter/SayHello`), `Greeter.SayHello`, or the method alone when only one
-/// service has it.
-pub(crate) fn find_method(pool: &DescriptorPool, name: &str) -> Result<MethodDescriptor, String> {
+/// service has it. A short name that several services have is narrowed to the methods in
+/// `registered` (the full names of the endpoints the service registered), when that leaves
+/// one.
+pub(crate) fn find_method(
+    pool: &DescriptorPool,
+    name: &str,
+    registered: &HashSet<String>,
+) -> Result<MethodDescriptor, String> {
     let wanted = name.trim().trim_start_matches('/').replace('/', ".");
     let methods: Vec<MethodDescriptor> = pool
         .services()
@@ -241,6 +247,16 @@ pub(crate) fn find_method(pool: &DescriptorPool, name: &str) -> Result<MethodDes
             .collect()
     } else {
         exact
+    };
+    let narrowed: Vec<&MethodDescriptor> = found
+        .iter()
+        .copied()
+        .filter(|m| registered.contains(m.full_name()))
+        .collect();
+    let found = if found.len() > 1 && narrowed.len() == 1 {
+        narrowed
+    } else {
+        found
     };
     match found.as_slice() {
         [one] => Ok((*one).clone()),
@@ -490,6 +506,7 @@ mod tests {
     #[test]
     fn methods_by_full_short_and_path_names() {
         let pool = pool();
+        let none = HashSet::new();
         for name in [
             "micro.kv.v1.Kv.Put",
             "Kv.Put",
@@ -498,17 +515,23 @@ mod tests {
             "micro.kv.v1.Kv/Put",
         ] {
             assert_eq!(
-                find_method(&pool, name).unwrap().full_name(),
+                find_method(&pool, name, &none).unwrap().full_name(),
                 "micro.kv.v1.Kv.Put"
             );
         }
-        let ambiguous = find_method(&pool, "Get").unwrap_err();
+        let ambiguous = find_method(&pool, "Get", &none).unwrap_err();
         assert!(ambiguous.contains("ambiguous"), "{ambiguous}");
         assert!(
             ambiguous.contains("micro.config.v1.Config.Get"),
             "{ambiguous}"
         );
-        let unknown = find_method(&pool, "Kv.Nope").unwrap_err();
+        // The service's own endpoints settle it.
+        let kv = HashSet::from(["micro.kv.v1.Kv.Get".to_owned()]);
+        assert_eq!(
+            find_method(&pool, "Get", &kv).unwrap().full_name(),
+            "micro.kv.v1.Kv.Get"
+        );
+        let unknown = find_method(&pool, "Kv.Nope", &none).unwrap_err();
         assert!(unknown.contains("unknown method"), "{unknown}");
     }
 

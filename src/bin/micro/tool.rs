@@ -1,7 +1,13 @@
 //! The client commands of `micro`: `services`, `describe`, `call`, `health`. Schemas come
 //! from the services themselves, by gRPC reflection; no compiled stubs.
 
-use std::{collections::BTreeMap, io::Read, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    io::{Read, Write},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use micro_core::{
@@ -13,6 +19,28 @@ use serde_json::json;
 use tonic::{Code, Status};
 
 use crate::dynamic::{self, DynamicCodec, ReflectionError};
+
+/// `println!` that ends the process quietly when stdout is gone (`micro … | head`).
+macro_rules! outln {
+    () => {
+        out(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        out(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to stdout and flushes it (streamed replies show as they arrive); when
+/// stdout is closed, exits with 0 as `head`'s readers expect.
+fn out(line: fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
+}
 
 /// Exit codes and what they mean, for `--help`.
 pub(crate) const EXIT_CODES: &str = "\
@@ -37,7 +65,7 @@ pub(crate) struct ClientArgs {
     )]
     registry: String,
 
-    /// Output format
+    /// Output format (`call` prints JSON either way)
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
 
@@ -276,7 +304,7 @@ pub(crate) async fn services(args: ServicesArgs) -> Result<(), ToolError> {
                     json!({"name": name, "versions": versions, "nodes": nodes})
                 })
                 .collect();
-            println!("{}", json!(list));
+            outln!("{}", json!(list));
         }
         Output::Table => {
             let rows = services
@@ -303,11 +331,15 @@ pub(crate) async fn describe(args: DescribeArgs) -> Result<(), ToolError> {
             None
         }
     };
+    // The methods the service registered, when it registered any (one server may serve
+    // several registered names, as `micro server` does); else all but infrastructure.
+    let registered = registered(&records);
     let methods: Vec<MethodDescriptor> = pool
         .iter()
         .flat_map(|pool| pool.services())
         .filter(|service| !is_infrastructure(service.full_name()))
         .flat_map(|service| service.methods().collect::<Vec<_>>())
+        .filter(|method| registered.is_empty() || registered.contains(method.full_name()))
         .collect();
 
     match args.client.output {
@@ -341,14 +373,14 @@ pub(crate) async fn describe(args: DescribeArgs) -> Result<(), ToolError> {
                     .map(|e| json!({"name": e.name, "request": e.request, "response": e.response}))
                     .collect()
             };
-            println!(
+            outln!(
                 "{}",
                 json!({"name": args.service, "nodes": nodes, "endpoints": endpoints})
             );
         }
         Output::Table => {
-            println!("service {}", args.service);
-            println!();
+            outln!("service {}", args.service);
+            outln!();
             let rows = records
                 .iter()
                 .flat_map(|record| {
@@ -368,19 +400,21 @@ pub(crate) async fn describe(args: DescribeArgs) -> Result<(), ToolError> {
                 })
                 .collect();
             print_table(&["NODE", "ADDRESS", "VERSION", "METADATA"], rows);
-            println!();
+            outln!();
             if pool.is_none() {
                 for endpoint in records.iter().flat_map(|record| record.endpoints.iter()) {
-                    println!(
+                    outln!(
                         "rpc {}({}) returns ({})",
-                        endpoint.name, endpoint.request, endpoint.response
+                        endpoint.name,
+                        endpoint.request,
+                        endpoint.response
                     );
                 }
                 return Ok(());
             }
             let mut messages: Vec<MessageDescriptor> = Vec::new();
             for method in &methods {
-                println!(
+                outln!(
                     "rpc {}({}{}) returns ({}{})",
                     method.full_name(),
                     if method.is_client_streaming() {
@@ -401,21 +435,30 @@ pub(crate) async fn describe(args: DescribeArgs) -> Result<(), ToolError> {
                 }
             }
             for message in &messages {
-                println!();
-                println!("message {} {{", message.full_name());
+                outln!();
+                outln!("message {} {{", message.full_name());
                 for field in message.fields() {
-                    println!(
+                    outln!(
                         "  {} {} = {};",
                         dynamic::field_type(&field),
                         field.name(),
                         field.number()
                     );
                 }
-                println!("}}");
+                outln!("}}");
             }
         }
     }
     Ok(())
+}
+
+/// The full names of the endpoints in the service's records.
+fn registered(records: &[Record]) -> HashSet<String> {
+    records
+        .iter()
+        .flat_map(|record| record.endpoints.iter())
+        .map(|endpoint| endpoint.name.clone())
+        .collect()
 }
 
 /// Health and reflection: every micro service serves them; not worth listing.
@@ -463,9 +506,10 @@ fn message_json(message: &MessageDescriptor) -> serde_json::Value {
 pub(crate) async fn call(args: CallArgs) -> Result<(), ToolError> {
     let body = read_body(args.body.as_deref(), args.data.as_deref())?;
     let context = Context::open(&args.client)?;
-    context.records(&args.service).await?;
+    let records = context.records(&args.service).await?;
     let pool = context.pool(&args.service).await?;
-    let method = dynamic::find_method(&pool, &args.method).map_err(ToolError::Usage)?;
+    let method = dynamic::find_method(&pool, &args.method, &registered(&records))
+        .map_err(ToolError::Usage)?;
     let requests = dynamic::parse_requests(&method.input(), &body, method.is_client_streaming())
         .map_err(ToolError::Usage)?;
 
@@ -523,7 +567,7 @@ pub(crate) async fn call(args: CallArgs) -> Result<(), ToolError> {
 }
 
 fn print_reply(reply: &prost_reflect::DynamicMessage) -> Result<(), ToolError> {
-    println!("{}", dynamic::to_json(reply).map_err(ToolError::Failed)?);
+    outln!("{}", dynamic::to_json(reply).map_err(ToolError::Failed)?);
     Ok(())
 }
 
@@ -592,7 +636,7 @@ pub(crate) async fn health(args: ServiceArgs) -> Result<(), ToolError> {
                     |(id, address, status)| json!({"id": id, "address": address, "status": status}),
                 )
                 .collect();
-            println!("{}", json!({"service": args.service, "nodes": nodes}));
+            outln!("{}", json!({"service": args.service, "nodes": nodes}));
         }
         Output::Table => print_table(
             &["NODE", "ADDRESS", "STATUS"],
@@ -672,8 +716,8 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
         }
         out.trim_end().to_owned()
     };
-    println!("{}", line(header.iter().map(|h| (*h).to_owned()).collect()));
+    outln!("{}", line(header.iter().map(|h| (*h).to_owned()).collect()));
     for row in rows {
-        println!("{}", line(row));
+        outln!("{}", line(row));
     }
 }
