@@ -245,3 +245,62 @@ async fn bad_input_and_unknown_names() {
     assert_eq!(code, 0);
     assert!(out.contains("Exit codes:"), "{out}");
 }
+
+/// `micro server` serves several registered names on one port: each name shows and
+/// resolves to its own methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_services_by_their_registered_names() {
+    let registry = RegistryDir::new();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let mut server = Proc::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_micro")),
+        &[
+            "server",
+            "--address",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir,
+            "--registry",
+            &registry.url,
+        ],
+        &[
+            ("MICRO_STORE", ""),
+            ("MICRO_SYNC", ""),
+            ("MICRO_BROKER", ""),
+            ("MICRO_SERVER_ADDRESS", ""),
+        ],
+    );
+    server.ready().await;
+
+    let (code, out, err) = micro(&registry.url, &["describe", "micro.kv"], None).await;
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(out.contains("rpc micro.kv.v1.Kv.Put("), "{out}");
+    assert!(!out.contains("micro.config.v1"), "only kv's methods: {out}");
+    // Nested messages and well-known imports (google.protobuf.Duration) resolve.
+    assert!(out.contains("google.protobuf.Duration ttl = 3;"), "{out}");
+
+    let put = r#"{"namespace":{"database":"micro","table":"cli"},"write":{"key":"k","value":"dg==","ttl":"60s"}}"#;
+    let (code, out, err) = micro(&registry.url, &["call", "micro.kv", "Put", put], None).await;
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out.trim(), r#"{"version":"1"}"#);
+    // `Get` is kv's and config's: the registered name settles it.
+    let get = r#"{"namespace":{"database":"micro","table":"cli"},"key":"k"}"#;
+    let (code, out, err) = micro(&registry.url, &["call", "micro.kv", "Get", get], None).await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reply["record"]["value"], "dg==", "{out}");
+    // A nested value of the wrong type is named by its path.
+    let (code, _, err) = micro(
+        &registry.url,
+        &["call", "micro.kv", "Get", r#"{"namespace":{"table":7}}"#],
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("field \"namespace.table\" (string)"), "{err}");
+
+    let (code, out, err) = micro(&registry.url, &["health", "micro.server"], None).await;
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(out.contains("SERVING"), "{out}");
+}
