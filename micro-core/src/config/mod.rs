@@ -211,6 +211,12 @@ impl ConfigBuilder {
     pub async fn build(mut self) -> Result<Config, ConfigError> {
         self.flush_files();
         let environment = self.current_environment();
+        // Watch first, then load: a change between the two is seen by the watch instead of
+        // falling into a gap.
+        let mut changes = Vec::with_capacity(self.sources.len());
+        for source in &self.sources {
+            changes.push(source.changes().await?);
+        }
         let mut layers = Vec::with_capacity(self.sources.len());
         for source in &self.sources {
             layers.push(source.load().await?);
@@ -224,8 +230,8 @@ impl ConfigBuilder {
             reloaders: Mutex::new(Vec::new()),
         });
         let config = Config { shared };
-        for (index, source) in self.sources.into_iter().enumerate() {
-            if let Some(changes) = source.changes().await? {
+        for (index, (source, changes)) in self.sources.into_iter().zip(changes).enumerate() {
+            if let Some(changes) = changes {
                 let weak = Arc::downgrade(&config.shared);
                 let task = tokio::spawn(reload(weak, index, source, changes));
                 lock(&config.shared.reloaders).push(task);

@@ -146,10 +146,9 @@ impl Source for EtcdConfigSource {
     }
 }
 
-/// Forwards every change under `prefix`; after a broken watch, one reload once it is back.
+/// Forwards every change under `prefix`, and one reload each time the watch is (re)established.
 async fn watch(mut client: Client, prefix: String, name: String, sender: mpsc::Sender<()>) {
     let mut backoff = Duration::from_millis(100);
-    let mut broken = false;
     loop {
         let watched = client
             .watch(prefix.as_str(), Some(WatchOptions::new().with_prefix()))
@@ -157,7 +156,9 @@ async fn watch(mut client: Client, prefix: String, name: String, sender: mpsc::S
         match watched {
             Ok(mut stream) => {
                 backoff = Duration::from_millis(100);
-                if broken && sender.send(()).await.is_err() {
+                // Once the watch is in place, one reload: whatever changed before it (since
+                // the first load, or during a broken watch) is read now.
+                if sender.send(()).await.is_err() {
                     return;
                 }
                 loop {
@@ -182,7 +183,6 @@ async fn watch(mut client: Client, prefix: String, name: String, sender: mpsc::S
                 tracing::warn!(source = %name, %error, ?backoff, "cannot watch configuration; retrying");
             }
         }
-        broken = true;
         tokio::select! {
             () = sender.closed() => return,
             () = tokio::time::sleep(backoff) => {}
