@@ -98,6 +98,8 @@
 
 mod setup;
 
+pub mod dynamic;
+
 pub use micro_core::{
     Channel, Client, ClientBuilder, Connector, NodeInfo, Registry, RegistryError, Selector,
     Service, ServiceBuilder, ServiceError, Store, StoreError, balance, broker, client, config,

@@ -6,7 +6,6 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod aliases;
-mod dynamic;
 mod server;
 mod tool;
 

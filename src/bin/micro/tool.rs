@@ -18,7 +18,7 @@ use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor};
 use serde_json::json;
 use tonic::{Code, Status};
 
-use crate::dynamic::{self, DynamicCodec, ReflectionError};
+use micro::dynamic::{self, DynamicCodec, ReflectionError};
 
 /// `println!` that ends the process quietly when stdout is gone (`micro … | head`).
 macro_rules! outln {

@@ -38,7 +38,7 @@ const MAX_IMPORT_ROUNDS: usize = 32;
 
 /// Why a schema could not be had.
 #[derive(Debug)]
-pub(crate) enum ReflectionError {
+pub enum ReflectionError {
     /// The call failed: the status of the last attempt.
     Status(Status),
     /// The service answered something unusable.
@@ -61,9 +61,11 @@ impl std::fmt::Display for ReflectionError {
     }
 }
 
+impl std::error::Error for ReflectionError {}
+
 /// The files of every service `channel` reaches serves, with their imports, fetched by
 /// reflection: v1 first, v1alpha when v1 is UNIMPLEMENTED.
-pub(crate) async fn fetch_pool<T>(channel: T) -> Result<DescriptorPool, ReflectionError>
+pub async fn fetch_pool<T>(channel: T) -> Result<DescriptorPool, ReflectionError>
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone,
     T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -226,7 +228,7 @@ where
 /// service has it. A short name that several services have is narrowed to the methods in
 /// `registered` (the full names of the endpoints the service registered), when that leaves
 /// one.
-pub(crate) fn find_method(
+pub fn find_method(
     pool: &DescriptorPool,
     name: &str,
     registered: &HashSet<String>,
@@ -279,7 +281,7 @@ pub(crate) fn find_method(
 
 /// The messages of a request body: one JSON object, or for client-streaming methods
 /// an array of them (an object alone is a stream of one).
-pub(crate) fn parse_requests(
+pub fn parse_requests(
     descriptor: &MessageDescriptor,
     text: &str,
     streaming: bool,
@@ -300,7 +302,7 @@ pub(crate) fn parse_requests(
 }
 
 /// One message from JSON; an error names the offending field and its type.
-pub(crate) fn parse_request(
+pub fn parse_request(
     descriptor: &MessageDescriptor,
     value: &serde_json::Value,
 ) -> Result<DynamicMessage, String> {
@@ -374,7 +376,7 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 
 /// A field's type as a .proto file spells it: `string`, `repeated uint32`,
 /// `map<string, int64>`, `greeter.v1.HelloRequest`.
-pub(crate) fn field_type(field: &FieldDescriptor) -> String {
+pub fn field_type(field: &FieldDescriptor) -> String {
     if field.is_map()
         && let Kind::Message(entry) = field.kind()
     {
@@ -418,18 +420,19 @@ fn kind_name(kind: &Kind) -> String {
 
 /// A message as canonical protobuf JSON, on one line (fields with default values left
 /// out, as the mapping prescribes).
-pub(crate) fn to_json(message: &DynamicMessage) -> Result<String, String> {
+pub fn to_json(message: &DynamicMessage) -> Result<String, String> {
     serde_json::to_string(message).map_err(|err| format!("reply not printable as JSON: {err}"))
 }
 
 /// A codec for [`DynamicMessage`]s: requests as they are, replies decoded as `reply`.
 #[derive(Debug, Clone)]
-pub(crate) struct DynamicCodec {
+pub struct DynamicCodec {
     reply: MessageDescriptor,
 }
 
 impl DynamicCodec {
-    pub(crate) fn new(reply: MessageDescriptor) -> Self {
+    /// A codec whose replies decode as `reply`.
+    pub fn new(reply: MessageDescriptor) -> Self {
         Self { reply }
     }
 }
@@ -451,7 +454,7 @@ impl Codec for DynamicCodec {
 
 /// Encodes [`DynamicMessage`]s.
 #[derive(Debug)]
-pub(crate) struct DynamicEncoder;
+pub struct DynamicEncoder;
 
 impl Encoder for DynamicEncoder {
     type Item = DynamicMessage;
@@ -465,7 +468,7 @@ impl Encoder for DynamicEncoder {
 
 /// Decodes replies of one message type.
 #[derive(Debug)]
-pub(crate) struct DynamicDecoder(MessageDescriptor);
+pub struct DynamicDecoder(MessageDescriptor);
 
 impl Decoder for DynamicDecoder {
     type Item = DynamicMessage;
