@@ -100,6 +100,8 @@ mod setup;
 
 pub mod dynamic;
 
+pub mod api;
+
 pub use micro_core::{
     Channel, Client, ClientBuilder, Connector, NodeInfo, Registry, RegistryError, Selector,
     Service, ServiceBuilder, ServiceError, Store, StoreError, balance, broker, client, config,
