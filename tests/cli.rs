@@ -304,3 +304,35 @@ async fn platform_services_by_their_registered_names() {
     assert_eq!(code, 0, "stderr: {err}");
     assert!(out.contains("SERVING"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_scripts_for_every_shell() {
+    let registry = RegistryDir::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = micro(&registry.url, &["completion", shell], None).await;
+        assert_eq!(code, 0, "{shell}: {err}");
+        for command in ["call", "publish", "kv", "config", "completion"] {
+            assert!(
+                out.contains(command),
+                "{shell} script names {command}: {out}"
+            );
+        }
+        if shell == "bash" {
+            let script = registry.dir.path().join("micro.bash");
+            std::fs::write(&script, &out).unwrap();
+            let check = tokio::process::Command::new("bash")
+                .arg("-n")
+                .arg(&script)
+                .output()
+                .await
+                .expect("run bash -n");
+            assert!(
+                check.status.success(),
+                "bash -n: {}",
+                String::from_utf8_lossy(&check.stderr)
+            );
+        }
+    }
+    let (code, _, _) = micro(&registry.url, &["completion", "tcsh"], None).await;
+    assert_eq!(code, 2, "an unknown shell is a usage error");
+}

@@ -6,12 +6,14 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod aliases;
+mod completion;
+mod platform_cmds;
 mod server;
 mod tool;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// The micro toolkit: run the platform, talk to services.
 #[derive(Debug, Parser)]
@@ -46,6 +48,18 @@ enum Command {
     /// Check the health (grpc.health.v1) of each node of a service
     #[command(after_help = tool::EXIT_CODES)]
     Health(tool::ServiceArgs),
+    /// Publish a JSON message to a topic (through the event service by default)
+    #[command(after_help = tool::EXIT_CODES)]
+    Publish(platform_cmds::PublishArgs),
+    /// Read and write keys of the kv service (or any store): get, put, delete, list
+    #[command(after_help = tool::EXIT_CODES)]
+    Kv(platform_cmds::KvArgs),
+    /// Read, write and watch values of the config service: get, set, delete, watch
+    #[command(after_help = tool::EXIT_CODES)]
+    Config(platform_cmds::ConfigArgs),
+    /// Print the shell completion script: bash, zsh, fish, elvish or powershell
+    #[command(long_about = completion::LONG_ABOUT)]
+    Completion(completion::CompletionArgs),
 }
 
 #[tokio::main]
@@ -71,6 +85,10 @@ async fn main() -> ExitCode {
         Command::Describe(args) => tool::describe(args).await,
         Command::Call(args) => tool::call(args).await,
         Command::Health(args) => tool::health(args).await,
+        Command::Publish(args) => platform_cmds::publish(args).await,
+        Command::Kv(args) => platform_cmds::kv(args).await,
+        Command::Config(args) => platform_cmds::config(args).await,
+        Command::Completion(args) => completion::run(&args, Cli::command()),
     };
     match tool_result {
         Ok(()) => ExitCode::SUCCESS,

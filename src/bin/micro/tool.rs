@@ -23,16 +23,17 @@ use micro::dynamic::{self, DynamicCodec, ReflectionError};
 /// `println!` that ends the process quietly when stdout is gone (`micro … | head`).
 macro_rules! outln {
     () => {
-        out(format_args!(""))
+        $crate::tool::out(format_args!(""))
     };
     ($($arg:tt)*) => {
-        out(format_args!($($arg)*))
+        $crate::tool::out(format_args!($($arg)*))
     };
 }
+pub(crate) use outln;
 
 /// Writes one line to stdout and flushes it (streamed replies show as they arrive); when
 /// stdout is closed, exits with 0 as `head`'s readers expect.
-fn out(line: fmt::Arguments<'_>) {
+pub(crate) fn out(line: fmt::Arguments<'_>) {
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())
@@ -63,15 +64,15 @@ pub(crate) struct ClientArgs {
         value_name = "URL",
         default_value = "local"
     )]
-    registry: String,
+    pub(crate) registry: String,
 
     /// Output format (`call` prints JSON either way)
     #[arg(long, value_enum, default_value_t = Output::Table)]
-    output: Output,
+    pub(crate) output: Output,
 
     /// Time limit of each call: `500ms`, `10s`, `2m`
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// How results are printed.
@@ -165,7 +166,7 @@ impl std::fmt::Display for ToolError {
 }
 
 /// `NOT_FOUND`, `INVALID_ARGUMENT`, … as gRPC spells codes.
-fn code_name(code: Code) -> &'static str {
+pub(crate) fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -188,7 +189,7 @@ fn code_name(code: Code) -> &'static str {
 }
 
 /// `500ms`, `10s`, `2m`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(at) => text.split_at(at),
@@ -210,14 +211,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// The registry and a client on it.
-struct Context {
-    registry: SharedRegistry,
-    client: Client,
-    args: ClientArgs,
+pub(crate) struct Context {
+    pub(crate) registry: SharedRegistry,
+    pub(crate) client: Client,
+    pub(crate) args: ClientArgs,
 }
 
 impl Context {
-    fn open(args: &ClientArgs) -> Result<Self, ToolError> {
+    pub(crate) fn open(args: &ClientArgs) -> Result<Self, ToolError> {
         let registry = registry::from_url(&args.registry)
             .map_err(|err| ToolError::Usage(format!("--registry {}: {err}", args.registry)))?;
         let client = Client::builder()
@@ -233,7 +234,7 @@ impl Context {
     }
 
     /// The service's records; an error when it has no live node.
-    async fn records(&self, name: &str) -> Result<Vec<Record>, ToolError> {
+    pub(crate) async fn records(&self, name: &str) -> Result<Vec<Record>, ToolError> {
         let records = tokio::time::timeout(self.args.timeout, self.registry.get_service(name))
             .await
             .map_err(|_| {
@@ -252,7 +253,7 @@ impl Context {
     }
 
     /// The schemas `service` serves, by reflection.
-    async fn pool(&self, service: &str) -> Result<DescriptorPool, ToolError> {
+    pub(crate) async fn pool(&self, service: &str) -> Result<DescriptorPool, ToolError> {
         let channel = self.client.channel(service);
         match tokio::time::timeout(self.args.timeout, dynamic::fetch_pool(channel)).await {
             Err(_) => Err(ToolError::NotFound(format!(
@@ -453,7 +454,7 @@ pub(crate) async fn describe(args: DescribeArgs) -> Result<(), ToolError> {
 }
 
 /// The full names of the endpoints in the service's records.
-fn registered(records: &[Record]) -> HashSet<String> {
+pub(crate) fn registered(records: &[Record]) -> HashSet<String> {
     records
         .iter()
         .flat_map(|record| record.endpoints.iter())
@@ -581,7 +582,7 @@ async fn print_replies(
 }
 
 /// The request body: BODY, `-d JSON`, `-d @file`, `-d -` (stdin), or `{}`.
-fn read_body(body: Option<&str>, data: Option<&str>) -> Result<String, ToolError> {
+pub(crate) fn read_body(body: Option<&str>, data: Option<&str>) -> Result<String, ToolError> {
     match (body, data) {
         (Some(body), _) => Ok(body.to_owned()),
         (None, Some("-")) => {
@@ -695,7 +696,7 @@ async fn check_node(
 }
 
 /// Left-aligned columns, two spaces apart.
-fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (i, cell) in row.iter().enumerate() {

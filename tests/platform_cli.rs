@@ -1,0 +1,320 @@
+//! The platform commands of `micro` (`publish`, `kv`, `config`) against a real `micro server`
+//! process in a private registry and data directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use futures_util::StreamExt;
+use micro::platform::event::EventClient;
+use micro_core::broker::{Broker, SubscribeOptions};
+use nix::sys::signal::Signal;
+use support::{Proc, RegistryDir};
+
+/// A `micro server` on a free loopback port, registered in a private registry.
+struct Server {
+    registry: RegistryDir,
+    addr: String,
+    process: Proc,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let registry = RegistryDir::new();
+        let data_dir = data.path().display().to_string();
+        let mut process = Proc::spawn(
+            Path::new(env!("CARGO_BIN_EXE_micro")),
+            &[
+                "server",
+                "--address",
+                "127.0.0.1:0",
+                "--data-dir",
+                &data_dir,
+                "--registry",
+                &registry.url,
+            ],
+            &[
+                ("MICRO_STORE", ""),
+                ("MICRO_SYNC", ""),
+                ("MICRO_BROKER", ""),
+                ("MICRO_SERVER_ADDRESS", ""),
+                // The HTTP gateway (once merged) on a free port, not 8080.
+                ("MICRO_API_ADDRESS", "127.0.0.1:0"),
+            ],
+        );
+        let ready = process.ready().await;
+        Self {
+            registry,
+            addr: ready.addr,
+            process,
+            _data: data,
+        }
+    }
+
+    /// Runs `micro args…` with this server's registry; `(exit code, stdout, stderr)`.
+    async fn micro(&self, args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"));
+        command
+            .args(args)
+            .env("MICRO_REGISTRY", &self.registry.url)
+            .env_remove("MICRO_STORE")
+            .env_remove("MICRO_BROKER")
+            .env_remove("MICRO_ENV")
+            .env("RUST_LOG", "warn")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start micro");
+        if let Some(bytes) = stdin {
+            use tokio::io::AsyncWriteExt;
+            let mut pipe = child.stdin.take().expect("piped stdin");
+            pipe.write_all(bytes).await.expect("write stdin");
+            drop(pipe);
+        }
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("micro finished within 60 s")
+            .expect("micro output");
+        (
+            output.status.code().expect("micro exited, not killed"),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    async fn stop(mut self) {
+        self.process.signal(Signal::SIGTERM);
+        let status = self.process.wait(Duration::from_secs(30)).await;
+        assert!(status.success(), "micro server exited with {status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_delivers_json_through_the_event_service() {
+    let server = Server::start().await;
+    let events = EventClient::connect(&server.addr).unwrap();
+    let mut subscription = events
+        .subscribe("orders.created", SubscribeOptions::default())
+        .await
+        .unwrap();
+
+    let (code, out, err) = server
+        .micro(
+            &["publish", "orders.created", r#"{"id": 7, "item": "tea"}"#],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    let delivery = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("delivered within 10 s")
+        .expect("subscription open")
+        .expect("a delivery");
+    let body: serde_json::Value = serde_json::from_slice(&delivery.message.body).unwrap();
+    assert_eq!(body, serde_json::json!({"id": 7, "item": "tea"}));
+    assert_eq!(
+        delivery
+            .message
+            .headers
+            .get("content-type")
+            .map(String::as_str),
+        Some("application/json")
+    );
+
+    // From stdin too.
+    let (code, _, err) = server
+        .micro(&["publish", "orders.created", "-d", "-"], Some(b"[1, 2]"))
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let delivery = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("delivered within 10 s")
+        .expect("subscription open")
+        .expect("a delivery");
+    assert_eq!(&delivery.message.body[..], b"[1,2]");
+
+    // Bad JSON and a bad topic are usage errors; nothing is published.
+    let (code, _, err) = server
+        .micro(&["publish", "orders.created", "{not json"], None)
+        .await;
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(err.contains("not valid JSON"), "stderr: {err}");
+    let (code, _, err) = server.micro(&["publish", "bad topic", "{}"], None).await;
+    assert_eq!(code, 2, "stderr: {err}");
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_without_an_event_service_is_not_found() {
+    let registry = RegistryDir::new();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"))
+        .args(["publish", "a.b", "{}", "--registry", &registry.url])
+        .env_remove("MICRO_BROKER")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "stderr: {err}");
+    assert!(err.contains("micro.event"), "stderr: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_put_get_list_delete_round_trip() {
+    let server = Server::start().await;
+    let ns = ["--database", "clitest", "--table", "t1"];
+    let with_ns = |args: &[&'static str]| -> Vec<&'static str> {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&ns);
+        all
+    };
+
+    let (code, _, err) = server
+        .micro(&with_ns(&["kv", "put", "greeting", "hello"]), None)
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let (code, out, err) = server
+        .micro(&with_ns(&["kv", "get", "greeting"]), None)
+        .await;
+    assert_eq!((code, out.as_str()), (0, "hello\n"), "stderr: {err}");
+
+    // A binary value from stdin, with a TTL, read back as JSON (base64).
+    let (code, _, err) = server
+        .micro(
+            &with_ns(&["kv", "put", "blob", "--ttl", "1m"]),
+            Some(&[0xff, 0x00, 0x01]),
+        )
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let (code, out, err) = server
+        .micro(&with_ns(&["kv", "get", "blob", "--output", "json"]), None)
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let record: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["value"], "/wAB");
+    assert_eq!(record["encoding"], "base64");
+    assert_eq!(record["version"], 1);
+    let ttl = record["expiry"]["ttl_ms"].as_u64().expect("a TTL");
+    assert!(ttl > 0 && ttl <= 60_000, "ttl {ttl}");
+
+    // Another namespace does not see the keys.
+    let (code, _, _) = server.micro(&["kv", "get", "greeting"], None).await;
+    assert_eq!(code, 1);
+
+    let (code, out, err) = server.micro(&with_ns(&["kv", "list"]), None).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "blob\ngreeting\n"),
+        "stderr: {err}"
+    );
+    let (code, out, _) = server
+        .micro(
+            &with_ns(&["kv", "list", "--prefix", "g", "--output", "json"]),
+            None,
+        )
+        .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!(["greeting"])
+    );
+    let (code, out, _) = server
+        .micro(&with_ns(&["kv", "list", "--limit", "1"]), None)
+        .await;
+    assert_eq!((code, out.as_str()), (0, "blob\n"));
+
+    let (code, _, err) = server
+        .micro(&with_ns(&["kv", "delete", "greeting"]), None)
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let (code, _, err) = server
+        .micro(&with_ns(&["kv", "get", "greeting"]), None)
+        .await;
+    assert_eq!(code, 1, "stderr: {err}");
+    assert!(err.contains("key not found"), "stderr: {err}");
+    let (code, _, _) = server
+        .micro(&with_ns(&["kv", "delete", "greeting"]), None)
+        .await;
+    assert_eq!(code, 1);
+
+    // A bad namespace is a usage error.
+    let (code, _, _) = server
+        .micro(&["kv", "get", "x", "--database", "bad name"], None)
+        .await;
+    assert_eq!(code, 2);
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_set_get_delete_and_watch() {
+    let server = Server::start().await;
+
+    let (code, _, err) = server
+        .micro(&["config", "set", "db.pool", "20", "--env", "prod"], None)
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let (code, _, err) = server
+        .micro(
+            &["config", "set", "db.host", r#""db.local""#, "--env", "prod"],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let (code, out, err) = server
+        .micro(&["config", "get", "db.pool", "--env", "prod"], None)
+        .await;
+    assert_eq!((code, out.as_str()), (0, "20\n"), "stderr: {err}");
+    let (code, out, _) = server
+        .micro(&["config", "get", "--env", "prod"], None)
+        .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"db": {"pool": 20, "host": "db.local"}})
+    );
+    // Environments are apart.
+    let (code, _, err) = server.micro(&["config", "get", "db.pool"], None).await;
+    assert_eq!(code, 1, "stderr: {err}");
+
+    // Watch prints the value, then each change.
+    let mut watch = Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_micro")),
+        &["config", "watch", "db.pool", "--env", "prod"],
+        &[("MICRO_REGISTRY", &server.registry.url)],
+    );
+    assert_eq!(watch.next_line(Duration::from_secs(30)).await, "20");
+    let (code, _, err) = server
+        .micro(
+            &["config", "set", "db.pool", "{max: 30}", "--env", "prod"],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(
+        watch.next_line(Duration::from_secs(30)).await,
+        r#"{"max":30}"#
+    );
+    watch.signal(Signal::SIGINT);
+    assert!(watch.wait(Duration::from_secs(30)).await.success());
+
+    let (code, _, err) = server
+        .micro(&["config", "delete", "db", "--env", "prod"], None)
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let (code, _, _) = server
+        .micro(&["config", "get", "db.host", "--env", "prod"], None)
+        .await;
+    assert_eq!(code, 1);
+
+    server.stop().await;
+}
