@@ -6,7 +6,9 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod aliases;
+mod bench;
 mod completion;
+mod new;
 mod platform_cmds;
 mod server;
 mod tool;
@@ -60,6 +62,12 @@ enum Command {
     /// Print the shell completion script: bash, zsh, fish, elvish or powershell
     #[command(long_about = completion::LONG_ABOUT)]
     Completion(completion::CompletionArgs),
+    /// Create a service crate: proto, handlers, main, test, README
+    #[command(long_about = new::LONG_ABOUT, after_help = tool::EXIT_CODES)]
+    New(new::NewArgs),
+    /// Load-test a method: many calls from concurrent callers; rps, codes, latency
+    #[command(long_about = bench::LONG_ABOUT, after_help = tool::EXIT_CODES)]
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -89,6 +97,8 @@ async fn main() -> ExitCode {
         Command::Kv(args) => platform_cmds::kv(args).await,
         Command::Config(args) => platform_cmds::config(args).await,
         Command::Completion(args) => completion::run(&args, Cli::command()),
+        Command::New(args) => new::run(&args),
+        Command::Bench(args) => bench::run(args).await,
     };
     match tool_result {
         Ok(()) => ExitCode::SUCCESS,
