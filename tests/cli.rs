@@ -336,3 +336,58 @@ async fn completion_scripts_for_every_shell() {
     let (code, _, _) = micro(&registry.url, &["completion", "tcsh"], None).await;
     assert_eq!(code, 2, "an unknown shell is a usage error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_counts_every_call() {
+    let greeter = Greeter::start().await;
+    let (code, out, err) = greeter
+        .micro(&[
+            "bench",
+            "greeter",
+            "SayHello",
+            r#"{"name": "bench"}"#,
+            "-n",
+            "200",
+            "-c",
+            "4",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(report["calls"], 200, "{report}");
+    assert_eq!(report["ok"], 200, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["codes"]["OK"], 200, "{report}");
+    let latency = &report["latency_ms"];
+    assert!(
+        latency["min"].as_f64() <= latency["p50"].as_f64()
+            && latency["p50"].as_f64() <= latency["max"].as_f64(),
+        "{report}"
+    );
+    let histogram: u64 = report["histogram"]
+        .as_array()
+        .expect("histogram buckets")
+        .iter()
+        .map(|bucket| bucket["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(histogram, 200, "{report}");
+
+    // Failing calls are counted by code, and exit 1.
+    let (code, out, err) = greeter
+        .micro(&[
+            "bench", "greeter", "SayHello", "{}", "-n", "10", "-c", "2", "--output", "json",
+        ])
+        .await;
+    assert_eq!(code, 1, "stderr: {err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(report["codes"]["INVALID_ARGUMENT"], 10, "{report}");
+    assert!(err.contains("10 of 10 calls failed"), "stderr: {err}");
+
+    // Unknown service: exit 3, as for call.
+    let (code, _, _) = greeter
+        .micro(&["bench", "nosuch", "SayHello", "{}", "-n", "1"])
+        .await;
+    assert_eq!(code, 3);
+}

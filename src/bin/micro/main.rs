@@ -1,6 +1,8 @@
 //! `micro`: the micro toolkit. `micro server` runs the platform in one process;
-//! `micro services`, `describe`, `call` and `health` talk to services found by name, with
-//! schemas read by gRPC reflection.
+//! `micro services`, `describe`, `call`, `health` and `bench` talk to services found by
+//! name, with schemas read by gRPC reflection; `publish`, `kv` and `config` use the
+//! platform services; `new` scaffolds a service crate and `completion` prints shell
+//! completions.
 
 // The CLI's own output goes to stdout; logs go to stderr through tracing.
 #![allow(clippy::print_stdout, clippy::print_stderr)]

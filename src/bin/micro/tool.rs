@@ -47,11 +47,13 @@ pub(crate) fn out(line: fmt::Arguments<'_>) {
 pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  the call failed with a gRPC status (printed as `CODE: message` on stderr), or a node
-     is not SERVING (health)
+  1  the call failed with a gRPC status (printed as `CODE: message` on stderr), a node
+     is not SERVING (health), a key or config value does not exist (kv get/delete,
+     config get/delete), or some calls failed (bench)
   2  usage or bad input: unknown flag, bad JSON, a value that does not fit its field,
-     unknown method
-  3  service not found in the registry, or unreachable";
+     unknown method, a bad topic, key, namespace, path or crate name
+  3  service not found in the registry (also micro.kv, micro.config, micro.event), or
+     unreachable";
 
 /// Flags every client command takes.
 #[derive(Debug, Clone, clap::Args)]
