@@ -155,6 +155,58 @@ async fn publish_delivers_json_through_the_event_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_prints_what_publish_sends() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let server = Server::start().await;
+    let mut subscriber = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"))
+        .args([
+            "subscribe",
+            "chat.room1",
+            "--count",
+            "2",
+            "--output",
+            "json",
+        ])
+        .env("MICRO_REGISTRY", &server.registry.url)
+        .env_remove("MICRO_BROKER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Ready once it says it subscribed (messages before that are not delivered).
+    let mut errors = BufReader::new(subscriber.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(support::READY_TIMEOUT, errors.next_line())
+        .await
+        .expect("subscribed in time")
+        .unwrap()
+        .expect("a line on stderr");
+    assert!(line.contains("subscribed to chat.room1"), "stderr: {line}");
+
+    for body in [r#"{"text": "hi"}"#, r#""plain""#] {
+        let (code, _, err) = server.micro(&["publish", "chat.room1", body], None).await;
+        assert_eq!(code, 0, "stderr: {err}");
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), subscriber.wait_with_output())
+        .await
+        .expect("the subscriber exits after 2 messages")
+        .unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["topic"], "chat.room1");
+    assert_eq!(lines[0]["body"], serde_json::json!({"text": "hi"}));
+    assert_eq!(lines[1]["body"], "plain");
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_without_an_event_service_is_not_found() {
     let registry = RegistryDir::new();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"))

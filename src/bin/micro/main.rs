@@ -1,8 +1,8 @@
 //! `micro`: the micro toolkit. `micro server` runs the platform in one process;
 //! `micro services`, `describe`, `call`, `health` and `bench` talk to services found by
-//! name, with schemas read by gRPC reflection; `publish`, `kv` and `config` use the
-//! platform services; `new` scaffolds a service crate and `completion` prints shell
-//! completions.
+//! name, with schemas read by gRPC reflection; `publish`, `subscribe`, `kv` and `config`
+//! use the platform services; `new` scaffolds a service crate and `completion` prints
+//! shell completions.
 
 // The CLI's own output goes to stdout; logs go to stderr through tracing.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -55,6 +55,9 @@ enum Command {
     /// Publish a JSON message to a topic (through the event service by default)
     #[command(after_help = tool::EXIT_CODES)]
     Publish(platform_cmds::PublishArgs),
+    /// Print the messages published to a topic as they arrive, until Ctrl-C
+    #[command(after_help = tool::EXIT_CODES)]
+    Subscribe(platform_cmds::SubscribeArgs),
     /// Read and write keys of the kv service (or any store): get, put, delete, list
     #[command(after_help = tool::EXIT_CODES)]
     Kv(platform_cmds::KvArgs),
@@ -96,6 +99,7 @@ async fn main() -> ExitCode {
         Command::Call(args) => tool::call(args).await,
         Command::Health(args) => tool::health(args).await,
         Command::Publish(args) => platform_cmds::publish(args).await,
+        Command::Subscribe(args) => platform_cmds::subscribe(args).await,
         Command::Kv(args) => platform_cmds::kv(args).await,
         Command::Config(args) => platform_cmds::config(args).await,
         Command::Completion(args) => completion::run(&args, Cli::command()),
