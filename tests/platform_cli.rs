@@ -207,7 +207,7 @@ async fn subscribe_prints_what_publish_sends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_without_an_event_service_is_not_found() {
+async fn without_the_platform_services_commands_exit_3() {
     let registry = RegistryDir::new();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"))
         .args(["publish", "a.b", "{}", "--registry", &registry.url])
@@ -218,6 +218,23 @@ async fn publish_without_an_event_service_is_not_found() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "stderr: {err}");
     assert!(err.contains("micro.event"), "stderr: {err}");
+
+    // So are kv and config.
+    for (args, service) in [
+        (&["kv", "get", "x"][..], "micro.kv"),
+        (&["config", "get", "x"][..], "micro.config"),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"))
+            .args(args)
+            .args(["--registry", &registry.url])
+            .env_remove("MICRO_STORE")
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains(service), "{args:?}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,6 +351,12 @@ async fn config_set_get_delete_and_watch() {
         serde_json::from_str::<serde_json::Value>(&out).unwrap(),
         serde_json::json!({"db": {"pool": 20, "host": "db.local"}})
     );
+    // A value that does not parse is bad input; nothing is written.
+    let (code, _, err) = server
+        .micro(&["config", "set", "db.pool", "{bad", "--env", "prod"], None)
+        .await;
+    assert_eq!(code, 2, "stderr: {err}");
+
     // Environments are apart.
     let (code, _, err) = server.micro(&["config", "get", "db.pool"], None).await;
     assert_eq!(code, 1, "stderr: {err}");
