@@ -351,6 +351,16 @@ async fn config_set_get_delete_and_watch() {
         serde_json::from_str::<serde_json::Value>(&out).unwrap(),
         serde_json::json!({"db": {"pool": 20, "host": "db.local"}})
     );
+    // A path above the values set prints their subtree.
+    let (code, out, err) = server
+        .micro(&["config", "get", "db", "--env", "prod"], None)
+        .await;
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"pool": 20, "host": "db.local"})
+    );
+
     // A value that does not parse is bad input; nothing is written.
     let (code, _, err) = server
         .micro(&["config", "set", "db.pool", "{bad", "--env", "prod"], None)

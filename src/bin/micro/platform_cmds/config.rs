@@ -17,7 +17,7 @@ pub(crate) struct ConfigArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum ConfigCommand {
-    /// Print the value at PATH as JSON, or the environment's whole tree without PATH
+    /// Print the value at PATH (or the values below it) as JSON; the whole tree without PATH
     #[command(after_help = tool::EXIT_CODES)]
     Get(ConfigGetArgs),
     /// Set the value at PATH (JSON or YAML text)
@@ -141,15 +141,33 @@ async fn config_value(
     path: Option<&str>,
     common: &ConfigCommon,
 ) -> Result<serde_json::Value, ToolError> {
-    match path {
-        None => timed(common, client.list()).await,
-        Some(path) => timed(common, client.get(path)).await?.ok_or_else(|| {
-            ToolError::Failed(format!(
-                "no value at {path} in environment {}",
-                common.environment
-            ))
-        }),
+    lookup(client, path, common).await?.ok_or_else(|| {
+        ToolError::Failed(format!(
+            "no value at {} in environment {}",
+            path.unwrap_or_default(),
+            common.environment
+        ))
+    })
+}
+
+/// The value set at `path`, else the subtree below it (`db` when only `db.pool` is set),
+/// else `None`; the whole tree without a path.
+async fn lookup(
+    client: &ConfigClient,
+    path: Option<&str>,
+    common: &ConfigCommon,
+) -> Result<Option<serde_json::Value>, ToolError> {
+    let Some(path) = path else {
+        return timed(common, client.list()).await.map(Some);
+    };
+    if let Some(value) = timed(common, client.get(path)).await? {
+        return Ok(Some(value));
     }
+    let tree = timed(common, client.list()).await?;
+    Ok(path
+        .split('.')
+        .try_fold(&tree, |node, segment| node.get(segment))
+        .cloned())
 }
 
 async fn config_watch(args: ConfigGetArgs) -> Result<(), ToolError> {
@@ -162,10 +180,7 @@ async fn config_watch(args: ConfigGetArgs) -> Result<(), ToolError> {
         .ok_or_else(|| ToolError::Failed("the config service offers no changes".into()))?;
     let mut last = None;
     loop {
-        let value = match args.path.as_deref() {
-            None => Some(timed(&args.common, client.list()).await?),
-            Some(path) => timed(&args.common, client.get(path)).await?,
-        };
+        let value = lookup(&client, args.path.as_deref(), &args.common).await?;
         if value != last {
             print_json(value.as_ref().unwrap_or(&serde_json::Value::Null))?;
             last = value;
