@@ -119,11 +119,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), ToolError> {
         .await
         .map_err(|err| ToolError::NotFound(format!("service {}: {err}", args.service)))?;
 
-    let (bar, limit) = progress(args.requests, args.duration);
+    let bar = progress(args.requests, args.duration);
     let started = Instant::now();
-    let limit = match limit {
-        Limit::Until(_) => Limit::Until(started + args.duration.unwrap_or_default()),
-        requests => requests,
+    let limit = match args.duration {
+        Some(duration) => Limit::Until(started + duration),
+        None => Limit::Requests(args.requests.unwrap_or(DEFAULT_REQUESTS)),
     };
     let issued = Arc::new(AtomicU64::new(0));
     let mut callers = Vec::new();
@@ -244,37 +244,34 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), ToolError> {
     }
 }
 
-/// The progress bar (hidden when stderr is not a terminal) and the limit.
-fn progress(requests: Option<u64>, duration: Option<Duration>) -> (ProgressBar, Limit) {
+/// The progress bar: a bar toward `-n`, a spinner for `-z`; hidden when stderr is not a
+/// terminal.
+fn progress(requests: Option<u64>, duration: Option<Duration>) -> ProgressBar {
     let visible = std::io::stderr().is_terminal();
-    match (requests, duration) {
-        (_, Some(_)) => {
-            let bar = if visible {
-                ProgressBar::new_spinner()
-            } else {
-                ProgressBar::hidden()
-            };
-            if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} {pos} calls") {
-                bar.set_style(style);
-            }
-            bar.enable_steady_tick(Duration::from_millis(100));
-            (bar, Limit::Until(Instant::now()))
+    if duration.is_some() {
+        let bar = if visible {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} {pos} calls") {
+            bar.set_style(style);
         }
-        (requests, None) => {
-            let requests = requests.unwrap_or(DEFAULT_REQUESTS);
-            let bar = if visible {
-                ProgressBar::new(requests)
-            } else {
-                ProgressBar::hidden()
-            };
-            if let Ok(style) =
-                ProgressStyle::with_template("{bar:40} {pos}/{len} calls {elapsed} (eta {eta})")
-            {
-                bar.set_style(style);
-            }
-            (bar, Limit::Requests(requests))
-        }
+        bar.enable_steady_tick(Duration::from_millis(100));
+        return bar;
     }
+    let requests = requests.unwrap_or(DEFAULT_REQUESTS);
+    let bar = if visible {
+        ProgressBar::new(requests)
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} calls {elapsed} (eta {eta})")
+    {
+        bar.set_style(style);
+    }
+    bar
 }
 
 fn new_histogram() -> Result<Histogram<u64>, ToolError> {
