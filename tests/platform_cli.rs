@@ -403,3 +403,36 @@ async fn config_set_get_delete_and_watch() {
 
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_works_on_any_store_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("store.redb").display());
+    let kv = |args: &'static [&'static str], store: String| async move {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"))
+            .arg("kv")
+            .args(args)
+            .args(["--store", &store])
+            .output()
+            .await
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = kv(&["put", "a", "1"], store.clone()).await;
+    assert_eq!(code, Some(0), "stderr: {err}");
+    let (code, out, err) = kv(&["put", "a", "2", "--output", "json"], store.clone()).await;
+    assert_eq!(code, Some(0), "stderr: {err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"key": "a", "version": 2})
+    );
+    let (code, out, err) = kv(&["get", "a"], store.clone()).await;
+    assert_eq!((code, out.as_str()), (Some(0), "2\n"), "stderr: {err}");
+
+    let (code, _, err) = kv(&["get", "a"], "nosuch://x".to_owned()).await;
+    assert_eq!(code, Some(2), "an unknown store is a usage error: {err}");
+}
