@@ -134,7 +134,7 @@ struct Setup {
     registry: RegistryDir,
     http: Http,
     _greeter: Proc,
-    _api: Proc,
+    api: Proc,
 }
 
 impl Setup {
@@ -151,7 +151,7 @@ impl Setup {
             http: Http::new(&addr),
             registry,
             _greeter: greeter,
-            _api: api,
+            api,
         }
     }
 }
@@ -231,6 +231,12 @@ async fn same_answer_as_micro_call_by_every_route_form() {
         .request(Method::POST, "/greeter/SayHello", &[], "")
         .await;
     assert!(reply.error(400, "INVALID_ARGUMENT").contains("name"));
+
+    // SIGTERM: a graceful exit with 0.
+    let mut setup = setup;
+    setup.api.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = setup.api.wait(CALL_TIMEOUT).await;
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
