@@ -232,6 +232,27 @@ async fn same_answer_as_micro_call_by_every_route_form() {
         .await;
     assert!(reply.error(400, "INVALID_ARGUMENT").contains("name"));
 
+    // Allow-listed headers reach the service as metadata; the reply's metadata comes back
+    // as grpc-metadata-* headers (the greeter echoes x-request-id).
+    let reply = setup
+        .http
+        .request(
+            Method::POST,
+            "/greeter/SayHello",
+            &[
+                ("x-request-id", "r-42"),
+                ("content-type", "application/json"),
+            ],
+            r#"{"name":"x"}"#,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.headers.get("grpc-metadata-x-request-id").unwrap(),
+        "r-42",
+        "{reply:?}"
+    );
+
     // SIGTERM: a graceful exit with 0.
     let mut setup = setup;
     setup.api.signal(nix::sys::signal::Signal::SIGTERM);
