@@ -5,6 +5,7 @@
 
 use std::{pin::Pin, time::Duration};
 
+use futures_util::StreamExt;
 use micro::Service;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -21,6 +22,7 @@ use pb::{
 
 const MAX_DELAY_MS: u32 = 60_000;
 const MAX_COUNT: u32 = 100;
+const MAX_INTERVAL_MS: u32 = 10_000;
 
 #[derive(Debug, Default)]
 struct Hello;
@@ -31,6 +33,8 @@ impl Greeter for Hello {
         &self,
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
+        // The caller's request id comes back on the reply, for tracing a call end to end.
+        let request_id = request.metadata().get("x-request-id").cloned();
         let request = request.into_inner();
         let name = checked_name(&request.name)?;
         if request.delay_ms > MAX_DELAY_MS {
@@ -42,9 +46,13 @@ impl Greeter for Hello {
         if request.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(request.delay_ms.into())).await;
         }
-        Ok(Response::new(HelloReply {
+        let mut reply = Response::new(HelloReply {
             message: format!("Hello, {name}!"),
-        }))
+        });
+        if let Some(id) = request_id {
+            reply.metadata_mut().insert("x-request-id", id);
+        }
+        Ok(reply)
     }
 
     type StreamHellosStream = Pin<Box<dyn Stream<Item = Result<HelloReply, Status>> + Send>>;
@@ -61,12 +69,30 @@ impl Greeter for Hello {
                 request.count
             )));
         }
+        if request.interval_ms > MAX_INTERVAL_MS {
+            return Err(Status::invalid_argument(format!(
+                "interval_ms {} is over the limit of {MAX_INTERVAL_MS}",
+                request.interval_ms
+            )));
+        }
+        let interval = Duration::from_millis(request.interval_ms.into());
         let replies = (1..=request.count).map(move |i| {
             Ok(HelloReply {
                 message: format!("Hello #{i}, {name}!"),
             })
         });
-        Ok(Response::new(Box::pin(tokio_stream::iter(replies))))
+        if interval.is_zero() {
+            return Ok(Response::new(Box::pin(tokio_stream::iter(replies))));
+        }
+        // Each greeting after the first waits its turn.
+        let paced =
+            futures_util::stream::iter(replies.enumerate()).then(move |(i, reply)| async move {
+                if i > 0 {
+                    tokio::time::sleep(interval).await;
+                }
+                reply
+            });
+        Ok(Response::new(Box::pin(paced)))
     }
 }
 
