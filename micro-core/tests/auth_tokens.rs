@@ -1,6 +1,8 @@
 //! Access tokens: the RFC 8725 attack matrix against `Verifier`, each attack refused with
 //! its specific error; valid tokens, ES256, key rotation and JWKS documents.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 use std::{
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
