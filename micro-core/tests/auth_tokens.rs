@@ -143,13 +143,19 @@ fn alg_none_is_refused() {
     let f = fixture(Algorithm::EdDSA);
     let claims = valid_claims(&f);
     for alg in ["none", "None", "NONE", ""] {
-        let token = craft(&json!({"alg": alg, "kid": "k1"}), &claims, |_| Vec::new());
+        let token = craft(
+            &json!({"alg": alg, "kid": "k1", "typ": "at+jwt"}),
+            &claims,
+            |_| Vec::new(),
+        );
         assert_eq!(
             f.verifier.verify_at(&token, now()),
             Err(TokenError::Algorithm(alg.to_owned()))
         );
     }
-    let no_alg = craft(&json!({"kid": "k1"}), &claims, |_| Vec::new());
+    let no_alg = craft(&json!({"kid": "k1", "typ": "at+jwt"}), &claims, |_| {
+        Vec::new()
+    });
     assert_eq!(
         f.verifier.verify_at(&no_alg, now()),
         Err(TokenError::Algorithm(String::new()))
@@ -167,18 +173,22 @@ fn hs256_signed_with_the_public_key_is_refused() {
     for secret in [raw, jwks_json] {
         for alg in ["HS256", "HS384", "HS512"] {
             let key = hmac::Key::new(hmac::HMAC_SHA256, &secret);
-            let token = craft(&json!({"alg": alg, "kid": "k1"}), &claims, |m| {
-                hmac::sign(&key, m).as_ref().to_vec()
-            });
+            let token = craft(
+                &json!({"alg": alg, "kid": "k1", "typ": "at+jwt"}),
+                &claims,
+                |m| hmac::sign(&key, m).as_ref().to_vec(),
+            );
             assert_eq!(
                 f.verifier.verify_at(&token, now()),
                 Err(TokenError::Algorithm(alg.to_owned()))
             );
         }
     }
-    let rs = craft(&json!({"alg": "RS256", "kid": "k1"}), &claims, |_| {
-        vec![0; 256]
-    });
+    let rs = craft(
+        &json!({"alg": "RS256", "kid": "k1", "typ": "at+jwt"}),
+        &claims,
+        |_| vec![0; 256],
+    );
     assert_eq!(
         f.verifier.verify_at(&rs, now()),
         Err(TokenError::Algorithm("RS256".to_owned()))
@@ -295,14 +305,14 @@ fn wrong_audience_is_refused() {
     let mut claims = valid_claims(&f);
     claims["aud"] = json!(["billing", AUD]);
     let token = craft(
-        &json!({"alg": "EdDSA", "kid": "k1"}),
+        &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}),
         &claims,
         signer(&f.key),
     );
     assert!(f.verifier.verify_at(&token, now()).is_ok());
     claims["aud"] = json!(["billing"]);
     let token = craft(
-        &json!({"alg": "EdDSA", "kid": "k1"}),
+        &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}),
         &claims,
         signer(&f.key),
     );
@@ -338,7 +348,7 @@ fn a_tampered_payload_is_refused() {
             Err(TokenError::BadSignature)
         );
         // A tampered header too.
-        let header = b64(json!({"alg": alg.as_str(), "kid": "k1", "typ": "JWT"}).to_string());
+        let header = b64(json!({"alg": alg.as_str(), "kid": "k1", "typ": "AT+JWT"}).to_string());
         let tampered = format!("{header}.{}.{}", p[1], p[2]);
         assert_eq!(
             f.verifier.verify_at(&tampered, now()),
@@ -370,7 +380,7 @@ fn key_headers_pointing_elsewhere_are_refused() {
         ("crit", json!(["exp"])),
     ];
     for (name, value) in cases {
-        let mut header = json!({"alg": "EdDSA", "kid": "k1"});
+        let mut header = json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"});
         header[name] = value;
         // Signed by the attacker's key and by the real key: both refused for the header.
         for key in [&attacker, &*f.key] {
@@ -381,6 +391,29 @@ fn key_headers_pointing_elsewhere_are_refused() {
                 "{name}"
             );
         }
+    }
+}
+
+#[test]
+fn other_token_types_are_refused() {
+    let f = fixture(Algorithm::EdDSA);
+    let claims = valid_claims(&f);
+    for typ in [Some("JWT"), Some("refresh+jwt"), Some("id+jwt"), None] {
+        let mut header = json!({"alg": "EdDSA", "kid": "k1"});
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
+        let token = craft(&header, &claims, signer(&f.key));
+        assert_eq!(
+            f.verifier.verify_at(&token, now()),
+            Err(TokenError::Type(typ.map(str::to_owned))),
+            "{typ:?}"
+        );
+    }
+    for typ in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+        let header = json!({"alg": "EdDSA", "kid": "k1", "typ": typ});
+        let token = craft(&header, &claims, signer(&f.key));
+        assert!(f.verifier.verify_at(&token, now()).is_ok(), "{typ}");
     }
 }
 
@@ -444,7 +477,7 @@ fn unknown_or_missing_kid_is_refused() {
     let f = fixture(Algorithm::EdDSA);
     let claims = valid_claims(&f);
     let token = craft(
-        &json!({"alg": "EdDSA", "kid": "k9"}),
+        &json!({"alg": "EdDSA", "kid": "k9", "typ": "at+jwt"}),
         &claims,
         signer(&f.key),
     );
@@ -452,7 +485,11 @@ fn unknown_or_missing_kid_is_refused() {
         f.verifier.verify_at(&token, now()),
         Err(TokenError::UnknownKey(Some("k9".to_owned())))
     );
-    let token = craft(&json!({"alg": "EdDSA"}), &claims, signer(&f.key));
+    let token = craft(
+        &json!({"alg": "EdDSA", "typ": "at+jwt"}),
+        &claims,
+        signer(&f.key),
+    );
     assert_eq!(
         f.verifier.verify_at(&token, now()),
         Err(TokenError::UnknownKey(None))
@@ -466,7 +503,7 @@ fn missing_claims_are_refused() {
         let mut claims = valid_claims(&f);
         claims.as_object_mut().unwrap().remove(claim);
         let token = craft(
-            &json!({"alg": "EdDSA", "kid": "k1"}),
+            &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}),
             &claims,
             signer(&f.key),
         );
@@ -480,7 +517,7 @@ fn missing_claims_are_refused() {
     let mut claims = valid_claims(&f);
     claims["exp"] = json!("tomorrow");
     let token = craft(
-        &json!({"alg": "EdDSA", "kid": "k1"}),
+        &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}),
         &claims,
         signer(&f.key),
     );

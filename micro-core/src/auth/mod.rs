@@ -68,7 +68,8 @@
 //!
 //! Claims: `iss`, `sub` (the account id), `aud`, `exp`, `nbf`, `iat`, `jti` (a random id, for
 //! revocation), `scopes`, `type` (`user` or `service`) and `metadata`. Lifetime: 15 min by
-//! default ([`DEFAULT_LIFETIME`]). The header names the signing key's `kid`.
+//! default ([`DEFAULT_LIFETIME`]). The header names the signing key's `kid` and the type
+//! `at+jwt`.
 //!
 //! What [`Verifier`] checks, and why (RFC 8725, JWT best current practices):
 //!
@@ -78,6 +79,8 @@
 //! - **An allow-list of algorithms**: EdDSA and ES256. `none` is never accepted, nor
 //!   HMAC (`HS*`) or RSA, and the `alg` must be the algorithm of the key `kid` names, so a
 //!   public key can never be used as an HMAC secret or with another curve.
+//! - **Explicit typing**: the `typ` header must be `at+jwt` (RFC 9068), so a refresh or
+//!   ID token signed with the same key is not taken for an access token.
 //! - **Signature before claims**: the payload is only read once the signature verified.
 //! - **iss, aud, exp, nbf**: the issuer and audience must be the configured ones; `exp` is
 //!   required; `exp` and `nbf` are compared with a leeway for clock skew, 30 s by default

@@ -65,6 +65,10 @@ pub enum TokenError {
     /// demand unknown processing (`crit`).
     #[error("token header {0} is not accepted")]
     ForbiddenHeader(&'static str),
+    /// The `typ` header is missing or not [`TOKEN_TYPE`] (`at+jwt`): another kind of JWT,
+    /// e.g. a refresh or ID token signed with the same key, is not an access token.
+    #[error("token type {0:?} is not an access token (at+jwt)")]
+    Type(Option<String>),
     /// A required claim (`iss`, `sub`, `aud`, `exp`, `jti`) is missing.
     #[error("token claim {0} is missing")]
     MissingClaim(&'static str),
@@ -302,6 +306,7 @@ impl Revocations for MemoryRevocations {
 struct InHeader {
     alg: Option<String>,
     kid: Option<String>,
+    typ: Option<String>,
     jku: Option<IgnoredAny>,
     x5u: Option<IgnoredAny>,
     jwk: Option<IgnoredAny>,
@@ -335,17 +340,20 @@ struct InClaims {
 /// 2. no `jku`, `x5u`, `jwk`, `x5c` or `crit` header: keys come **only** from the
 ///    configured [`KeySet`], never from URLs or keys inside a token
 ///    ([`TokenError::ForbiddenHeader`]);
-/// 3. `alg` on the allow-list (default EdDSA and ES256; `none`, `HS*`, `RS*` never pass)
+/// 3. `typ` is `at+jwt` (explicit typing, RFC 8725 §3.11 and RFC 9068), so other JWTs
+///    signed with the same keys (refresh or ID tokens) cannot pass as access tokens
+///    ([`TokenError::Type`]);
+/// 4. `alg` on the allow-list (default EdDSA and ES256; `none`, `HS*`, `RS*` never pass)
 ///    ([`TokenError::Algorithm`]);
-/// 4. `kid` names a key of the set ([`TokenError::UnknownKey`]) whose algorithm is `alg`, so
+/// 5. `kid` names a key of the set ([`TokenError::UnknownKey`]) whose algorithm is `alg`, so
 ///    a token cannot have its key used with another algorithm ([`TokenError::Algorithm`]);
-/// 5. the signature ([`TokenError::BadSignature`]); nothing in the payload is trusted
+/// 6. the signature ([`TokenError::BadSignature`]); nothing in the payload is trusted
 ///    before this;
-/// 6. the claims: `iss` equals the configured issuer, `aud` contains the configured
+/// 7. the claims: `iss` equals the configured issuer, `aud` contains the configured
 ///    audience, `exp` is required and not past, `nbf` (if present) not in the future —
 ///    both with the leeway, default [`DEFAULT_LEEWAY`] (30 s) for clock skew —; `sub` and
 ///    `jti` are required;
-/// 7. the `jti` is not revoked ([`Revocations`]).
+/// 8. the `jti` is not revoked ([`Revocations`]).
 ///
 /// Keys are parsed when the set is built (Ed25519 keys fully; for P-256, ring checks the
 /// stored point on each verification); a verification is a hash lookup, two base64 and JSON
@@ -452,6 +460,14 @@ impl Verifier {
         };
         if !self.algorithms.contains(&algorithm) {
             return Err(TokenError::Algorithm(alg));
+        }
+        // RFC 8725 §3.11, RFC 9068 §4: the media type may be given with its prefix.
+        let typ = header
+            .typ
+            .as_deref()
+            .map(|t| t.strip_prefix("application/").unwrap_or(t));
+        if !typ.is_some_and(|t| t.eq_ignore_ascii_case(TOKEN_TYPE)) {
+            return Err(TokenError::Type(header.typ));
         }
         let keys = self.keys.load();
         let Some(key) = header.kid.as_deref().and_then(|kid| keys.get(kid)) else {
