@@ -13,6 +13,8 @@
 //!   (and, with feature `redb`, the persistent `store::FileStore`); [`config`] loads typed,
 //!   live-reloaded configuration; [`sync`] the locks and leader election of [`sync::Sync`]
 //!   and [`sync::MemorySync`].
+//! - [`auth`] holds accounts, access rules ([`auth::RuleSet`]) and signed access tokens
+//!   ([`auth::Issuer`], [`auth::Verifier`], [`auth::KeySet`]).
 //!
 //! Most users depend on the `micro` facade crate, which re-exports this crate.
 //!
@@ -23,6 +25,7 @@
 //! | `redb` | `store::FileStore`, the embedded persistent store on redb, and `MICRO_STORE=file:///path` |
 //! | `test-util` | the conformance suites `registry::conformance` and `store::conformance`, for backends in other crates |
 
+pub mod auth;
 pub mod balance;
 pub mod broker;
 pub mod client;

@@ -1,0 +1,82 @@
+//! The per-call cost of auth: `Verifier::verify` of an EdDSA and an ES256 access token with
+//! three keys in the set, and `RuleSet::verify` over 50 rules.
+//!
+//! `cargo bench -p micro-core --bench auth`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use micro_core::auth::{
+    Access, Account, Algorithm, Issuer, KeySet, Resource, Rule, RuleSet, SigningKey, Verifier,
+};
+
+const ISS: &str = "https://auth.micro.test";
+const AUD: &str = "micro";
+
+fn account() -> Account {
+    Account {
+        id: "svc-greeter".to_owned(),
+        scopes: vec!["greeter.read".to_owned(), "admin".to_owned()],
+        metadata: [("team".to_owned(), "core".to_owned())].into(),
+        ..Account::default()
+    }
+}
+
+fn tokens(c: &mut Criterion) {
+    let mut group = c.benchmark_group("token_verify");
+    for alg in [Algorithm::EdDSA, Algorithm::ES256] {
+        let mut keys = KeySet::new();
+        let mut issuer = None;
+        for i in 0..3 {
+            let Ok(key) = SigningKey::generate(alg, format!("k{i}")) else {
+                return;
+            };
+            if keys.insert_signing(&key).is_err() {
+                return;
+            }
+            issuer = Some(Issuer::new(ISS, AUD, key));
+        }
+        let Some(Ok(token)) = issuer.map(|issuer| issuer.issue(&account())) else {
+            return;
+        };
+        let verifier = Verifier::new(keys, ISS, AUD);
+        if verifier.verify(&token.token).is_err() {
+            return;
+        }
+        group.bench_function(alg.as_str(), |b| {
+            b.iter(|| verifier.verify(black_box(&token.token)))
+        });
+    }
+    group.finish();
+}
+
+fn rules(c: &mut Criterion) {
+    let rules = (0..50).map(|i| Rule {
+        id: format!("rule-{i:02}"),
+        scope: format!("scope-{}", i % 7),
+        resource: Resource::service(format!("svc-{i}"), "*"),
+        access: if i % 5 == 0 {
+            Access::Deny
+        } else {
+            Access::Grant
+        },
+        priority: i % 3,
+    });
+    let Ok(set) = RuleSet::new(rules.chain([Rule {
+        id: "last".to_owned(),
+        scope: "*".to_owned(),
+        resource: Resource::service("greeter", "Greeter.*"),
+        access: Access::Grant,
+        priority: -1,
+    }])) else {
+        return;
+    };
+    let caller = account();
+    let resource = Resource::service("greeter", "Greeter.Hello");
+    c.bench_function("rules_verify_51", |b| {
+        b.iter(|| set.verify(black_box(Some(&caller)), black_box(&resource)))
+    });
+}
+
+criterion_group!(benches, tokens, rules);
+criterion_main!(benches);
