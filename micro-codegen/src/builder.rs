@@ -157,8 +157,7 @@ impl Builder {
         let names: Vec<String> = fds.file.iter().map(|f| f.name().to_owned()).collect();
         // The encoded set keeps extension options (`google.api.http`) that `fds` lost.
         let encoded = encoded_files(&compiler.encode_file_descriptor_set());
-        let files =
-            crate::generator::generate_with_encoded(&fds, &encoded, &names, &self.options)?;
+        let files = crate::generator::generate_with_encoded(&fds, &encoded, &names, &self.options)?;
 
         fs::create_dir_all(&out_dir).map_err(|err| Error::io(&out_dir, err))?;
         for file in &files {

@@ -99,8 +99,7 @@ pub(crate) fn generate_with_encoded(
         .build_server(options.build_server)
         .build_transport(true)
         .service_generator();
-    let services =
-        MicroServiceGenerator::new(
+    let services = MicroServiceGenerator::new(
         tonic,
         &options.micro_path,
         options.build_server,

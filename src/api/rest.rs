@@ -111,10 +111,9 @@ impl RestRoutes {
                             routes.push(route);
                         }
                     }
-                    Err(err) => warnings.push(format!(
-                        "{}: {err}; route skipped",
-                        method.full_name()
-                    )),
+                    Err(err) => {
+                        warnings.push(format!("{}: {err}; route skipped", method.full_name()))
+                    }
                 }
             }
         }
@@ -237,7 +236,11 @@ impl RestMatch<'_> {
     /// The request message from the path bindings, the query string (fields not bound by
     /// path or body, `a.b=1&tags=x&tags=y`) and the body. `Err` is a message for a 400
     /// that names the parameter or field at fault.
-    pub(crate) fn request(&self, query: Option<&str>, body: &[u8]) -> Result<DynamicMessage, String> {
+    pub(crate) fn request(
+        &self,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<DynamicMessage, String> {
         let input = self.route.method.input();
         let text = std::str::from_utf8(body)
             .map_err(|err| format!("the request body is not UTF-8: {err}"))?;
@@ -261,7 +264,9 @@ impl RestMatch<'_> {
                     .ok_or_else(|| format!("{} has no field {name:?}", input.full_name()))?;
                 let value = json_body(text)?;
                 let wrapped = serde_json::Value::Object(
-                    [(field.json_name().to_owned(), value)].into_iter().collect(),
+                    [(field.json_name().to_owned(), value)]
+                        .into_iter()
+                        .collect(),
                 );
                 crate::dynamic::parse_request(&input, &wrapped)
                     .map_err(|err| format!("the request body ({name}): {err}"))?

@@ -139,7 +139,10 @@ fn parse_float(text: &str) -> Option<f64> {
         "NaN" => Some(f64::NAN),
         "Infinity" => Some(f64::INFINITY),
         "-Infinity" => Some(f64::NEG_INFINITY),
-        _ if text.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) => {
+        _ if text
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) =>
+        {
             text.parse().ok()
         }
         _ => None,
