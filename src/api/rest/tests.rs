@@ -572,3 +572,4 @@ fn responses_whole_or_response_body() {
         json!({"title": "A", "genre": "FICTION"})
     );
 }
+
