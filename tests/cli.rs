@@ -259,6 +259,8 @@ async fn platform_services_by_their_registered_names() {
             "server",
             "--address",
             "127.0.0.1:0",
+            "--api-address",
+            "127.0.0.1:0",
             "--data-dir",
             &data_dir,
             "--registry",

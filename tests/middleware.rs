@@ -175,6 +175,7 @@ async fn handler_sees_the_callers_deadline_and_metadata() {
     let mut request = tonic::Request::new(StreamHellosRequest {
         name: String::new(),
         count: 3,
+        interval_ms: 0,
     });
     request
         .metadata_mut()
@@ -313,6 +314,7 @@ async fn metrics_count_calls_by_method_node_and_code() {
         .stream_hellos(StreamHellosRequest {
             name: String::new(),
             count: 2,
+            interval_ms: 0,
         })
         .await
         .unwrap()

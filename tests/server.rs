@@ -41,6 +41,8 @@ async fn start_with(
         "server",
         "--address",
         "127.0.0.1:0",
+        "--api-address",
+        "127.0.0.1:0",
         "--data-dir",
         &data_dir,
         "--registry",

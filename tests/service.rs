@@ -110,6 +110,7 @@ async fn calls_by_name_and_reports_the_node() {
         .stream_hellos(support::pb::StreamHellosRequest {
             name: "s".into(),
             count: 3,
+            interval_ms: 0,
         })
         .await
         .unwrap()
@@ -364,6 +365,7 @@ async fn deadline_covers_a_stalled_response_stream() {
     let request = support::pb::StreamHellosRequest {
         name: "stall".into(),
         count: 1,
+        interval_ms: 0,
     };
     let mut stream = greeter.stream_hellos(request).await.unwrap().into_inner();
     assert_eq!(

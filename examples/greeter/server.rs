@@ -5,6 +5,7 @@
 
 use std::{pin::Pin, time::Duration};
 
+use futures_util::StreamExt;
 use micro::Service;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -21,6 +22,7 @@ use pb::{
 
 const MAX_DELAY_MS: u32 = 60_000;
 const MAX_COUNT: u32 = 100;
+const MAX_INTERVAL_MS: u32 = 10_000;
 
 #[derive(Debug, Default)]
 struct Hello;
@@ -61,12 +63,30 @@ impl Greeter for Hello {
                 request.count
             )));
         }
+        if request.interval_ms > MAX_INTERVAL_MS {
+            return Err(Status::invalid_argument(format!(
+                "interval_ms {} is over the limit of {MAX_INTERVAL_MS}",
+                request.interval_ms
+            )));
+        }
+        let interval = Duration::from_millis(request.interval_ms.into());
         let replies = (1..=request.count).map(move |i| {
             Ok(HelloReply {
                 message: format!("Hello #{i}, {name}!"),
             })
         });
-        Ok(Response::new(Box::pin(tokio_stream::iter(replies))))
+        if interval.is_zero() {
+            return Ok(Response::new(Box::pin(tokio_stream::iter(replies))));
+        }
+        // Each greeting after the first waits its turn.
+        let paced =
+            futures_util::stream::iter(replies.enumerate()).then(move |(i, reply)| async move {
+                if i > 0 {
+                    tokio::time::sleep(interval).await;
+                }
+                reply
+            });
+        Ok(Response::new(Box::pin(paced)))
     }
 }
 

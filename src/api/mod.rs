@@ -1,11 +1,59 @@
 //! The HTTP API gateway (`micro api`): JSON over HTTP to any micro service, with schemas
-//! read by gRPC reflection. (Being built: see issue 6.)
+//! read by gRPC reflection, no compiled stubs.
+//!
+//! [`Gateway`] finds services in a registry, fetches each one's schemas once by gRPC
+//! reflection (again when the versions it registered change), and turns HTTP requests into
+//! gRPC calls through a [`Client`](crate::Client):
+//!
+//! | request | does |
+//! |---|---|
+//! | `POST /{service}/{Service}/{Method}` | calls the method; `{Service}` short (`Greeter`) or full (`greeter.v1.Greeter`) |
+//! | `POST /{service}/{Method}` | the same, when one service of `{service}` has a method of that name (also `{Service}.{Method}`) |
+//! | REST routes | from `google.api.http` annotations, tried first |
+//! | `GET /openapi.json` | the OpenAPI 3 document of every service's methods |
+//! | `POST /event/{topic}` | publishes the JSON body on the broker (202) |
+//!
+//! Bodies are protobuf's canonical JSON mapping; a client-streaming method takes a JSON
+//! array. Server-streaming replies are NDJSON, or server-sent events with
+//! `Accept: text/event-stream`, written as each message arrives. Errors are JSON
+//! `{"code": "NOT_FOUND", "message": "…", "details": […]}` with the HTTP status of the
+//! gRPC code; a client's mistake is always a 4xx. The full mapping (headers, deadlines,
+//! limits, CORS) is in `docs/api-gateway.md`.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = micro::registry::from_url("local")?;
+//! let gateway = micro::api::Gateway::builder()
+//!     .registry(registry)
+//!     .timeout(std::time::Duration::from_secs(5))
+//!     .cors_origin("https://app.example")
+//!     .build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! gateway
+//!     .serve_with_shutdown(listener, async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
-// Parts are built before the gateway that uses them (issue 6).
-#![allow(dead_code)]
-
+mod error;
+mod gateway;
+mod handler;
+mod metadata;
+// Being filled in (REST routes and the OpenAPI document); parts are not used yet.
+#[allow(dead_code)]
 pub(crate) mod openapi;
+#[allow(dead_code)]
 pub(crate) mod rest;
+mod schemas;
+
+pub use gateway::{
+    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HEADERS, DEFAULT_MAX_BODY,
+    DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUT, Gateway, GatewayBuilder, GatewayError,
+};
 
 use prost_reflect::{DescriptorPool, ServiceDescriptor};
 

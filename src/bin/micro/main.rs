@@ -1,4 +1,5 @@
 //! `micro`: the micro toolkit. `micro server` runs the platform in one process;
+//! `micro api` serves every service as JSON over HTTP;
 //! `micro services`, `describe`, `call` and `health` talk to services found by name, with
 //! schemas read by gRPC reflection.
 
@@ -6,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod aliases;
+mod api;
 mod server;
 mod tool;
 
@@ -27,6 +29,9 @@ enum Command {
     /// reflection, on one port
     #[command(long_about = server::LONG_ABOUT)]
     Server(server::ServerArgs),
+    /// Serve every service in the registry as JSON over HTTP (the API gateway)
+    #[command(long_about = api::LONG_ABOUT)]
+    Api(api::ApiArgs),
     /// List the services in the registry
     #[command(after_help = tool::EXIT_CODES)]
     Services(tool::ServicesArgs),
@@ -53,7 +58,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs what it does; the client commands only what went wrong.
     let level = match cli.command {
-        Command::Server(_) => "info",
+        Command::Server(_) | Command::Api(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -67,6 +72,7 @@ async fn main() -> ExitCode {
     micro::install();
     let tool_result = match cli.command {
         Command::Server(args) => return finish(server::run(args).await),
+        Command::Api(args) => return finish(api::run(args).await),
         Command::Services(args) => tool::services(args).await,
         Command::Describe(args) => tool::describe(args).await,
         Command::Call(args) => tool::call(args).await,

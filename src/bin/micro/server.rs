@@ -58,9 +58,14 @@ Runs the micro platform in one process, on one gRPC port (default 127.0.0.1:7700
                   A-Z a-z 0-9 _ - tokens), bodies up to 1 MiB, at most once delivery
   grpc.health.v1.Health and gRPC reflection (v1 and v1alpha), for grpcurl and friends
 
+With them, on its own port (--api-address, default 127.0.0.1:8080; `off` disables it), the
+HTTP API gateway of `micro api`: every service in the server's registry as JSON over HTTP
+(POST /{service}/{Service}/{Method}, GET /openapi.json, POST /event/{topic} on the
+server's broker); see `micro api --help`.
+
 Each service registers under its own name in the server's registry, and the server as a
-whole as `micro.server`. On start it prints one line per service and then
-`ready addr=<address> node=<id>`; on SIGINT or SIGTERM it ends watch streams, event
+whole as `micro.server`. On start it prints one line per service, `api addr=<address>`
+(unless the gateway is off) and then `ready addr=<address> node=<id>`; on SIGINT or SIGTERM it ends watch streams, event
 subscriptions and sync holdings (releasing the locks and leaderships), reports
 NOT_SERVING, deregisters, drains calls in flight and exits 0.
 
@@ -109,6 +114,15 @@ pub(crate) struct ServerArgs {
         default_value = "local"
     )]
     broker: String,
+
+    /// Address of the HTTP API gateway: host:port (port 0 picks a free port), or `off`
+    #[arg(
+        long,
+        env = "MICRO_API_ADDRESS",
+        value_name = "ADDRESS",
+        default_value = crate::api::DEFAULT_ADDRESS
+    )]
+    api_address: String,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -153,7 +167,7 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     let registry_service = RegistryService::new(registry.clone());
     let config_service = ConfigService::new(store.clone());
     let sync_service = SyncService::new(sync);
-    let event_service = EventService::new(broker);
+    let event_service = EventService::new(broker.clone());
     let running = Service::builder(SERVER_NAME)
         .version(env!("CARGO_PKG_VERSION"))
         .address(args.address)
@@ -202,6 +216,17 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         }
     };
 
+    // The gateway, on the server's own registry and broker: bound before the ready line,
+    // so a busy port fails the start.
+    let api = match start_api(&args.api_address, registry.clone(), broker).await {
+        Ok(api) => api,
+        Err(err) => {
+            aliases.stop().await;
+            let _ = running.shutdown().await;
+            return Err(err);
+        }
+    };
+
     println!(
         "micro server {} data_dir={}",
         env!("CARGO_PKG_VERSION"),
@@ -231,6 +256,9 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     );
     println!("service name=grpc.health.v1.Health addr={address}");
     println!("service name=grpc.reflection.v1.ServerReflection addr={address}");
+    if let Some(api) = &api {
+        println!("api addr={}", api.address);
+    }
     println!("ready addr={address} node={}", running.node_id());
 
     let run = running.run_until_signal();
@@ -251,8 +279,59 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         _ = terminate.recv() => { close_streams(); aliases.stop().await; run.await }
     };
     aliases.stop().await;
+    if let Some(api) = api {
+        api.stop().await;
+    }
     result?;
     Ok(())
+}
+
+/// The gateway running inside the server.
+struct Api {
+    address: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Api {
+    /// Stops accepting and waits for requests in flight.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "API gateway failed"),
+            Err(err) => tracing::warn!(error = %err, "API gateway task failed"),
+        }
+    }
+}
+
+/// Starts the gateway on `address`, unless it is `off`.
+async fn start_api(
+    address: &str,
+    registry: SharedRegistry,
+    broker: SharedBroker,
+) -> Result<Option<Api>, BoxError> {
+    let address = address.trim();
+    if address.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let gateway = micro::api::Gateway::builder()
+        .registry(registry)
+        .broker(broker)
+        .build()?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|err| format!("--api-address {address}: cannot listen: {err}"))?;
+    let bound = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.serve_with_shutdown(listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Some(Api {
+        address: bound,
+        stop,
+        task,
+    }))
 }
 
 /// `$XDG_DATA_HOME/micro`, else `~/.local/share/micro`.

@@ -188,7 +188,7 @@ fn code_name(code: Code) -> &'static str {
 }
 
 /// `500ms`, `10s`, `2m`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(at) => text.split_at(at),

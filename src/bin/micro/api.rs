@@ -1,0 +1,188 @@
+//! `micro api`: the HTTP API gateway (`micro::api`) on its own.
+
+use std::{error::Error, time::Duration};
+
+use micro::{
+    api::Gateway,
+    broker::{self, SharedBroker},
+    registry::{self, SharedRegistry},
+};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::tool::parse_duration;
+
+type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// The address `micro api` listens on unless told otherwise.
+pub(crate) const DEFAULT_ADDRESS: &str = "127.0.0.1:8080";
+
+pub(crate) const LONG_ABOUT: &str = "\
+Serves every service in the registry as JSON over HTTP (default 127.0.0.1:8080), with
+schemas read from the services by gRPC reflection:
+
+  POST /{service}/{Service}/{Method}   calls a method: {Service} short (Greeter) or full
+                                       (greeter.v1.Greeter); body and reply are protobuf
+                                       JSON; a client-streaming method takes an array
+  POST /{service}/{Method}             the same, when one service has that method
+  REST routes                          from google.api.http annotations, tried first
+  GET /openapi.json                    the OpenAPI 3 document of all of it
+  POST /event/{topic}                  publishes the JSON body on the broker (202)
+
+Server-streaming methods reply NDJSON, or server-sent events with
+`Accept: text/event-stream`. Errors are JSON {\"code\", \"message\", \"details\"} with the
+HTTP status of the gRPC code. `x-micro-timeout: 2s` (or `grpc-timeout`) sets a call's
+deadline, at most --timeout. Allow-listed headers and `grpc-metadata-<key>` headers become
+gRPC metadata; reply metadata comes back as `grpc-metadata-<key>`. See docs/api-gateway.md.
+
+Once listening it prints `ready addr=<host:port>`; on SIGINT or SIGTERM it stops accepting,
+lets requests in flight finish and exits 0. Logs go to stderr; RUST_LOG sets the level
+(default info).";
+
+/// Flags of `micro api`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ApiArgs {
+    /// Address to listen on: host:port (port 0 picks a free port)
+    #[arg(long, env = "MICRO_API_ADDRESS", default_value = DEFAULT_ADDRESS)]
+    address: String,
+
+    /// Registry to find services in: `local`, `local:///dir`, `memory`,
+    /// `service://host:port`, `etcd://…` (builds with feature etcd)
+    #[arg(
+        long,
+        env = "MICRO_REGISTRY",
+        value_name = "URL",
+        default_value = "local"
+    )]
+    registry: String,
+
+    /// Broker `POST /event/{topic}` publishes to: `service` (the event service of
+    /// `micro server`, found through the registry), `service://host:port`, `local`, or
+    /// `off`
+    #[arg(
+        long,
+        env = "MICRO_BROKER",
+        value_name = "URL",
+        default_value = "service"
+    )]
+    broker: String,
+
+    #[command(flatten)]
+    options: GatewayArgs,
+}
+
+/// The gateway's settings, shared by `micro api` and `micro server`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct GatewayArgs {
+    /// Time limit of a call when the request sets none, and the most it may set
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+
+    /// Largest request body in bytes (`K`/`M` suffixes: 4M = 4 MiB)
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size)]
+    max_body: usize,
+
+    /// Largest request head (request line and headers) in bytes; larger get 431
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
+    max_header_size: usize,
+
+    /// How long a client may take to send its request head
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+
+    /// How long a client may take to send its request body (then 408)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    body_read_timeout: Duration,
+
+    /// Allow cross-origin requests from this origin (repeatable; `*` for any)
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+
+    /// Another request header to pass on as gRPC metadata (repeatable; besides
+    /// authorization, x-request-id, traceparent, tracestate and grpc-metadata-*)
+    #[arg(long = "header", value_name = "NAME")]
+    headers: Vec<String>,
+}
+
+impl GatewayArgs {
+    /// The gateway these settings describe.
+    pub(crate) fn gateway(
+        &self,
+        registry: SharedRegistry,
+        broker: Option<SharedBroker>,
+    ) -> Result<Gateway, BoxError> {
+        let mut builder = Gateway::builder()
+            .registry(registry)
+            .timeout(self.timeout)
+            .max_body(self.max_body)
+            .max_header_size(self.max_header_size)
+            .header_read_timeout(self.header_read_timeout)
+            .body_read_timeout(self.body_read_timeout);
+        for origin in &self.cors_origins {
+            builder = builder.cors_origin(origin.clone());
+        }
+        for header in &self.headers {
+            builder = builder.allow_header(header.clone());
+        }
+        if let Some(broker) = broker {
+            builder = builder.broker(broker);
+        }
+        Ok(builder.build()?)
+    }
+}
+
+/// `4194304`, `4M`, `64K`, `4MiB`.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(at);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 4M, 64K or 1048576"))?;
+    let factor = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use K or M")),
+    };
+    number
+        .checked_mul(factor)
+        .filter(|size| *size > 0)
+        .ok_or_else(|| format!("{text:?}: the size must be positive and fit in memory"))
+}
+
+/// Runs the gateway until SIGINT or SIGTERM.
+pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
+    let registry = registry::from_url(&args.registry)
+        .map_err(|err| format!("--registry {}: {err}", args.registry))?;
+    let broker = match args.broker.trim() {
+        "off" | "none" => None,
+        "" => Some(broker::from_url_with_registry("service", registry.clone())?),
+        url => Some(
+            broker::from_url_with_registry(url, registry.clone())
+                .map_err(|err| format!("--broker {url}: {err}"))?,
+        ),
+    };
+    let gateway = args.options.gateway(registry, broker)?;
+    let listener = TcpListener::bind(&args.address)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.address))?;
+    let address = listener.local_addr()?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    println!("ready addr={address}");
+    tracing::info!(%address, "API gateway serving");
+    gateway
+        .serve_with_shutdown(listener, async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+        .await?;
+    Ok(())
+}
