@@ -146,6 +146,20 @@ impl RestRoutes {
             .iter()
             .any(|route| route.http_method != *method && route.path.matches(path).is_some())
     }
+
+    /// The HTTP methods of the routes whose template matches `path`, sorted, without
+    /// duplicates: the `Allow` header of a 405 (RFC 9110 requires it).
+    pub(crate) fn allowed_methods(&self, path: &str) -> Vec<http::Method> {
+        let mut methods: Vec<http::Method> = self
+            .routes
+            .iter()
+            .filter(|route| route.path.matches(path).is_some())
+            .map(|route| route.http_method.clone())
+            .collect();
+        methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        methods.dedup();
+        methods
+    }
 }
 
 // === impl Route ===

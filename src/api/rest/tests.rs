@@ -267,6 +267,16 @@ fn every_verb_and_custom_methods() {
     assert!(!routes.path_matches_other_method(&http::Method::GET, "/v1/nothing"));
     assert!(routes.path_matches_other_method(&http::Method::DELETE, "/v1/shelves/1/books/2"));
     assert!(!routes.path_matches_other_method(&http::Method::GET, "/files/x"));
+    assert_eq!(
+        routes.allowed_methods("/v1/books/7"),
+        [
+            http::Method::DELETE,
+            http::Method::PATCH,
+            http::Method::POST,
+            http::Method::PUT
+        ]
+    );
+    assert!(routes.allowed_methods("/v1/nothing").is_empty());
     assert!(
         routes
             .find(&http::Method::GET, "/v1/shelves/1/books/")
@@ -572,4 +582,3 @@ fn responses_whole_or_response_body() {
         json!({"title": "A", "genre": "FICTION"})
     );
 }
-
