@@ -419,14 +419,21 @@ impl Document {
                 "name": "topic",
                 "in": "path",
                 "required": true,
-                "schema": {"type": "string", "minLength": 1},
+                "description": "Dot-separated tokens of ASCII letters, digits, `_` and `-`.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+                },
             }],
             "requestBody": {
-                "required": true,
+                "required": false,
+                "description": "Any JSON document; an empty body is `{}`.",
                 "content": {"application/json": {"schema": {}}},
             },
             "responses": {
-                "200": {
+                "202": {
                     "description": "Published.",
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
