@@ -245,7 +245,7 @@ impl Document {
                 .and_then(|path| field_at(&input, path));
             let schema = match &field {
                 Some(field) => self.schemas.text_schema(field),
-                None => json!({"type": "string", "minLength": 1}),
+                None => json!({"type": "string"}),
             };
             parameters.push(json!({
                 "name": parameter.name,
