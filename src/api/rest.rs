@@ -127,10 +127,22 @@ impl RestRoutes {
         &self.routes
     }
 
-    /// The route `method` + `path` (no query string, still percent-encoded) matches.
-    pub(crate) fn find(&self, method: &http::Method, path: &str) -> Option<RestMatch<'_>> {
+    /// The routes that may serve `path`: when a route with a `:verb` matches it, only
+    /// routes with verbs, so `/v1/books/1:lend` is not also book `1:lend` for the
+    /// routes of `/v1/books/{id}`.
+    fn candidates<'a>(&'a self, path: &str) -> impl Iterator<Item = &'a Route> + use<'a> {
+        let verb = self
+            .routes
+            .iter()
+            .any(|route| route.path.verb.is_some() && route.path.matches(path).is_some());
         self.routes
             .iter()
+            .filter(move |route| !verb || route.path.verb.is_some())
+    }
+
+    /// The route `method` + `path` (no query string, still percent-encoded) matches.
+    pub(crate) fn find(&self, method: &http::Method, path: &str) -> Option<RestMatch<'_>> {
+        self.candidates(path)
             .filter(|route| route.http_method == *method)
             .find_map(|route| {
                 route
@@ -142,8 +154,7 @@ impl RestRoutes {
 
     /// True when some route's template matches `path` with another HTTP method (→ 405).
     pub(crate) fn path_matches_other_method(&self, method: &http::Method, path: &str) -> bool {
-        self.routes
-            .iter()
+        self.candidates(path)
             .any(|route| route.http_method != *method && route.path.matches(path).is_some())
     }
 
@@ -151,8 +162,7 @@ impl RestRoutes {
     /// duplicates: the `Allow` header of a 405 (RFC 9110 requires it).
     pub(crate) fn allowed_methods(&self, path: &str) -> Vec<http::Method> {
         let mut methods: Vec<http::Method> = self
-            .routes
-            .iter()
+            .candidates(path)
             .filter(|route| route.path.matches(path).is_some())
             .map(|route| route.http_method.clone())
             .collect();

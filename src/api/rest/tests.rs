@@ -306,6 +306,22 @@ fn precedence_literals_verbs_and_length() {
         find(&routes, "POST", "/v1/books/5").route.method.name(),
         "Touch"
     );
+    // A path a verb route matches is that route's alone: no other method takes it.
+    assert!(
+        routes
+            .find(&http::Method::PUT, "/v1/books/5:publish")
+            .is_none()
+    );
+    assert!(routes.path_matches_other_method(&http::Method::PUT, "/v1/books/5:publish"));
+    assert_eq!(
+        routes.allowed_methods("/v1/books/5:publish"),
+        [http::Method::POST]
+    );
+    // Without a verb route for it, a colon is part of the value.
+    assert_eq!(
+        find(&routes, "PUT", "/v1/books/5:other").bindings,
+        vec![("book.id".to_owned(), "5:other".to_owned())]
+    );
     // Longer templates before shorter ones with the same start.
     let a = Template::parse("/v1/a").unwrap();
     let b = Template::parse("/v1/a/{x}").unwrap();
