@@ -186,6 +186,13 @@ impl Route {
         for variable in &path.variables {
             let fields = fields::resolve(&input, &variable.field_path)
                 .map_err(|err| format!("path variable {:?}: {err}", variable.field_path))?;
+            if fields::canonical(&fields) != variable.field_path {
+                return Err(format!(
+                    "path variable {:?} must name fields by their proto names ({:?})",
+                    variable.field_path,
+                    fields::canonical(&fields)
+                ));
+            }
             if fields.last().is_none_or(|field| {
                 !fields::settable(field, false) || matches!(field.kind(), Kind::Message(_))
             }) {

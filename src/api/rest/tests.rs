@@ -75,6 +75,9 @@ service Library {
   rpc BadNoPattern(GetBookRequest) returns (Book) {
     option (google.api.http) = { body: "*" };
   }
+  rpc BadJsonName(ListBooksRequest) returns (Book) {
+    option (google.api.http) = { get: "/v1/bad/{pageSize}" };
+  }
 }
 
 enum Genre {
@@ -220,6 +223,7 @@ fn annotations_become_routes_and_bad_ones_warnings() {
         "BadBrace",
         "BadDuplicate",
         "BadNoPattern",
+        "BadJsonName",
     ] {
         assert!(
             warnings
@@ -228,7 +232,7 @@ fn annotations_become_routes_and_bad_ones_warnings() {
             "no warning for {bad}: {warnings:?}"
         );
     }
-    assert_eq!(warnings.len(), 9, "{warnings:?}");
+    assert_eq!(warnings.len(), 10, "{warnings:?}");
     assert!(
         warnings.iter().any(|w| w.contains("\"nope\"")),
         "{warnings:?}"
@@ -248,7 +252,7 @@ fn annotations_become_routes_and_bad_ones_warnings() {
         .map(|route| format!("{} {}", route.http_method, route.template))
         .collect();
     assert_eq!(raw_names, names);
-    assert_eq!(raw_warnings.len(), 9, "{raw_warnings:?}");
+    assert_eq!(raw_warnings.len(), 10, "{raw_warnings:?}");
 }
 
 #[test]
