@@ -61,6 +61,9 @@ const CODES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// A path parameter of type string: one non-empty segment.
+const SEGMENT_PATTERN: &str = "^[^/]+$";
+
 /// The name of the error schema in `components/schemas`.
 const ERROR_SCHEMA: &str = "micro.api.Error";
 
@@ -243,10 +246,18 @@ impl Document {
                 .field_path
                 .as_deref()
                 .and_then(|path| field_at(&input, path));
-            let schema = match &field {
+            let mut schema = match &field {
                 Some(field) => self.schemas.text_schema(field),
                 None => json!({"type": "string"}),
             };
+            // One segment: not empty, and a `/` (even encoded) is best left out.
+            if schema["type"] == "string"
+                && let Value::Object(object) = &mut schema
+                && !object.contains_key("pattern")
+                && !object.contains_key("format")
+            {
+                object.insert("pattern".to_owned(), json!(SEGMENT_PATTERN));
+            }
             parameters.push(json!({
                 "name": parameter.name,
                 "in": "path",

@@ -205,7 +205,10 @@ fn rest_routes_with_path_query_and_body() {
     assert_eq!(parameter(shelf, "name")["in"], "path");
     assert_eq!(parameter(shelf, "name")["required"], true);
     let book = &paths["/v1/shelves/{name_1}/books/{name_2}"]["get"];
-    assert_eq!(parameter(book, "name_2")["schema"]["type"], "string");
+    assert_eq!(
+        parameter(book, "name_2")["schema"],
+        json!({"type": "string", "pattern": "^[^/]+$"})
+    );
     assert!(paths["/v1/shelves/{name}:watch"]["get"].is_object());
     // `**` has no OpenAPI form.
     assert!(!paths.keys().any(|path| path.starts_with("/files")));
