@@ -72,6 +72,7 @@ struct Figures {
 
 /// One way of making a call.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Path {
     Direct(GreeterClient<tonic::transport::Channel>),
     Gateway {
