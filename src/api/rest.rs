@@ -19,6 +19,7 @@ use prost_reflect::{
     DynamicMessage, Kind, MethodDescriptor, ReflectMessage, SerializeOptions, ServiceDescriptor,
 };
 
+pub(crate) use self::fields::is_string_message;
 use self::template::Template;
 
 /// Where an HTTP request's body goes in the request message.

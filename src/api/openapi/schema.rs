@@ -17,26 +17,7 @@ const FLOAT_PATTERN: &str = r"^(NaN|-?Infinity|[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([
 const BASE64_PATTERN: &str = r"^[A-Za-z0-9+/_-]*={0,2}$";
 const DURATION_PATTERN: &str = r"^[+-]?[0-9]+(\.[0-9]{0,9})?s$";
 
-/// The well-known types whose JSON form is one string, or a wrapped scalar.
-const STRING_MESSAGES: [&str; 12] = [
-    "google.protobuf.Timestamp",
-    "google.protobuf.Duration",
-    "google.protobuf.FieldMask",
-    "google.protobuf.StringValue",
-    "google.protobuf.BytesValue",
-    "google.protobuf.Int32Value",
-    "google.protobuf.Int64Value",
-    "google.protobuf.UInt32Value",
-    "google.protobuf.UInt64Value",
-    "google.protobuf.FloatValue",
-    "google.protobuf.DoubleValue",
-    "google.protobuf.BoolValue",
-];
-
-/// Whether query parameters can set `message` as one value (see `rest::fields`).
-pub(super) fn is_string_message(message: &MessageDescriptor) -> bool {
-    STRING_MESSAGES.contains(&message.full_name())
-}
+pub(super) use crate::api::rest::is_string_message;
 
 /// The schemas under `components/schemas`, by full name.
 #[derive(Debug, Default)]

@@ -64,9 +64,15 @@ pub(super) fn settable(field: &FieldDescriptor, allow_list: bool) -> bool {
         return false;
     }
     match field.kind() {
-        Kind::Message(message) => STRING_MESSAGES.contains(&message.full_name()),
+        Kind::Message(message) => is_string_message(&message),
         _ => true,
     }
+}
+
+/// Whether `message` is a well-known type whose JSON form is one string or a wrapped
+/// scalar, so that one parameter can set it.
+pub(crate) fn is_string_message(message: &MessageDescriptor) -> bool {
+    STRING_MESSAGES.contains(&message.full_name())
 }
 
 /// `text` as a value of `field` (one element, for lists); the error says what was
