@@ -1,6 +1,7 @@
 //! Gateway benchmark: SayHello as direct gRPC (a raw tonic client to the server) vs as
-//! HTTP/1.1 JSON through the API gateway (a keep-alive hyper client), same server, same
-//! run, at 1 and 64 concurrent calls. Prints rps, p50 and p99 of both, the gateway/direct
+//! JSON through the API gateway (a keep-alive hyper client, HTTP/1.1 with a connection per
+//! call in flight, then HTTP/2 without TLS on one connection), same server, same run, at 1
+//! and 64 concurrent calls. Prints rps, p50 and p99 of both, the gateway/direct
 //! throughput ratio and the latency the gateway adds at p50 and p99.
 //!
 //! ```text
@@ -200,23 +201,35 @@ fn main() {
         let http = HttpClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
             .build(connector);
+        let uri: http::Uri = format!("http://{gateway}/greeter/Greeter/SayHello")
+            .parse()
+            .unwrap();
         let via_gateway = Path::Gateway {
             client: http,
-            uri: format!("http://{gateway}/greeter/Greeter/SayHello")
-                .parse()
-                .unwrap(),
+            uri: uri.clone(),
+        };
+        // The same over HTTP/2 without TLS: one connection, like the direct gRPC client.
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let via_gateway_h2 = Path::Gateway {
+            client: HttpClient::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(connector),
+            uri,
         };
 
         // Warm both paths up: connections, the gateway's schema cache, allocator.
         measure(&direct, 8, Duration::from_millis(500)).await;
         measure(&via_gateway, 8, Duration::from_millis(500)).await;
+        measure(&via_gateway_h2, 8, Duration::from_millis(500)).await;
 
         println!(
             "SayHello, {secs} s per measurement; direct = raw tonic client to the server; \
              gateway = HTTP/1.1 keep-alive JSON POST through micro::api::Gateway"
         );
         println!(
-            "{:>11} | {:>10} {:>9} {:>9} | {:>10} {:>9} {:>9} | {:>9} {:>10} {:>10}",
+            "{:>5} {:>11} | {:>10} {:>9} {:>9} | {:>10} {:>9} {:>9} | {:>9} {:>10} {:>10}",
+            "http",
             "concurrency",
             "direct rps",
             "p50",
@@ -228,17 +241,23 @@ fn main() {
             "+p50 µs",
             "+p99 µs"
         );
-        for concurrency in [1, 64] {
+        for (concurrency, http, via_gateway) in [
+            (1, "1.1", &via_gateway),
+            (64, "1.1", &via_gateway),
+            (1, "2", &via_gateway_h2),
+            (64, "2", &via_gateway_h2),
+        ] {
             // Alternate the two paths so drift in the machine's load hits both alike.
             let direct_a = measure(&direct, concurrency, duration / 2).await;
-            let gateway_a = measure(&via_gateway, concurrency, duration / 2).await;
-            let gateway_b = measure(&via_gateway, concurrency, duration / 2).await;
+            let gateway_a = measure(via_gateway, concurrency, duration / 2).await;
+            let gateway_b = measure(via_gateway, concurrency, duration / 2).await;
             let direct_b = measure(&direct, concurrency, duration / 2).await;
             let direct = average(direct_a, direct_b);
             let gw = average(gateway_a, gateway_b);
             let added = |a: Duration, b: Duration| (a.as_secs_f64() - b.as_secs_f64()) * 1e6;
             println!(
-                "{:>11} | {:>10.0} {:>9.1?} {:>9.1?} | {:>10.0} {:>9.1?} {:>9.1?} | {:>9.3} {:>10.0} {:>10.0}",
+                "{:>5} {:>11} | {:>10.0} {:>9.1?} {:>9.1?} | {:>10.0} {:>9.1?} {:>9.1?} | {:>9.3} {:>10.0} {:>10.0}",
+                http,
                 concurrency,
                 direct.rps,
                 direct.p50,

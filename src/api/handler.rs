@@ -118,12 +118,7 @@ async fn route(inner: &Inner, parts: Parts, body: Body) -> Result<Response, ApiE
     let body = read_body(inner, &parts.headers, body).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("the request body is not UTF-8"))?;
-    let requests = dynamic::parse_requests(
-        &method.descriptor.input(),
-        text,
-        method.descriptor.is_client_streaming(),
-    )
-    .map_err(ApiError::invalid)?;
+    let requests = parse_body(&method.descriptor, text)?;
     call(
         inner,
         &entry,
@@ -134,6 +129,23 @@ async fn route(inner: &Inner, parts: Parts, body: Body) -> Result<Response, ApiE
         Shape::Rpc,
     )
     .await
+}
+
+/// The request messages of `text`. The common case, one object, is read straight into the
+/// message; anything else, and any error, goes the slower way that names the field at
+/// fault.
+fn parse_body(descriptor: &MethodDescriptor, text: &str) -> Result<Vec<DynamicMessage>, ApiError> {
+    let input = descriptor.input();
+    let streaming = descriptor.is_client_streaming();
+    if !streaming && text.trim_start().starts_with('{') {
+        let mut json = serde_json::Deserializer::from_str(text);
+        if let Ok(message) = DynamicMessage::deserialize(input.clone(), &mut json)
+            && json.end().is_ok()
+        {
+            return Ok(vec![message]);
+        }
+    }
+    dynamic::parse_requests(&input, text, streaming).map_err(ApiError::invalid)
 }
 
 /// A request that matched a REST route.
