@@ -5,5 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &["examples/greeter/proto/greeter/v1/greeter.proto"],
         &["examples/greeter/proto"],
     )?;
+    // REST annotations: google/api/*.proto come from the repository's proto/.
+    micro_codegen::compile_protos(
+        &["examples/bookshelf/proto/bookshelf/v1/bookshelf.proto"],
+        &["examples/bookshelf/proto", "proto"],
+    )?;
     Ok(())
 }

@@ -110,6 +110,9 @@ where
     }
 
     let mut files: HashMap<String, prost_types::FileDescriptorProto> = HashMap::new();
+    // The files as served: unlike `files`, they keep extension options such as
+    // `google.api.http`, which prost drops on decoding.
+    let mut encoded: HashMap<String, Vec<u8>> = HashMap::new();
     let mut requests: Vec<MessageRequest> = services
         .into_iter()
         .map(MessageRequest::FileContainingSymbol)
@@ -126,6 +129,7 @@ where
                             .map_err(|err| {
                                 ReflectionError::Invalid(format!("undecodable file: {err}"))
                             })?;
+                        encoded.insert(file.name().to_owned(), bytes);
                         files.insert(file.name().to_owned(), file);
                     }
                 }
@@ -150,8 +154,13 @@ where
             .map(MessageRequest::FileByFilename)
             .collect();
     }
+    // An encoded `FileDescriptorSet`: each file as `file` (field 1).
+    let mut set = Vec::new();
+    for bytes in encoded.values() {
+        prost::encoding::bytes::encode(1, bytes, &mut set);
+    }
     let mut pool = DescriptorPool::new();
-    pool.add_file_descriptor_protos(files.into_values())
+    pool.decode_file_descriptor_set(set.as_slice())
         .map_err(|err| ReflectionError::Invalid(err.to_string()))?;
     Ok(pool)
 }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use prost::Message as _;
-use prost_types::FileDescriptorSet;
+use prost_types::{FileDescriptorProto, FileDescriptorSet};
 
 use crate::{
     Error,
@@ -155,7 +155,9 @@ impl Builder {
 
         let fds = compiler.file_descriptor_set();
         let names: Vec<String> = fds.file.iter().map(|f| f.name().to_owned()).collect();
-        let files = self.generate(&fds, &names)?;
+        // The encoded set keeps extension options (`google.api.http`) that `fds` lost.
+        let encoded = encoded_files(&compiler.encode_file_descriptor_set());
+        let files = crate::generator::generate_with_encoded(&fds, &encoded, &names, &self.options)?;
 
         fs::create_dir_all(&out_dir).map_err(|err| Error::io(&out_dir, err))?;
         for file in &files {
@@ -182,6 +184,23 @@ impl Builder {
             .collect();
         generator::generate(fds, &names, &self.options)
     }
+}
+
+/// The files of an encoded `FileDescriptorSet` by name, as they were encoded.
+fn encoded_files(set: &[u8]) -> std::collections::HashMap<String, Vec<u8>> {
+    crate::extras::encoded_fields(set)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(number, _)| *number == 1)
+        .filter_map(|(_, field)| {
+            // The field is its key, its length, then the file.
+            let mut rest = field;
+            prost::encoding::decode_key(&mut rest).ok()?;
+            prost::encoding::decode_varint(&mut rest).ok()?;
+            let file = FileDescriptorProto::decode(rest).ok()?;
+            Some((file.name().to_owned(), rest.to_vec()))
+        })
+        .collect()
 }
 
 /// Prints a cargo build script instruction.

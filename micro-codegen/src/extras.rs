@@ -19,6 +19,9 @@ pub(crate) struct MicroServiceGenerator {
     files: HashMap<String, FileDescriptorProto>,
     /// The input's file names, sorted, so package lookups are deterministic.
     names: Vec<String>,
+    /// The files' original encodings without source info, by name, when known: unlike
+    /// `files`, they keep extension options such as `google.api.http`.
+    encoded: HashMap<String, Vec<u8>>,
 }
 
 impl fmt::Debug for MicroServiceGenerator {
@@ -37,6 +40,7 @@ impl MicroServiceGenerator {
         micro_path: &str,
         build_server: bool,
         fds: &FileDescriptorSet,
+        encoded: &HashMap<String, Vec<u8>>,
     ) -> Self {
         let files: HashMap<String, FileDescriptorProto> = fds
             .file
@@ -57,6 +61,12 @@ impl MicroServiceGenerator {
             build_server,
             files,
             names,
+            encoded: encoded
+                .iter()
+                .filter_map(|(name, bytes)| {
+                    without_source_info(bytes).map(|bytes| (name.clone(), bytes))
+                })
+                .collect(),
         }
     }
 
@@ -69,6 +79,19 @@ impl MicroServiceGenerator {
             if self.files.get(name).is_some_and(|f| f.package() == package) {
                 self.visit(name, &mut seen, &mut ordered);
             }
+        }
+        if ordered
+            .iter()
+            .all(|file| self.encoded.contains_key(file.name()))
+        {
+            // `FileDescriptorSet.file` (field 1) from the original bytes.
+            let mut set = Vec::new();
+            for file in &ordered {
+                if let Some(bytes) = self.encoded.get(file.name()) {
+                    prost::encoding::bytes::encode(1, bytes, &mut set);
+                }
+            }
+            return set;
         }
         FileDescriptorSet { file: ordered }.encode_to_vec()
     }
@@ -90,6 +113,43 @@ impl MicroServiceGenerator {
         }
         ordered.push(file.clone());
     }
+}
+
+/// The fields of an encoded message, as (field number, whole encoded field) byte ranges;
+/// `None` when the bytes are not a well-formed message without groups.
+pub(crate) fn encoded_fields(bytes: &[u8]) -> Option<Vec<(u32, &[u8])>> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut fields = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let start = rest;
+        let (number, wire_type) = decode_key(&mut rest).ok()?;
+        let skip = match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut rest).ok()?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => usize::try_from(decode_varint(&mut rest).ok()?).ok()?,
+            WireType::StartGroup | WireType::EndGroup => return None,
+        };
+        rest = rest.get(skip..)?;
+        let length = start.len() - rest.len();
+        fields.push((number, start.get(..length)?));
+    }
+    Some(fields)
+}
+
+/// An encoded `FileDescriptorProto` without its `source_code_info` (field 9).
+fn without_source_info(bytes: &[u8]) -> Option<Vec<u8>> {
+    Some(
+        encoded_fields(bytes)?
+            .into_iter()
+            .filter(|(number, _)| *number != 9)
+            .flat_map(|(_, field)| field.iter().copied())
+            .collect(),
+    )
 }
 
 impl ServiceGenerator for MicroServiceGenerator {

@@ -1,7 +1,7 @@
 //! The generator both front ends share: descriptors in, Rust files out.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     panic::{self, AssertUnwindSafe},
 };
 
@@ -57,6 +57,18 @@ pub(crate) fn generate(
     files_to_generate: &[String],
     options: &Options,
 ) -> Result<Vec<GeneratedFile>, Error> {
+    generate_with_encoded(fds, &HashMap::new(), files_to_generate, options)
+}
+
+/// [`generate`], with the files' original encodings by name (`encoded`): those keep
+/// extension options (such as `google.api.http`) that `prost_types` drops, so the
+/// `FILE_DESCRIPTOR_SET`s serve them to reflection clients.
+pub(crate) fn generate_with_encoded(
+    fds: &FileDescriptorSet,
+    encoded: &HashMap<String, Vec<u8>>,
+    files_to_generate: &[String],
+    options: &Options,
+) -> Result<Vec<GeneratedFile>, Error> {
     let known: HashSet<&str> = fds.file.iter().map(|f| f.name()).collect();
     if let Some(missing) = files_to_generate
         .iter()
@@ -87,8 +99,13 @@ pub(crate) fn generate(
         .build_server(options.build_server)
         .build_transport(true)
         .service_generator();
-    let services =
-        MicroServiceGenerator::new(tonic, &options.micro_path, options.build_server, fds);
+    let services = MicroServiceGenerator::new(
+        tonic,
+        &options.micro_path,
+        options.build_server,
+        fds,
+        encoded,
+    );
 
     let mut config = prost_build::Config::new();
     config.service_generator(Box::new(services));

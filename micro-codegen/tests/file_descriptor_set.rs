@@ -81,3 +81,41 @@ fn literal_is_plain_ascii() {
     assert!(line.is_ascii());
     assert!(line.ends_with("\";"));
 }
+
+#[test]
+fn keeps_custom_options_such_as_google_api_http() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("annotated.proto"),
+        r#"
+syntax = "proto3";
+package annotated.v1;
+import "google/protobuf/descriptor.proto";
+extend google.protobuf.MethodOptions { string route = 50001; }
+// A comment only source info holds.
+service Annotated {
+  rpc Get(Empty) returns (Empty) { option (route) = "/v1/keep-me-42"; }
+}
+message Empty {}
+"#,
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    micro_codegen::configure()
+        .out_dir(out.path())
+        .emit_rerun_if_changed(false)
+        .compile(&[dir.path().join("annotated.proto")], &[dir.path()])
+        .unwrap();
+    let files = common::read_dir(out.path());
+    let bytes = embedded_set(common::content(&files, "annotated.v1.rs"));
+    // prost_types drops extension options on decoding: the original bytes keep them.
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(b"/v1/keep-me-42"));
+    assert!(!contains(b"A comment only source info holds."));
+    let set = FileDescriptorSet::decode(bytes.as_slice()).unwrap();
+    let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+    assert_eq!(
+        names,
+        ["google/protobuf/descriptor.proto", "annotated.proto"]
+    );
+}
