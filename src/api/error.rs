@@ -22,7 +22,7 @@ pub(crate) struct ApiError {
     /// `google.rpc.Status` details, as JSON.
     pub(crate) details: Vec<Value>,
     /// The `Allow` header of a 405.
-    pub(crate) allow: Option<&'static str>,
+    pub(crate) allow: Option<String>,
 }
 
 /// `google.rpc.Status`, as carried by `grpc-status-details-bin`.
@@ -69,9 +69,9 @@ impl ApiError {
     }
 
     /// 405 with `Allow: <allow>`.
-    pub(crate) fn method_not_allowed(allow: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn method_not_allowed(allow: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            allow: Some(allow),
+            allow: Some(allow.into()),
             ..Self::with_status(StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented, message)
         }
     }
@@ -103,8 +103,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(allow) = self.allow {
-            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        if let Some(allow) = self
+            .allow
+            .and_then(|allow| HeaderValue::from_str(&allow).ok())
+        {
+            headers.insert(header::ALLOW, allow);
         }
         response
     }

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, header, request::Parts};
 use http_body_util::BodyExt;
-use micro_core::broker::{self, Message};
+use micro_core::broker::{self, BrokerError, Message};
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
 use tonic::{Code, Status, codec::Streaming, metadata::MetadataMap};
 
@@ -77,9 +77,15 @@ async fn route(inner: &Inner, parts: Parts, body: Body) -> Result<Response, ApiE
             .rest
             .path_matches_other_method(&parts.method, path)
     }) {
-        return Err(ApiError::with_status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            Code::Unimplemented,
+        let mut allowed: Vec<String> = rest
+            .iter()
+            .flat_map(|entry| entry.schema.rest.allowed_methods(path))
+            .map(|method| method.as_str().to_owned())
+            .collect();
+        allowed.sort();
+        allowed.dedup();
+        return Err(ApiError::method_not_allowed(
+            allowed.join(", "),
             format!("{path} does not take {}", parts.method),
         ));
     }
@@ -502,6 +508,11 @@ async fn publish(
             );
             Ok(response)
         }
+        // A topic or body the broker refuses is the client's mistake; anything else is the
+        // broker's.
+        Ok(Err(err @ BrokerError::Invalid { .. })) => Err(ApiError::invalid(format!(
+            "cannot publish on {topic}: {err}"
+        ))),
         Ok(Err(err)) => Err(ApiError::new(
             Code::Unavailable,
             format!("cannot publish on {topic}: {err}"),
