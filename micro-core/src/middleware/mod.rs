@@ -12,4 +12,5 @@ pub mod trace;
 pub use interceptor::interceptor_fn;
 pub use log::LogLayer;
 pub use metrics::MetricsLayer;
+pub use observe::code_name;
 pub use trace::TraceLayer;

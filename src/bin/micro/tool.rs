@@ -20,6 +20,8 @@ use tonic::{Code, Status};
 
 use micro::dynamic::{self, DynamicCodec, ReflectionError};
 
+pub(crate) use micro_core::middleware::code_name;
+
 /// `println!` that ends the process quietly when stdout is gone (`micro … | head`).
 macro_rules! outln {
     () => {
@@ -164,29 +166,6 @@ impl std::fmt::Display for ToolError {
                 f.write_str(message)
             }
         }
-    }
-}
-
-/// `NOT_FOUND`, `INVALID_ARGUMENT`, … as gRPC spells codes.
-pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

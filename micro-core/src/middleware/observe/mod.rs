@@ -173,8 +173,9 @@ pub(crate) fn split_path(path: &str) -> Option<(&str, &str)> {
     Some((service, method))
 }
 
-/// The canonical name of a code, as used in metric labels and logs.
-pub(crate) fn code_name(code: Code) -> &'static str {
+/// The canonical name of a code as gRPC spells it (`NOT_FOUND`): metric labels, logs, the
+/// CLI's messages and the HTTP gateway's error bodies.
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
