@@ -15,13 +15,13 @@ use std::{
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use micro::dynamic::{self, DynamicCodec};
+use micro::dynamic::DynamicCodec;
 use micro_core::Channel;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 use serde_json::json;
 use tonic::{Code, Status, client::Grpc};
 
-use crate::tool::{self, ClientArgs, Context, Output, ToolError, outln};
+use crate::tool::{self, ClientArgs, Context, MethodArgs, Output, Prepared, ToolError, outln};
 
 /// Default number of calls when neither `-n` nor `-z` is given.
 const DEFAULT_REQUESTS: u64 = 1000;
@@ -36,20 +36,8 @@ const BAR_WIDTH: u64 = 40;
 /// Flags of `micro bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// The service's registered name
-    service: String,
-    /// The method: `package.Service.Method`, `Service.Method` or `Method`
-    method: String,
-    /// The request as JSON (protobuf's JSON mapping) [default: {}]
-    body: Option<String>,
-    /// The request from elsewhere: `@file` or `-` (stdin); instead of BODY
-    #[arg(
-        short = 'd',
-        long = "data",
-        value_name = "JSON|@FILE|-",
-        conflicts_with = "body"
-    )]
-    data: Option<String>,
+    #[command(flatten)]
+    target: MethodArgs,
     /// Concurrent callers, each making one call at a time
     #[arg(short = 'c', long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     concurrency: u64,
@@ -98,26 +86,18 @@ struct Target {
 
 /// `micro bench`.
 pub(crate) async fn run(args: BenchArgs) -> Result<(), ToolError> {
-    let body = tool::read_body(args.body.as_deref(), args.data.as_deref())?;
     let context = Context::open(&args.client)?;
-    let records = context.records(&args.service).await?;
-    let pool = context.pool(&args.service).await?;
-    let method = dynamic::find_method(&pool, &args.method, &tool::registered(&records))
-        .map_err(ToolError::Usage)?;
-    let requests = dynamic::parse_requests(&method.input(), &body, method.is_client_streaming())
-        .map_err(ToolError::Usage)?;
-    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-    let path = http::uri::PathAndQuery::try_from(path)
-        .map_err(|err| ToolError::Usage(format!("method path: {err}")))?;
+    let Prepared {
+        method,
+        path,
+        requests,
+        grpc,
+    } = context.prepare(&args.target).await?;
     let target = Arc::new(Target {
         method,
         path,
         requests,
     });
-    let mut grpc = Grpc::new(context.client.channel(&args.service));
-    grpc.ready()
-        .await
-        .map_err(|err| ToolError::NotFound(format!("service {}: {err}", args.service)))?;
 
     let bar = progress(args.requests, args.duration);
     let started = Instant::now();
@@ -185,7 +165,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), ToolError> {
             outln!(
                 "{}",
                 json!({
-                    "service": args.service,
+                    "service": args.target.service,
                     "method": target.method.full_name(),
                     "concurrency": args.concurrency,
                     "calls": calls,
@@ -204,7 +184,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), ToolError> {
                 "{} {} calls to {} in {:.2} s with {} callers",
                 calls,
                 target.method.full_name(),
-                args.service,
+                args.target.service,
                 elapsed.as_secs_f64(),
                 args.concurrency
             );

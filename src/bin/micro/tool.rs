@@ -97,11 +97,11 @@ pub(crate) struct DescribeArgs {
     client: ClientArgs,
 }
 
-/// Flags of `micro call`.
+/// The method and request of `micro call` and `micro bench`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct CallArgs {
+pub(crate) struct MethodArgs {
     /// The service's registered name
-    service: String,
+    pub(crate) service: String,
     /// The method: `package.Service.Method`, `Service.Method` or `Method`
     method: String,
     /// The request as JSON (protobuf's JSON mapping) [default: {}]
@@ -114,6 +114,13 @@ pub(crate) struct CallArgs {
         conflicts_with = "body"
     )]
     data: Option<String>,
+}
+
+/// Flags of `micro call`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CallArgs {
+    #[command(flatten)]
+    target: MethodArgs,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -484,25 +491,56 @@ fn message_json(message: &MessageDescriptor) -> serde_json::Value {
     json!({"name": message.full_name(), "fields": fields})
 }
 
+/// A method resolved by reflection, its requests parsed, and a ready channel to it.
+pub(crate) struct Prepared {
+    /// The method.
+    pub(crate) method: MethodDescriptor,
+    /// Its gRPC path.
+    pub(crate) path: http::uri::PathAndQuery,
+    /// The request messages (several for a client-streaming method).
+    pub(crate) requests: Vec<prost_reflect::DynamicMessage>,
+    /// A client on the service's channel, ready.
+    pub(crate) grpc: tonic::client::Grpc<micro_core::Channel>,
+}
+
+impl Context {
+    /// Reads the body, finds the method by reflection, parses the requests and waits for
+    /// the channel to be ready.
+    pub(crate) async fn prepare(&self, target: &MethodArgs) -> Result<Prepared, ToolError> {
+        let body = read_body(target.body.as_deref(), target.data.as_deref())?;
+        let records = self.records(&target.service).await?;
+        let pool = self.pool(&target.service).await?;
+        let method = dynamic::find_method(&pool, &target.method, &registered(&records))
+            .map_err(ToolError::Usage)?;
+        let requests =
+            dynamic::parse_requests(&method.input(), &body, method.is_client_streaming())
+                .map_err(ToolError::Usage)?;
+        let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+        let path = http::uri::PathAndQuery::try_from(path)
+            .map_err(|err| ToolError::Usage(format!("method path: {err}")))?;
+        let mut grpc = tonic::client::Grpc::new(self.client.channel(&target.service));
+        grpc.ready()
+            .await
+            .map_err(|err| ToolError::NotFound(format!("service {}: {err}", target.service)))?;
+        Ok(Prepared {
+            method,
+            path,
+            requests,
+            grpc,
+        })
+    }
+}
+
 /// `micro call`.
 pub(crate) async fn call(args: CallArgs) -> Result<(), ToolError> {
-    let body = read_body(args.body.as_deref(), args.data.as_deref())?;
     let context = Context::open(&args.client)?;
-    let records = context.records(&args.service).await?;
-    let pool = context.pool(&args.service).await?;
-    let method = dynamic::find_method(&pool, &args.method, &registered(&records))
-        .map_err(ToolError::Usage)?;
-    let requests = dynamic::parse_requests(&method.input(), &body, method.is_client_streaming())
-        .map_err(ToolError::Usage)?;
-
-    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-    let path = http::uri::PathAndQuery::try_from(path)
-        .map_err(|err| ToolError::Usage(format!("method path: {err}")))?;
+    let Prepared {
+        method,
+        path,
+        requests,
+        mut grpc,
+    } = context.prepare(&args.target).await?;
     let codec = DynamicCodec::new(method.output());
-    let mut grpc = tonic::client::Grpc::new(context.client.channel(&args.service));
-    grpc.ready()
-        .await
-        .map_err(|err| ToolError::NotFound(format!("service {}: {err}", args.service)))?;
     let mut request_stream = None;
     let mut single = None;
     if method.is_client_streaming() {
