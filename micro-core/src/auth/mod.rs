@@ -97,10 +97,14 @@
 //! overlap; afterwards old tokens fail with [`TokenError::UnknownKey`].
 
 mod jwks;
+mod layer;
 mod rules;
 mod token;
 
 pub use jwks::{Algorithm, Jwk, Jwks, KeyError, KeySet, SigningKey};
+pub use layer::{
+    Auth, AuthLayer, DEFAULT_CACHE_CAPACITY, HEALTH_PREFIX, REFLECTION_PREFIX, account, endpoint,
+};
 pub use rules::{
     Access, Account, AccountKind, Denied, KIND_SERVICE, Resource, Rule, RuleError, RuleSet,
     WILDCARD, verify,

@@ -424,6 +424,17 @@ impl Verifier {
 
     /// Verifies `token` as if the time were `now` and returns its claims.
     pub fn verify_at(&self, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
+        self.verify_keyed_at(token, now)
+            .map(|(claims, _kid)| claims)
+    }
+
+    /// [`verify_at`](Self::verify_at), also returning the `kid` of the key that signed the
+    /// token (for caches that must drop tokens of a removed key).
+    pub(crate) fn verify_keyed_at(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(Claims, String), TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed("longer than MAX_TOKEN_LEN"));
         }
@@ -476,6 +487,7 @@ impl Verifier {
         if key.algorithm() != algorithm {
             return Err(TokenError::Algorithm(alg));
         }
+        let kid = header.kid.unwrap_or_default();
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
             .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
@@ -513,23 +525,47 @@ impl Verifier {
         if self.revocations.is_revoked(&jti) {
             return Err(TokenError::Revoked);
         }
-        Ok(Claims {
-            iss,
-            sub,
-            aud,
-            exp,
-            nbf: claims.nbf,
-            iat: claims.iat,
-            jti,
-            scopes: claims.scopes,
-            kind: claims.kind,
-            metadata: claims.metadata,
-        })
+        Ok((
+            Claims {
+                iss,
+                sub,
+                aud,
+                exp,
+                nbf: claims.nbf,
+                iat: claims.iat,
+                jti,
+                scopes: claims.scopes,
+                kind: claims.kind,
+                metadata: claims.metadata,
+            },
+            kid,
+        ))
+    }
+
+    /// The checks that can change after a token verified once: its key `kid` is still in
+    /// the key set, it has not expired (`exp` with the leeway) and its `jti` is not revoked.
+    pub(crate) fn recheck_at(
+        &self,
+        kid: &str,
+        exp: i64,
+        jti: &str,
+        now: SystemTime,
+    ) -> Result<(), TokenError> {
+        if self.keys.load().get(kid).is_none() {
+            return Err(TokenError::UnknownKey(Some(kid.to_owned())));
+        }
+        if unix(now) >= exp.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        if self.revocations.is_revoked(jti) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(())
     }
 }
 
 /// Seconds since the Unix epoch; negative before it.
-fn unix(time: SystemTime) -> i64 {
+pub(crate) fn unix(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(after) => secs(after),
         Err(before) => secs(before.duration()).saturating_neg(),
