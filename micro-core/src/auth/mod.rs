@@ -96,11 +96,16 @@
 //! once the last token it signed has expired. Tokens signed by either key verify during the
 //! overlap; afterwards old tokens fail with [`TokenError::UnknownKey`].
 
+mod credentials;
 mod jwks;
 mod layer;
 mod rules;
 mod token;
 
+pub use credentials::{
+    Credentials, CredentialsError, DEFAULT_REFRESH_MARGIN, ENV_TOKEN, IssuerSource, StaticToken,
+    TokenSource, WithCredentials,
+};
 pub use jwks::{Algorithm, Jwk, Jwks, KeyError, KeySet, SigningKey};
 pub use layer::{
     Auth, AuthLayer, DEFAULT_CACHE_CAPACITY, HEALTH_PREFIX, REFLECTION_PREFIX, account, endpoint,
