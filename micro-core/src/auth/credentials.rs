@@ -196,8 +196,12 @@ impl Credentials {
     /// ([`ENV_TOKEN`]), or `None` when the variable is unset or empty. (Exchanging an
     /// account's secret with the auth service for tokens comes later.)
     pub fn from_env() -> Option<Self> {
-        let token = std::env::var(ENV_TOKEN).ok()?;
-        let token = token.trim();
+        Self::from_var(std::env::var(ENV_TOKEN).ok())
+    }
+
+    fn from_var(value: Option<String>) -> Option<Self> {
+        let value = value?;
+        let token = value.trim();
         (!token.is_empty()).then(|| Self::static_token(token))
     }
 
@@ -260,5 +264,19 @@ where
             request.headers_mut().insert(AUTHORIZATION, value);
             inner.call(request).await.map_err(Into::into)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn from_env_value() {
+        assert!(Credentials::from_var(None).is_none());
+        assert!(Credentials::from_var(Some("  ".into())).is_none());
+        let credentials = Credentials::from_var(Some(" abc \n".into()));
+        let token = credentials.map(|c| c.source.clone());
+        assert_eq!(token.unwrap().token().await.unwrap(), "abc");
     }
 }
