@@ -62,8 +62,9 @@ const SHARDS: usize = 16;
 ///
 /// # Rules at run time
 ///
-/// Clones share the rules: [`set_rules`](Self::set_rules) on any clone takes effect on the
-/// next call of every server using the layer, without restart.
+/// Clones share the rules (also clones changed with the builder setters afterwards):
+/// [`set_rules`](Self::set_rules) on any of them takes effect on the next call of every
+/// server using the layer, without restart.
 ///
 /// # Verification cache
 ///
@@ -94,7 +95,7 @@ pub struct AuthLayer {
 struct Shared {
     name: String,
     verifier: Arc<Verifier>,
-    rules: ArcSwap<RuleSet>,
+    rules: Arc<ArcSwap<RuleSet>>,
     public_health: bool,
     public_reflection: bool,
     cache: TokenCache,
@@ -119,7 +120,7 @@ impl AuthLayer {
             shared: Arc::new(Shared {
                 name: name.into(),
                 verifier,
-                rules: ArcSwap::from_pointee(rules),
+                rules: Arc::new(ArcSwap::from_pointee(rules)),
                 public_health: true,
                 public_reflection: false,
                 cache: TokenCache::new(DEFAULT_CACHE_CAPACITY),
@@ -132,7 +133,7 @@ impl AuthLayer {
         let shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
             name: shared.name.clone(),
             verifier: shared.verifier.clone(),
-            rules: ArcSwap::new(shared.rules.load_full()),
+            rules: shared.rules.clone(),
             public_health: shared.public_health,
             public_reflection: shared.public_reflection,
             cache: TokenCache::new(shared.cache.capacity),
