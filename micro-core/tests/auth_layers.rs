@@ -400,3 +400,56 @@ async fn issuer_source_refreshes_before_expiry() {
     assert_eq!(claims.exp, i64::try_from(start_secs + 481 + 600).unwrap());
     assert_eq!(source.token().await.unwrap(), second);
 }
+
+// --- through micro's own Service and Client ---
+
+impl micro_core::codegen::DescribedService for WhoAmI {
+    const DESCRIPTOR: &'static micro_core::codegen::ServiceDescriptor =
+        &micro_core::codegen::ServiceDescriptor {
+            name: "test.v1.WhoAmI",
+            endpoints: &[],
+            file_descriptor_set: &[],
+        };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micro_service_and_client_with_auth() {
+    let f = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry: micro_core::registry::SharedRegistry =
+        Arc::new(micro_core::registry::LocalRegistry::with_dir(dir.path().to_owned()).unwrap());
+    let running = micro_core::Service::builder(NAME)
+        .registry(registry)
+        .address("127.0.0.1:0")
+        .layer(f.auth.clone())
+        .add_service(WhoAmI)
+        .shutdown_delay(Duration::ZERO)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", running.local_address()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(call(channel.clone(), WHO, None).await),
+        Code::Unauthenticated
+    );
+    let mut health = HealthClient::new(channel.clone());
+    let serving = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(serving.into_inner().status, 1);
+    let credentials = Credentials::static_token(f.token(&account("ada", &["who.read"])));
+    let with = tower::ServiceBuilder::new()
+        .layer(credentials)
+        .service(channel);
+    assert_eq!(call(with, WHO, None).await.unwrap(), "ada");
+    running.shutdown().await.unwrap();
+}
