@@ -419,7 +419,7 @@ async fn micro_service_and_client_with_auth() {
     let registry: micro_core::registry::SharedRegistry =
         Arc::new(micro_core::registry::LocalRegistry::with_dir(dir.path().to_owned()).unwrap());
     let running = micro_core::Service::builder(NAME)
-        .registry(registry)
+        .registry(registry.clone())
         .address("127.0.0.1:0")
         .layer(f.auth.clone())
         .add_service(WhoAmI)
@@ -448,8 +448,18 @@ async fn micro_service_and_client_with_auth() {
     assert_eq!(serving.into_inner().status, 1);
     let credentials = Credentials::static_token(f.token(&account("ada", &["who.read"])));
     let with = tower::ServiceBuilder::new()
-        .layer(credentials)
+        .layer(credentials.clone())
         .service(channel);
     assert_eq!(call(with, WHO, None).await.unwrap(), "ada");
+    // micro's own client, which finds the service in the registry.
+    let client = micro_core::Client::new(registry);
+    let with = tower::ServiceBuilder::new()
+        .layer(credentials)
+        .service(client.channel(NAME));
+    assert_eq!(call(with, WHO, None).await.unwrap(), "ada");
+    assert_eq!(
+        code(call(client.channel(NAME), WHO, None).await),
+        Code::Unauthenticated
+    );
     running.shutdown().await.unwrap();
 }
