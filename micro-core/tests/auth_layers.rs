@@ -329,7 +329,15 @@ async fn removed_key_rejects_cached_tokens() {
     // Back in the set: accepted again (nothing stale was cached).
     keys.insert_signing(&f.key).unwrap();
     f.verifier.set_keys(keys);
-    assert_eq!(call(ch, WHO, Some(&token)).await.unwrap(), "ada");
+    assert_eq!(call(ch.clone(), WHO, Some(&token)).await.unwrap(), "ada");
+    // Another key under the same kid: the cached token is verified again and fails.
+    let impostor = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
+    let mut keys = KeySet::new();
+    keys.insert_signing(&impostor).unwrap();
+    f.verifier.set_keys(keys);
+    let refused = call(ch, WHO, Some(&token)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.message().contains("signature"), "{refused:?}");
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ use tower::Layer;
 use tower_service::Service;
 
 use super::{
+    jwks::KeySet,
     rules::{Account, Denied, Resource, RuleSet},
     token::{TokenError, Verifier},
 };
@@ -72,9 +73,9 @@ const SHARDS: usize = 16;
 /// [`DEFAULT_CACHE_CAPACITY`] verified tokens (16 shards of a foldhash map keyed by the
 /// token string; a full shard is emptied before it takes a new token). A cached token skips
 /// parsing and the signature check, but every hit checks again what may change after the
-/// first verification: the signing key (`kid`) is still in the verifier's key set (so
-/// removing a key with [`Verifier::set_keys`] rejects its tokens on the next call), the
-/// token has not expired (with the verifier's leeway), and its `jti` is not revoked in the
+/// first verification: the verifier's key set is still the one the token verified with
+/// (after [`Verifier::set_keys`] every token is verified again in full on its next call,
+/// so a removed or replaced key rejects its tokens at once), the token has not expired (with the verifier's leeway), and its `jti` is not revoked in the
 /// verifier's [`Revocations`](super::Revocations) (revocation stays immediate). Failed
 /// verifications are never cached.
 ///
@@ -266,8 +267,14 @@ impl Shared {
 
     fn authenticate(&self, token: &str) -> Result<Arc<Account>, TokenError> {
         let now = (self.clock)();
-        if let Some(hit) = self.cache.get(token) {
-            return match self.verifier.recheck_at(&hit.kid, hit.exp, &hit.jti, now) {
+        // A hit verified with an older key set verifies again (a key may have been removed
+        // or replaced under the same kid).
+        if let Some(hit) = self
+            .cache
+            .get(token)
+            .filter(|hit| self.verifier.keys_unchanged(&hit.keys))
+        {
+            return match self.verifier.recheck_at(hit.exp, &hit.jti, now) {
                 Ok(()) => Ok(hit.account),
                 Err(error) => {
                     self.cache.remove(token);
@@ -275,11 +282,11 @@ impl Shared {
                 }
             };
         }
-        let (claims, kid) = self.verifier.verify_keyed_at(token, now)?;
+        let (claims, keys) = self.verifier.verify_keyed_at(token, now)?;
         let entry = Entry {
             exp: claims.exp,
             jti: claims.jti.as_str().into(),
-            kid: kid.into(),
+            keys,
             account: Arc::new(claims.into_account()),
         };
         let account = entry.account.clone();
@@ -354,7 +361,7 @@ pub fn account<T>(request: &tonic::Request<T>) -> Option<&Account> {
 struct Entry {
     exp: i64,
     jti: Box<str>,
-    kid: Box<str>,
+    keys: Arc<KeySet>,
     account: Arc<Account>,
 }
 

@@ -93,7 +93,7 @@
 //! On a server, [`AuthLayer`] (`Service::builder(name).layer(auth)`, or tonic's
 //! `Server::layer`) checks every call: the `authorization: Bearer <token>` header through
 //! the [`Verifier`] (with a cache that skips the signature of tokens seen before but
-//! rechecks their key, expiry and revocation), then the [`RuleSet`] for the resource
+//! rechecks their key set, expiry and revocation), then the [`RuleSet`] for the resource
 //! `service:<name>:<Service>.<Method>` (the gRPC path `/greeter.v1.Greeter/SayHello` is the
 //! endpoint `Greeter.SayHello`, see [`endpoint`]). No token or an invalid one answers
 //! `UNAUTHENTICATED`, a rule's refusal `PERMISSION_DENIED`. Health is public by default,

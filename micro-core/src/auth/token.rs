@@ -428,13 +428,13 @@ impl Verifier {
             .map(|(claims, _kid)| claims)
     }
 
-    /// [`verify_at`](Self::verify_at), also returning the `kid` of the key that signed the
-    /// token (for caches that must drop tokens of a removed key).
+    /// [`verify_at`](Self::verify_at), also returning the key set the token verified
+    /// with (for caches, which must verify again once the key set changed).
     pub(crate) fn verify_keyed_at(
         &self,
         token: &str,
         now: SystemTime,
-    ) -> Result<(Claims, String), TokenError> {
+    ) -> Result<(Claims, Arc<KeySet>), TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed("longer than MAX_TOKEN_LEN"));
         }
@@ -480,14 +480,13 @@ impl Verifier {
         if !typ.is_some_and(|t| t.eq_ignore_ascii_case(TOKEN_TYPE)) {
             return Err(TokenError::Type(header.typ));
         }
-        let keys = self.keys.load();
+        let keys = self.keys.load_full();
         let Some(key) = header.kid.as_deref().and_then(|kid| keys.get(kid)) else {
             return Err(TokenError::UnknownKey(header.kid));
         };
         if key.algorithm() != algorithm {
             return Err(TokenError::Algorithm(alg));
         }
-        let kid = header.kid.unwrap_or_default();
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
             .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
@@ -495,7 +494,6 @@ impl Verifier {
         if !key.verify(signed.as_bytes(), &signature) {
             return Err(TokenError::BadSignature);
         }
-        drop(keys);
 
         let payload = URL_SAFE_NO_PAD
             .decode(payload_b64)
@@ -538,22 +536,24 @@ impl Verifier {
                 kind: claims.kind,
                 metadata: claims.metadata,
             },
-            kid,
+            keys,
         ))
     }
 
-    /// The checks that can change after a token verified once: its key `kid` is still in
-    /// the key set, it has not expired (`exp` with the leeway) and its `jti` is not revoked.
+    /// Whether `keys` (from [`verify_keyed_at`](Self::verify_keyed_at)) is still the key
+    /// set in force: not replaced by [`set_keys`](Self::set_keys) since.
+    pub(crate) fn keys_unchanged(&self, keys: &Arc<KeySet>) -> bool {
+        Arc::ptr_eq(&self.keys.load(), keys)
+    }
+
+    /// The checks that can change after a token verified once with the current keys: it
+    /// has not expired (`exp` with the leeway) and its `jti` is not revoked.
     pub(crate) fn recheck_at(
         &self,
-        kid: &str,
         exp: i64,
         jti: &str,
         now: SystemTime,
     ) -> Result<(), TokenError> {
-        if self.keys.load().get(kid).is_none() {
-            return Err(TokenError::UnknownKey(Some(kid.to_owned())));
-        }
         if unix(now) >= exp.saturating_add(self.leeway) {
             return Err(TokenError::Expired);
         }
