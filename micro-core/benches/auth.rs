@@ -1,13 +1,18 @@
 //! The per-call cost of auth: `Verifier::verify` of an EdDSA and an ES256 access token with
-//! three keys in the set, and `RuleSet::verify` over 50 rules.
+//! three keys in the set, `RuleSet::verify` over 50 rules, and `AuthLayer::check` (the
+//! server layer's whole decision per call: header, cached token, rules) for EdDSA and
+//! ES256 tokens.
 //!
 //! `cargo bench -p micro-core --bench auth`
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use std::sync::Arc;
+
 use micro_core::auth::{
-    Access, Account, Algorithm, Issuer, KeySet, Resource, Rule, RuleSet, SigningKey, Verifier,
+    Access, Account, Algorithm, AuthLayer, Issuer, KeySet, Resource, Rule, RuleSet, SigningKey,
+    Verifier,
 };
 
 const ISS: &str = "https://auth.micro.test";
@@ -78,5 +83,49 @@ fn rules(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, tokens, rules);
+fn layer(c: &mut Criterion) {
+    let mut group = c.benchmark_group("auth_layer_check");
+    for alg in [Algorithm::EdDSA, Algorithm::ES256] {
+        let Ok(key) = SigningKey::generate(alg, "k1") else {
+            return;
+        };
+        let mut keys = KeySet::new();
+        if keys.insert_signing(&key).is_err() {
+            return;
+        }
+        let Ok(token) = Issuer::new(ISS, AUD, key).issue(&account()) else {
+            return;
+        };
+        let Ok(rules) = RuleSet::new([Rule {
+            id: "readers".to_owned(),
+            scope: "greeter.read".to_owned(),
+            resource: Resource::service("greeter", "Greeter.*"),
+            access: Access::Grant,
+            priority: 0,
+        }]) else {
+            return;
+        };
+        let verifier = Arc::new(Verifier::new(keys, ISS, AUD));
+        let mut headers = http::HeaderMap::new();
+        let Ok(value) = format!("Bearer {}", token.token).parse() else {
+            return;
+        };
+        headers.insert(http::header::AUTHORIZATION, value);
+        let path = "/greeter.v1.Greeter/SayHello";
+        let cached = AuthLayer::new("greeter", verifier.clone(), rules.clone());
+        if cached.check(path, &headers).is_err() {
+            return;
+        }
+        group.bench_function(format!("{}/cached", alg.as_str()), |b| {
+            b.iter(|| cached.check(black_box(path), black_box(&headers)))
+        });
+        let uncached = AuthLayer::new("greeter", verifier, rules).cache_capacity(0);
+        group.bench_function(format!("{}/uncached", alg.as_str()), |b| {
+            b.iter(|| uncached.check(black_box(path), black_box(&headers)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, tokens, rules, layer);
 criterion_main!(benches);

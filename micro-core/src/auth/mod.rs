@@ -88,6 +88,21 @@
 //! - **Revocation**: the `jti` is looked up in a [`Revocations`] (in memory, fed by the auth
 //!   service).
 //!
+//! # Enforcement
+//!
+//! On a server, [`AuthLayer`] (`Service::builder(name).layer(auth)`, or tonic's
+//! `Server::layer`) checks every call: the `authorization: Bearer <token>` header through
+//! the [`Verifier`] (with a cache that skips the signature of tokens seen before but
+//! rechecks their key set, expiry and revocation), then the [`RuleSet`] for the resource
+//! `service:<name>:<Service>.<Method>` (the gRPC path `/greeter.v1.Greeter/SayHello` is the
+//! endpoint `Greeter.SayHello`, see [`endpoint`]). No token or an invalid one answers
+//! `UNAUTHENTICATED`, a rule's refusal `PERMISSION_DENIED`. Health is public by default,
+//! reflection follows the rules. Handlers read the caller with [`account`].
+//!
+//! On a client, [`Credentials`] is a tower layer that adds the caller's bearer token from a
+//! [`TokenSource`]: a [`StaticToken`] (e.g. [`Credentials::from_env`], `MICRO_AUTH_TOKEN`)
+//! or an [`IssuerSource`] minting and refreshing tokens before they expire.
+//!
 //! # Keys and rotation
 //!
 //! A [`SigningKey`] is private and stays with the issuer; its [`Jwk`] is public and goes into
@@ -96,11 +111,20 @@
 //! once the last token it signed has expired. Tokens signed by either key verify during the
 //! overlap; afterwards old tokens fail with [`TokenError::UnknownKey`].
 
+mod credentials;
 mod jwks;
+mod layer;
 mod rules;
 mod token;
 
+pub use credentials::{
+    Credentials, CredentialsError, DEFAULT_REFRESH_MARGIN, ENV_TOKEN, IssuerSource, StaticToken,
+    TokenSource, WithCredentials,
+};
 pub use jwks::{Algorithm, Jwk, Jwks, KeyError, KeySet, SigningKey};
+pub use layer::{
+    Auth, AuthLayer, DEFAULT_CACHE_CAPACITY, HEALTH_PREFIX, REFLECTION_PREFIX, account, endpoint,
+};
 pub use rules::{
     Access, Account, AccountKind, Denied, KIND_SERVICE, Resource, Rule, RuleError, RuleSet,
     WILDCARD, verify,

@@ -424,6 +424,17 @@ impl Verifier {
 
     /// Verifies `token` as if the time were `now` and returns its claims.
     pub fn verify_at(&self, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
+        self.verify_keyed_at(token, now)
+            .map(|(claims, _kid)| claims)
+    }
+
+    /// [`verify_at`](Self::verify_at), also returning the key set the token verified
+    /// with (for caches, which must verify again once the key set changed).
+    pub(crate) fn verify_keyed_at(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(Claims, Arc<KeySet>), TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed("longer than MAX_TOKEN_LEN"));
         }
@@ -469,7 +480,7 @@ impl Verifier {
         if !typ.is_some_and(|t| t.eq_ignore_ascii_case(TOKEN_TYPE)) {
             return Err(TokenError::Type(header.typ));
         }
-        let keys = self.keys.load();
+        let keys = self.keys.load_full();
         let Some(key) = header.kid.as_deref().and_then(|kid| keys.get(kid)) else {
             return Err(TokenError::UnknownKey(header.kid));
         };
@@ -483,7 +494,6 @@ impl Verifier {
         if !key.verify(signed.as_bytes(), &signature) {
             return Err(TokenError::BadSignature);
         }
-        drop(keys);
 
         let payload = URL_SAFE_NO_PAD
             .decode(payload_b64)
@@ -513,23 +523,49 @@ impl Verifier {
         if self.revocations.is_revoked(&jti) {
             return Err(TokenError::Revoked);
         }
-        Ok(Claims {
-            iss,
-            sub,
-            aud,
-            exp,
-            nbf: claims.nbf,
-            iat: claims.iat,
-            jti,
-            scopes: claims.scopes,
-            kind: claims.kind,
-            metadata: claims.metadata,
-        })
+        Ok((
+            Claims {
+                iss,
+                sub,
+                aud,
+                exp,
+                nbf: claims.nbf,
+                iat: claims.iat,
+                jti,
+                scopes: claims.scopes,
+                kind: claims.kind,
+                metadata: claims.metadata,
+            },
+            keys,
+        ))
+    }
+
+    /// Whether `keys` (from [`verify_keyed_at`](Self::verify_keyed_at)) is still the key
+    /// set in force: not replaced by [`set_keys`](Self::set_keys) since.
+    pub(crate) fn keys_unchanged(&self, keys: &Arc<KeySet>) -> bool {
+        Arc::ptr_eq(&self.keys.load(), keys)
+    }
+
+    /// The checks that can change after a token verified once with the current keys: it
+    /// has not expired (`exp` with the leeway) and its `jti` is not revoked.
+    pub(crate) fn recheck_at(
+        &self,
+        exp: i64,
+        jti: &str,
+        now: SystemTime,
+    ) -> Result<(), TokenError> {
+        if unix(now) >= exp.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        if self.revocations.is_revoked(jti) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(())
     }
 }
 
 /// Seconds since the Unix epoch; negative before it.
-fn unix(time: SystemTime) -> i64 {
+pub(crate) fn unix(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(after) => secs(after),
         Err(before) => secs(before.duration()).saturating_neg(),
