@@ -24,39 +24,11 @@ use std::{sync::Arc, time::Duration};
 use micro::{Client, Service, registry::MemoryRegistry};
 use tokio::time::Instant;
 
-#[allow(unreachable_pub, missing_docs)]
-mod pb {
-    micro::include_proto!("greeter.v1");
-}
+#[path = "support/greeter.rs"]
+mod greeter;
 
-use pb::{
-    HelloReply, HelloRequest,
-    greeter_client::GreeterClient,
-    greeter_server::{Greeter, GreeterServer},
-};
-
-struct Hello;
-
-#[tonic::async_trait]
-impl Greeter for Hello {
-    async fn say_hello(
-        &self,
-        request: tonic::Request<HelloRequest>,
-    ) -> Result<tonic::Response<HelloReply>, tonic::Status> {
-        Ok(tonic::Response::new(HelloReply {
-            message: format!("Hello, {}!", request.into_inner().name),
-        }))
-    }
-
-    type StreamHellosStream = tokio_stream::Empty<Result<HelloReply, tonic::Status>>;
-
-    async fn stream_hellos(
-        &self,
-        _request: tonic::Request<pb::StreamHellosRequest>,
-    ) -> Result<tonic::Response<Self::StreamHellosStream>, tonic::Status> {
-        Ok(tonic::Response::new(tokio_stream::empty()))
-    }
-}
+use greeter::{Hello, pb};
+use pb::{HelloRequest, greeter_client::GreeterClient, greeter_server::GreeterServer};
 
 #[derive(Debug, Clone, Copy)]
 struct Figures {
