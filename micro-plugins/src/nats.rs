@@ -375,6 +375,11 @@ impl NatsBrokerBuilder {
                             on_connect.notify_one();
                         }
                         async_nats::Event::Disconnected => tracing::warn!("nats: disconnected"),
+                        async_nats::Event::SlowConsumer(sid) => tracing::warn!(
+                            sid,
+                            "nats: a subscription fell behind its buffer (subscription_capacity); \
+                             core NATS messages were dropped for it"
+                        ),
                         other => tracing::debug!(event = %other, "nats: event"),
                     }
                 }

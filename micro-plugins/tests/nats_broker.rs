@@ -198,8 +198,12 @@ async fn restart_while_subscribed(confirm: PublishConfirm) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_during_burst_loses_nothing_silently() {
     let mut server = NatsServer::start().await;
+    // The subscriber shares the publisher's connection and must not become a NATS slow
+    // consumer (core NATS drops messages for a subscription whose buffer is full, which
+    // is not what this test is about): its buffer holds the whole burst.
     let broker = NatsBroker::builder(&server.url())
         .publish_timeout(Duration::from_millis(1000))
+        .subscription_capacity(1 << 20)
         .connect()
         .await
         .unwrap();
