@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .micro_path("::micro_core")
         .compile(
             &[
+                "../proto/micro/auth/v1/auth.proto",
                 "../proto/micro/config/v1/config.proto",
                 "../proto/micro/event/v1/event.proto",
                 "../proto/micro/kv/v1/kv.proto",

@@ -2,6 +2,15 @@
 //! callers that want the raw gRPC API (other languages use the `.proto` files under
 //! `proto/micro/`).
 
+/// `micro.auth.v1`, from `proto/micro/auth/v1/auth.proto`.
+pub mod auth {
+    /// Version 1.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/micro.auth.v1.rs"));
+    }
+}
+
 /// `micro.config.v1`, from `proto/micro/config/v1/config.proto`.
 pub mod config {
     /// Version 1.

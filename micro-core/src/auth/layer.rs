@@ -185,7 +185,22 @@ impl AuthLayer {
     /// # Errors
     /// `UNAUTHENTICATED` or `PERMISSION_DENIED`, as described on [`AuthLayer`].
     pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<Option<Arc<Account>>, Status> {
-        self.shared.check(path, headers)
+        self.shared.check(&self.shared.name, path, headers)
+    }
+
+    /// [`AuthLayer::check`] for a call to the service registered as `service` rather than
+    /// the layer's own name: for a gateway or proxy deciding calls to many services with one
+    /// verifier, one token cache and one rule set.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` or `PERMISSION_DENIED`, as described on [`AuthLayer`].
+    pub fn check_as(
+        &self,
+        service: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<Account>>, Status> {
+        self.shared.check(service, path, headers)
     }
 }
 
@@ -222,7 +237,12 @@ impl<S> fmt::Debug for Auth<S> {
 // === impl Shared ===
 
 impl Shared {
-    fn check(&self, path: &str, headers: &HeaderMap) -> Result<Option<Arc<Account>>, Status> {
+    fn check(
+        &self,
+        name: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<Account>>, Status> {
         if (self.public_health && path.starts_with(HEALTH_PREFIX))
             || (self.public_reflection && path.starts_with(REFLECTION_PREFIX))
         {
@@ -248,18 +268,16 @@ impl Shared {
                 }
             }
         };
-        let resource = Resource::service(self.name.as_str(), endpoint.as_str());
+        let resource = Resource::service(name, endpoint.as_str());
         match self.rules.load().verify(account.as_deref(), &resource) {
             Ok(()) => Ok(account),
             Err(Denied::Unauthenticated) => Err(Status::unauthenticated(format!(
-                "{endpoint} of {}: authentication required; send `authorization: Bearer <token>`",
-                self.name
+                "{endpoint} of {name}: authentication required; send `authorization: Bearer <token>`"
             ))),
             Err(denied @ Denied::Forbidden { .. }) => {
                 tracing::debug!(%endpoint, caller = account.as_ref().map(|a| a.id.as_str()), %denied, "auth: call forbidden");
                 Err(Status::permission_denied(format!(
-                    "{endpoint} of {}: {denied}",
-                    self.name
+                    "{endpoint} of {name}: {denied}"
                 )))
             }
         }
@@ -337,7 +355,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        match self.shared.check(request.uri().path(), request.headers()) {
+        match self
+            .shared
+            .check(&self.shared.name, request.uri().path(), request.headers())
+        {
             Ok(account) => {
                 if let Some(account) = account {
                     request.extensions_mut().insert(account);
