@@ -142,6 +142,46 @@ pub mod grant {
     pub const PASSWORD: &str = "password";
 }
 
+/// The id of the admin account [`AuthService::seed`] creates.
+pub const ADMIN_ID: &str = "admin";
+/// The scope of the admin account, which the default rules give all of `micro.auth`.
+pub const ADMIN_SCOPE: &str = "admin";
+
+/// The rules [`AuthService::seed`] creates on a first start (`micro server` does):
+///
+/// | id | priority | who | what | access |
+/// |---|---|---|---|---|
+/// | `auth-token-public` | 100 | everyone | `micro.auth` `Auth.Token` | grant |
+/// | `auth-jwks-public` | 100 | everyone | `micro.auth` `Auth.Jwks` | grant |
+/// | `auth-admin` | 99 | scope `admin` | `micro.auth` `*` | grant |
+/// | `auth-deny` | 98 | everyone | `micro.auth` `*` | deny |
+/// | `default` | 0 | everyone | `*` `*` `*` | grant |
+///
+/// So anyone may get a token and read the keys, only admins manage accounts, rules and
+/// keys, and everything else is open, as in go-micro by default: delete the rule `default`
+/// (and add narrower ones) to require tokens everywhere.
+pub fn default_rules() -> Vec<micro_core::auth::Rule> {
+    use micro_core::auth::{Access, Resource, Rule};
+    let rule = |id: &str, scope: &str, name: &str, endpoint: &str, access, priority| Rule {
+        id: id.to_owned(),
+        scope: scope.to_owned(),
+        resource: Resource::new(
+            if name == "*" { "*" } else { micro_core::auth::KIND_SERVICE },
+            name,
+            endpoint,
+        ),
+        access,
+        priority,
+    };
+    vec![
+        rule("auth-token-public", "", SERVICE_NAME, "Auth.Token", Access::Grant, 100),
+        rule("auth-jwks-public", "", SERVICE_NAME, "Auth.Jwks", Access::Grant, 100),
+        rule("auth-admin", ADMIN_SCOPE, SERVICE_NAME, "*", Access::Grant, 99),
+        rule("auth-deny", "", SERVICE_NAME, "*", Access::Deny, 98),
+        rule("default", "", "*", "*", Access::Grant, 0),
+    ]
+}
+
 /// A clock, for tests that move time (key pruning, expiry).
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 

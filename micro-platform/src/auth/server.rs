@@ -219,6 +219,35 @@ impl AuthService {
         Ok(true)
     }
 
+    /// On a first start (no account and no rule stored), creates the service account
+    /// [`ADMIN_ID`](super::ADMIN_ID) with scope [`ADMIN_SCOPE`](super::ADMIN_SCOPE) and the
+    /// [`default_rules`](super::default_rules); returns the admin's secret (`admin_secret`
+    /// when given, else a generated one). Returns `None` and changes nothing when the store
+    /// already holds accounts or rules.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for a given secret shorter than 16 bytes, UNAVAILABLE when the
+    /// store fails.
+    pub async fn seed(&self, admin_secret: Option<String>) -> Result<Option<String>, Status> {
+        if !self.is_empty().await? {
+            return Ok(None);
+        }
+        for rule in super::default_rules() {
+            self.create_rule(super::records::rule_to_proto(&rule))
+                .await?;
+        }
+        let response = self
+            .generate(pb::GenerateRequest {
+                id: super::ADMIN_ID.to_owned(),
+                r#type: pb::AccountType::Service as i32,
+                scopes: vec![super::ADMIN_SCOPE.to_owned()],
+                metadata: std::collections::HashMap::new(),
+                secret: admin_secret.unwrap_or_default(),
+            })
+            .await?;
+        Ok(Some(response.secret))
+    }
+
     fn now(&self) -> i64 {
         unix((self.inner.options.clock)())
     }
