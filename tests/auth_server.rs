@@ -214,7 +214,10 @@ async fn micro_auth_commands_against_a_server() {
 
     // token: prints the access token, or the whole response as JSON.
     let (code, out, err) = server
-        .micro(&["auth", "token", "--id", "admin", "--secret", &secret], None)
+        .micro(
+            &["auth", "token", "--id", "admin", "--secret", &secret],
+            None,
+        )
         .await;
     assert_eq!(code, 0, "stdout: {out} stderr: {err}");
     let token = out.trim().to_owned();
@@ -233,7 +236,14 @@ async fn micro_auth_commands_against_a_server() {
     assert_eq!(response["scopes"], serde_json::json!(["admin"]));
     let (code, _, err) = server
         .micro(
-            &["auth", "token", "--id", "admin", "--secret", "not-the-secret-at-all"],
+            &[
+                "auth",
+                "token",
+                "--id",
+                "admin",
+                "--secret",
+                "not-the-secret-at-all",
+            ],
             None,
         )
         .await;
@@ -260,7 +270,12 @@ async fn micro_auth_commands_against_a_server() {
     let (code, out, err) = server
         .micro(
             &[
-                "auth", "token", "--id", "billing", "--secret", &billing_secret,
+                "auth",
+                "token",
+                "--id",
+                "billing",
+                "--secret",
+                &billing_secret,
             ],
             None,
         )
@@ -272,9 +287,7 @@ async fn micro_auth_commands_against_a_server() {
     assert_eq!(code, 2, "{err}");
 
     // rules list, table and JSON.
-    let (code, out, err) = server
-        .micro(&["auth", "rules", "list"], Some(&token))
-        .await;
+    let (code, out, err) = server.micro(&["auth", "rules", "list"], Some(&token)).await;
     assert_eq!(code, 0, "stdout: {out} stderr: {err}");
     assert!(out.lines().any(|l| l.starts_with("default ")), "{out}");
     let (code, out, err) = server
@@ -293,11 +306,21 @@ async fn micro_auth_commands_against_a_server() {
     assert_eq!(code, 0, "stdout: {out} stderr: {err}");
     let (code, _, err) = server.micro(&["kv", "get", "k"], None).await;
     assert_ne!(code, 0, "{err}");
-    assert!(err.contains("UNAUTHENTICATED") || err.contains("authentication"), "{err}");
+    assert!(
+        err.contains("UNAUTHENTICATED") || err.contains("authentication"),
+        "{err}"
+    );
     let (code, out, err) = server
         .micro(
             &[
-                "auth", "rules", "create", "admins", "--scope", "admin", "--priority", "10",
+                "auth",
+                "rules",
+                "create",
+                "admins",
+                "--scope",
+                "admin",
+                "--priority",
+                "10",
             ],
             Some(&token),
         )

@@ -460,8 +460,14 @@ fn an_account_wide_revocation_refuses_tokens_issued_before_it() {
         verifier.verify_at(&before.token, later),
         Err(TokenError::Revoked)
     );
-    assert!(verifier.verify_at(&after.token, later).is_ok(), "issued after the cut");
-    assert!(verifier.verify_at(&other_token.token, later).is_ok(), "another account");
+    assert!(
+        verifier.verify_at(&after.token, later).is_ok(),
+        "issued after the cut"
+    );
+    assert!(
+        verifier.verify_at(&other_token.token, later).is_ok(),
+        "another account"
+    );
     assert_eq!(revocations.len(), 1);
     // Replaced wholesale (as a verifier following the auth service does).
     revocations.replace([("jti-1".to_owned(), cut + 900)], []);

@@ -20,9 +20,7 @@ use micro_core::{
     store::{ListOptions, Namespace, SharedStore},
 };
 use micro_platform::{
-    auth::{
-        AuthClient, AuthOptions, AuthService, AuthSync, BruteForce, NewAccount, TokenGrant,
-    },
+    auth::{AuthClient, AuthOptions, AuthService, AuthSync, BruteForce, NewAccount, TokenGrant},
     proto::auth::v1::{self as pb, auth_client::AuthClient as Stub},
 };
 use micro_plugins::redis::RedisStore;
@@ -153,7 +151,10 @@ async fn life_cycle(store: SharedStore) {
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists);
-    let bad = auth.generate(service_account("bad id", &[])).await.unwrap_err();
+    let bad = auth
+        .generate(service_account("bad id", &[]))
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("bad id"), "{}", bad.message());
     let short = auth
@@ -170,7 +171,10 @@ async fn life_cycle(store: SharedStore) {
     assert_eq!(listed[1].metadata["team"], "payments");
 
     // client_credentials: an access token, no refresh token; scopes narrow.
-    let tokens = auth.token(credentials("billing", &secret), &[]).await.unwrap();
+    let tokens = auth
+        .token(credentials("billing", &secret), &[])
+        .await
+        .unwrap();
     assert_eq!(tokens.refresh_token, None);
     assert_eq!(tokens.scopes, ["read", "write"]);
     assert_eq!(tokens.expires_in, Duration::from_secs(15 * 60));
@@ -233,7 +237,9 @@ async fn life_cycle(store: SharedStore) {
         .await
         .unwrap_err();
     assert_eq!(old.code(), Code::Unauthenticated);
-    auth.token(credentials("billing", &rotated), &[]).await.unwrap();
+    auth.token(credentials("billing", &rotated), &[])
+        .await
+        .unwrap();
     assert_eq!(
         auth.rotate_secret("nobody", None).await.unwrap_err().code(),
         Code::NotFound
@@ -241,10 +247,16 @@ async fn life_cycle(store: SharedStore) {
 
     // The store holds neither secrets nor refresh tokens, only their hashes.
     let raw = raw_store(&store).await;
-    assert!(raw.iter().any(|v| v.contains("$argon2id$v=19$m=19456,t=2,p=1$")));
+    assert!(
+        raw.iter()
+            .any(|v| v.contains("$argon2id$v=19$m=19456,t=2,p=1$"))
+    );
     for value in &raw {
         for secret in &secrets {
-            assert!(!value.contains(secret.as_str()), "a secret in the store: {value}");
+            assert!(
+                !value.contains(secret.as_str()),
+                "a secret in the store: {value}"
+            );
         }
     }
 
@@ -252,14 +264,21 @@ async fn life_cycle(store: SharedStore) {
     auth.delete_account("ada@example.com").await.unwrap();
     let revoked = auth.inspect(&refreshed.access_token).await.unwrap_err();
     assert_eq!(revoked.code(), Code::Unauthenticated);
-    assert!(revoked.message().contains("revoked"), "{}", revoked.message());
+    assert!(
+        revoked.message().contains("revoked"),
+        "{}",
+        revoked.message()
+    );
     let orphan = auth
         .token(TokenGrant::RefreshToken(second_refresh), &[])
         .await
         .unwrap_err();
     assert_eq!(orphan.code(), Code::Unauthenticated);
     assert_eq!(
-        auth.delete_account("ada@example.com").await.unwrap_err().code(),
+        auth.delete_account("ada@example.com")
+            .await
+            .unwrap_err()
+            .code(),
         Code::NotFound
     );
     assert!(matches!(
@@ -275,10 +294,15 @@ async fn life_cycle(store: SharedStore) {
     let auth = server.client();
     auth.inspect(&tokens.access_token).await.unwrap();
     assert_eq!(
-        auth.inspect(&refreshed.access_token).await.unwrap_err().code(),
+        auth.inspect(&refreshed.access_token)
+            .await
+            .unwrap_err()
+            .code(),
         Code::Unauthenticated
     );
-    auth.token(credentials("billing", &rotated), &[]).await.unwrap();
+    auth.token(credentials("billing", &rotated), &[])
+        .await
+        .unwrap();
     server.stop().await;
 }
 
@@ -343,21 +367,38 @@ async fn rules_are_validated_and_enforced_at_once_in_process() {
     let layer = server.service.layer("greeter");
     let path = "/greeter.v1.Greeter/Hello";
     assert_eq!(
-        layer.check(path, &http::HeaderMap::new()).unwrap_err().code(),
+        layer
+            .check(path, &http::HeaderMap::new())
+            .unwrap_err()
+            .code(),
         Code::Unauthenticated,
         "no rule: refused"
     );
 
-    auth.create_rule(&rule("public", "", "greeter", "Greeter.Hello", Access::Grant, 1))
-        .await
-        .unwrap();
+    auth.create_rule(&rule(
+        "public",
+        "",
+        "greeter",
+        "Greeter.Hello",
+        Access::Grant,
+        1,
+    ))
+    .await
+    .unwrap();
     layer.check(path, &http::HeaderMap::new()).unwrap();
     auth.create_rule(&rule("admins", "admin", "*", "*", Access::Grant, 5))
         .await
         .unwrap();
-    auth.create_rule(&rule("no-reset", "*", "greeter", "Greeter.Reset", Access::Deny, 5))
-        .await
-        .unwrap();
+    auth.create_rule(&rule(
+        "no-reset",
+        "*",
+        "greeter",
+        "Greeter.Reset",
+        Access::Deny,
+        5,
+    ))
+    .await
+    .unwrap();
     let order: Vec<_> = auth
         .list_rules()
         .await
@@ -365,10 +406,17 @@ async fn rules_are_validated_and_enforced_at_once_in_process() {
         .into_iter()
         .map(|r| r.id)
         .collect();
-    assert_eq!(order, ["no-reset", "admins", "public"], "priority, deny first");
+    assert_eq!(
+        order,
+        ["no-reset", "admins", "public"],
+        "priority, deny first"
+    );
 
     for (bad, needle) in [
-        (rule("wild", "", "gr*eter", "*", Access::Grant, 0), "gr*eter"),
+        (
+            rule("wild", "", "gr*eter", "*", Access::Grant, 0),
+            "gr*eter",
+        ),
         (rule("scope", "a*", "x", "*", Access::Grant, 0), "a*"),
         (rule("", "", "x", "*", Access::Grant, 0), "id"),
     ] {
@@ -386,7 +434,10 @@ async fn rules_are_validated_and_enforced_at_once_in_process() {
 
     auth.delete_rule("public").await.unwrap();
     assert_eq!(
-        layer.check(path, &http::HeaderMap::new()).unwrap_err().code(),
+        layer
+            .check(path, &http::HeaderMap::new())
+            .unwrap_err()
+            .code(),
         Code::Unauthenticated,
         "the deletion took effect at once"
     );
@@ -426,10 +477,7 @@ async fn revocations_reach_a_synced_layer_within_two_polls() {
         .generate(service_account("greeter", &[]))
         .await
         .unwrap();
-    let (_, other_secret) = auth
-        .generate(service_account("mailer", &[]))
-        .await
-        .unwrap();
+    let (_, other_secret) = auth.generate(service_account("mailer", &[])).await.unwrap();
     let token = auth
         .token(credentials("greeter", &secret), &[])
         .await
@@ -441,9 +489,10 @@ async fn revocations_reach_a_synced_layer_within_two_polls() {
         .unwrap()
         .access_token;
 
-    let mut sync = AuthSync::start_with_interval(auth.clone(), "greeter", Duration::from_millis(50))
-        .await
-        .unwrap();
+    let mut sync =
+        AuthSync::start_with_interval(auth.clone(), "greeter", Duration::from_millis(50))
+            .await
+            .unwrap();
     let layer = sync.layer();
     let path = "/greeter.v1.Greeter/Hello";
     layer.check(path, &bearer(&token)).unwrap();
@@ -482,9 +531,7 @@ async fn revocations_reach_a_synced_layer_within_two_polls() {
 
     // The service down: a poll fails, and the layer keeps its last state.
     server.stop().await;
-    let failed = async {
-        while sync.next_poll().await {}
-    };
+    let failed = async { while sync.next_poll().await {} };
     tokio::time::timeout(Duration::from_secs(10), failed)
         .await
         .expect("a failed poll within 10 s");
@@ -542,7 +589,9 @@ async fn a_rotated_key_verifies_until_pruned() {
     // Just before the old key's last token could expire: still published.
     offset.store(60 + 30 - 2, Ordering::SeqCst);
     assert_eq!(
-        KeySet::from_json(&auth.jwks().await.unwrap().jwks).unwrap().len(),
+        KeySet::from_json(&auth.jwks().await.unwrap().jwks)
+            .unwrap()
+            .len(),
         2
     );
     // Once lifetime + leeway passed since the rotation: pruned.
@@ -607,7 +656,10 @@ async fn brute_force_locks_the_id_not_other_clients() {
             .unwrap_err();
         match status.code() {
             Code::Unauthenticated => {
-                assert!(first_exhausted_at.is_none(), "UNAUTHENTICATED after the lock");
+                assert!(
+                    first_exhausted_at.is_none(),
+                    "UNAUTHENTICATED after the lock"
+                );
                 unauthenticated += 1;
             }
             Code::ResourceExhausted => {
@@ -626,7 +678,10 @@ async fn brute_force_locks_the_id_not_other_clients() {
             other => panic!("unexpected {other:?}: {}", status.message()),
         }
         if attempt % 100 == 50 {
-            let response = honest.token(token_request("honest", &secret)).await.unwrap();
+            let response = honest
+                .token(token_request("honest", &secret))
+                .await
+                .unwrap();
             assert!(!response.into_inner().access_token.is_empty());
             honest_tokens += 1;
         }
@@ -664,8 +719,12 @@ async fn missing_and_existing_ids_take_the_same_time() {
     auth.generate(service_account("exists", &[])).await.unwrap();
     let mut stub = stub_from(server.running.local_address(), "127.0.0.1").await;
     for _ in 0..4 {
-        let _ = stub.token(token_request("exists", "warm-up-secret-xx")).await;
-        let _ = stub.token(token_request("missing", "warm-up-secret-xx")).await;
+        let _ = stub
+            .token(token_request("exists", "warm-up-secret-xx"))
+            .await;
+        let _ = stub
+            .token(token_request("missing", "warm-up-secret-xx"))
+            .await;
     }
 
     const PAIRS: usize = 60;

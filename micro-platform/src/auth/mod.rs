@@ -60,7 +60,9 @@
 //! it are refused with RESOURCE_EXHAUSTED and a `retry-after` metadata entry (the seconds
 //! until its window ends) **before** any hashing and without counting; a locked id does not
 //! affect other ids, a locked address not other addresses. A successful login clears its
-//! id's count. The limiter tracks at most [`BruteForce::max_tracked`] keys (100,000) per
+//! id's count. Requests already past the check when the limit is reached still finish, so
+//! concurrent attempts can add at most their own number of extra failures. The limiter
+//! tracks at most [`BruteForce::max_tracked`] keys (100,000) per
 //! kind; when full, finished windows are dropped first, and keys beyond that are not
 //! tracked (logged as a warning) rather than growing memory.
 //!
@@ -88,8 +90,8 @@
 //! key current; the previous one is *retired*: still published by `Jwks` (so tokens it
 //! signed keep verifying) until the access lifetime plus the verifier leeway (30 s) has
 //! passed since its retirement, when no token it signed can still be valid; then it is
-//! pruned from the store and the JWK Set (checked on `Jwks`, `RotateKeys`, `Inspect` and
-//! token issue).
+//! pruned from the store and the JWK Set (checked on `Token`, `Jwks`, `RotateKeys` and
+//! `Inspect`).
 
 mod client;
 mod limiter;
@@ -166,7 +168,11 @@ pub fn default_rules() -> Vec<micro_core::auth::Rule> {
         id: id.to_owned(),
         scope: scope.to_owned(),
         resource: Resource::new(
-            if name == "*" { "*" } else { micro_core::auth::KIND_SERVICE },
+            if name == "*" {
+                "*"
+            } else {
+                micro_core::auth::KIND_SERVICE
+            },
             name,
             endpoint,
         ),
@@ -174,9 +180,30 @@ pub fn default_rules() -> Vec<micro_core::auth::Rule> {
         priority,
     };
     vec![
-        rule("auth-token-public", "", SERVICE_NAME, "Auth.Token", Access::Grant, 100),
-        rule("auth-jwks-public", "", SERVICE_NAME, "Auth.Jwks", Access::Grant, 100),
-        rule("auth-admin", ADMIN_SCOPE, SERVICE_NAME, "*", Access::Grant, 99),
+        rule(
+            "auth-token-public",
+            "",
+            SERVICE_NAME,
+            "Auth.Token",
+            Access::Grant,
+            100,
+        ),
+        rule(
+            "auth-jwks-public",
+            "",
+            SERVICE_NAME,
+            "Auth.Jwks",
+            Access::Grant,
+            100,
+        ),
+        rule(
+            "auth-admin",
+            ADMIN_SCOPE,
+            SERVICE_NAME,
+            "*",
+            Access::Grant,
+            99,
+        ),
         rule("auth-deny", "", SERVICE_NAME, "*", Access::Deny, 98),
         rule("default", "", "*", "*", Access::Grant, 0),
     ]

@@ -8,10 +8,10 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use arc_swap::ArcSwap;
 use argon2::{
     Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, password_hash::SaltString,
 };
-use arc_swap::ArcSwap;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use micro_core::{
     auth::{
@@ -113,7 +113,10 @@ impl AuthService {
         let dummy_secret = random_token(&random)?;
         let dummy_hash = hash_blocking(dummy_secret, &random).await?;
         let mut records: Vec<KeyRecord> = all_decoded(&store, KEYS).await?;
-        let current = match records.iter().filter(|r| r.retired.is_none()).max_by_key(|r| r.created)
+        let current = match records
+            .iter()
+            .filter(|r| r.retired.is_none())
+            .max_by_key(|r| r.created)
         {
             Some(current) => current.clone(),
             None => {
@@ -126,8 +129,12 @@ impl AuthService {
         let issuer = Arc::new(issuer_for(&options, &current)?);
         let revocations = Arc::new(MemoryRevocations::new());
         let verifier = Arc::new(
-            Verifier::new(key_set(&records)?, options.issuer.clone(), options.audience.clone())
-                .with_revocations(revocations.clone()),
+            Verifier::new(
+                key_set(&records)?,
+                options.issuer.clone(),
+                options.audience.clone(),
+            )
+            .with_revocations(revocations.clone()),
         );
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let service = Self {
@@ -173,7 +180,8 @@ impl AuthService {
     /// service's decisions in process: it verifies tokens with the service's current keys
     /// and revocations and decides with its rules, each updated the moment the service
     /// changes them (no polling). Clones of the layer (also after its builder setters) stay
-    /// updated.
+    /// updated. The service keeps every layer it handed out: make one per server at start,
+    /// not one per call.
     pub fn layer(&self, name: impl Into<String>) -> AuthLayer {
         let layer = AuthLayer::new(name, self.inner.verifier.clone(), (*self.rules()).clone());
         self.inner
@@ -278,14 +286,21 @@ impl AuthService {
             created: self.now(),
             secret_hash: self.hash(secret.clone()).await?,
         };
-        put_json(&self.inner.store, ACCOUNTS, &record.id, &record, Condition::Absent, None)
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Aborted => {
-                    Status::already_exists(format!("account {:?} already exists", record.id))
-                }
-                _ => status,
-            })?;
+        put_json(
+            &self.inner.store,
+            ACCOUNTS,
+            &record.id,
+            &record,
+            Condition::Absent,
+            None,
+        )
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::Aborted => {
+                Status::already_exists(format!("account {:?} already exists", record.id))
+            }
+            _ => status,
+        })?;
         tracing::info!(account = %record.id, kind, "auth: account created");
         Ok(pb::GenerateResponse {
             account: Some(record.to_proto()),
@@ -418,6 +433,7 @@ impl AuthService {
         request: pb::TokenRequest,
         source: Option<IpAddr>,
     ) -> Result<pb::TokenResponse, Status> {
+        self.prune_keys().await?;
         match request.grant_type.as_str() {
             super::grant::CLIENT_CREDENTIALS => {
                 let account = self
@@ -440,7 +456,9 @@ impl AuthService {
                 self.respond(&account, scopes, true).await
             }
             super::grant::REFRESH_TOKEN => self.refresh(request, source).await,
-            "" => Err(invalid("grant_type is required (client_credentials, refresh_token or password)")),
+            "" => Err(invalid(
+                "grant_type is required (client_credentials, refresh_token or password)",
+            )),
             other => Err(invalid(format!(
                 "grant_type {other:?} is not supported; use client_credentials, refresh_token \
                  or password"
@@ -511,7 +529,9 @@ impl AuthService {
         source: Option<IpAddr>,
     ) -> Result<pb::TokenResponse, Status> {
         if request.refresh_token.is_empty() {
-            return Err(invalid("refresh_token is required for grant_type refresh_token"));
+            return Err(invalid(
+                "refresh_token is required for grant_type refresh_token",
+            ));
         }
         self.limited(None, source)?;
         let key = sha256_hex(&request.refresh_token);
@@ -532,7 +552,11 @@ impl AuthService {
         let won = self
             .inner
             .store
-            .delete(&namespace(REFRESH), &key, Condition::Version(stored.version))
+            .delete(
+                &namespace(REFRESH),
+                &key,
+                Condition::Version(stored.version),
+            )
             .await
             .map_err(store_status)?;
         let record: RefreshRecord = decode(REFRESH, &stored)?;
@@ -700,7 +724,11 @@ impl AuthService {
         let deleted = self
             .inner
             .store
-            .delete(&namespace(REFRESH), &sha256_hex(&request.token), Condition::None)
+            .delete(
+                &namespace(REFRESH),
+                &sha256_hex(&request.token),
+                Condition::None,
+            )
             .await
             .map_err(store_status)?;
         tracing::info!(found = deleted, "auth: refresh token revoked");
@@ -779,7 +807,15 @@ impl AuthService {
         let now = self.now();
         let record = new_key(&self.inner.random, now)?;
         let issuer = Arc::new(issuer_for(&self.inner.options, &record)?);
-        put_json(&self.inner.store, KEYS, &record.kid, &record, Condition::Absent, None).await?;
+        put_json(
+            &self.inner.store,
+            KEYS,
+            &record.kid,
+            &record,
+            Condition::Absent,
+            None,
+        )
+        .await?;
         let mut retired = Vec::new();
         let records = self
             .inner
@@ -791,14 +827,20 @@ impl AuthService {
         for mut old in records {
             if old.retired.is_none() {
                 old.retired = Some(now);
-                put_json(&self.inner.store, KEYS, &old.kid, &old, Condition::None, None).await?;
+                put_json(
+                    &self.inner.store,
+                    KEYS,
+                    &old.kid,
+                    &old,
+                    Condition::None,
+                    None,
+                )
+                .await?;
             }
             retired.push(old);
         }
         retired.push(record.clone());
-        self.inner
-            .verifier
-            .set_keys(key_set(&retired)?);
+        self.inner.verifier.set_keys(key_set(&retired)?);
         *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = Keys {
             issuer,
             records: retired,
@@ -865,14 +907,21 @@ impl AuthService {
         }
         rules.push(record.to_rule());
         RuleSet::new(rules).map_err(|error| invalid(format!("rule {:?}: {error}", record.id)))?;
-        put_json(&self.inner.store, RULES, &record.id, &record, Condition::Absent, None)
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Aborted => {
-                    Status::already_exists(format!("rule {:?} already exists", record.id))
-                }
-                _ => status,
-            })?;
+        put_json(
+            &self.inner.store,
+            RULES,
+            &record.id,
+            &record,
+            Condition::Absent,
+            None,
+        )
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::Aborted => {
+                Status::already_exists(format!("rule {:?} already exists", record.id))
+            }
+            _ => status,
+        })?;
         self.reload_rules().await?;
         tracing::info!(rule = %record.id, "auth: rule created");
         Ok(())
@@ -1003,9 +1052,8 @@ fn new_key(random: &SystemRandom, now: i64) -> Result<KeyRecord, Status> {
 }
 
 fn signing_key(record: &KeyRecord) -> Result<SigningKey, Status> {
-    let broken = |what: String| {
-        Status::data_loss(format!("auth store: key {:?}: {what}", record.kid))
-    };
+    let broken =
+        |what: String| Status::data_loss(format!("auth store: key {:?}: {what}", record.kid));
     let alg: Algorithm = record
         .alg
         .parse()
@@ -1013,21 +1061,25 @@ fn signing_key(record: &KeyRecord) -> Result<SigningKey, Status> {
     let pkcs8 = URL_SAFE_NO_PAD
         .decode(&record.pkcs8)
         .map_err(|_| broken("the private key is not base64url".to_owned()))?;
-    SigningKey::from_pkcs8(alg, record.kid.clone(), &pkcs8).map_err(|error| broken(error.to_string()))
+    SigningKey::from_pkcs8(alg, record.kid.clone(), &pkcs8)
+        .map_err(|error| broken(error.to_string()))
 }
 
 fn issuer_for(options: &AuthOptions, record: &KeyRecord) -> Result<Issuer, Status> {
-    Ok(
-        Issuer::new(options.issuer.clone(), options.audience.clone(), signing_key(record)?)
-            .with_lifetime(options.access_lifetime),
+    Ok(Issuer::new(
+        options.issuer.clone(),
+        options.audience.clone(),
+        signing_key(record)?,
     )
+    .with_lifetime(options.access_lifetime))
 }
 
 fn key_set(records: &[KeyRecord]) -> Result<KeySet, Status> {
     let mut set = KeySet::new();
     for record in records {
-        set.insert_signing(&signing_key(record)?)
-            .map_err(|error| Status::data_loss(format!("auth store: key {:?}: {error}", record.kid)))?;
+        set.insert_signing(&signing_key(record)?).map_err(|error| {
+            Status::data_loss(format!("auth store: key {:?}: {error}", record.kid))
+        })?;
     }
     Ok(set)
 }

@@ -96,11 +96,7 @@ impl AuthSync {
                 });
             }
         });
-        Ok(Self {
-            layer,
-            polls,
-            task,
-        })
+        Ok(Self { layer, polls, task })
     }
 
     /// The layer to add to the service (clones stay current).

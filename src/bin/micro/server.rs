@@ -339,7 +339,10 @@ async fn start_auth(
                 .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
             let path = dir.join("auth.redb");
             let store = store::FileStore::open(&path)?;
-            (std::sync::Arc::new(store), format!(" store=file at {}", path.display()))
+            (
+                std::sync::Arc::new(store),
+                format!(" store=file at {}", path.display()),
+            )
         }
     };
     let auth = AuthService::new(store, AuthOptions::new()).await?;
@@ -372,7 +375,9 @@ async fn start_auth(
 
 /// Writes the admin secret, readable by the owner only (mode 0600).
 fn write_secret(path: &Path, secret: &str) -> Result<(), BoxError> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, os::unix::fs::PermissionsExt as _};
+    use std::{
+        io::Write as _, os::unix::fs::OpenOptionsExt as _, os::unix::fs::PermissionsExt as _,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
@@ -395,12 +400,27 @@ fn write_secret(path: &Path, secret: &str) -> Result<(), BoxError> {
 /// its registered name (`/micro.kv.v1.Kv/Get` is the resource `micro.kv`, `Kv.Get`).
 fn auth_layer(auth: &AuthService) -> micro_core::auth::AuthLayer {
     [
-        (&proto::registry::v1::REGISTRY_DESCRIPTOR, platform_registry::SERVICE_NAME),
+        (
+            &proto::registry::v1::REGISTRY_DESCRIPTOR,
+            platform_registry::SERVICE_NAME,
+        ),
         (&proto::kv::v1::KV_DESCRIPTOR, kv::SERVICE_NAME),
-        (&proto::config::v1::CONFIG_DESCRIPTOR, platform_config::SERVICE_NAME),
-        (&proto::sync::v1::SYNC_DESCRIPTOR, platform_sync::SERVICE_NAME),
-        (&proto::event::v1::EVENT_DESCRIPTOR, platform_event::SERVICE_NAME),
-        (&proto::auth::v1::AUTH_DESCRIPTOR, platform_auth::SERVICE_NAME),
+        (
+            &proto::config::v1::CONFIG_DESCRIPTOR,
+            platform_config::SERVICE_NAME,
+        ),
+        (
+            &proto::sync::v1::SYNC_DESCRIPTOR,
+            platform_sync::SERVICE_NAME,
+        ),
+        (
+            &proto::event::v1::EVENT_DESCRIPTOR,
+            platform_event::SERVICE_NAME,
+        ),
+        (
+            &proto::auth::v1::AUTH_DESCRIPTOR,
+            platform_auth::SERVICE_NAME,
+        ),
     ]
     .into_iter()
     .fold(auth.layer(SERVER_NAME), |layer, (descriptor, name)| {

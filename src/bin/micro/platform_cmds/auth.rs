@@ -48,7 +48,12 @@ enum AuthCommand {
 struct AuthCommon {
     /// Access token sent as `authorization: Bearer` (admin commands need one with scope
     /// `admin` under the default rules)
-    #[arg(long, env = "MICRO_AUTH_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "MICRO_AUTH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
@@ -253,9 +258,9 @@ async fn accounts(command: AccountsCommand) -> Result<(), ToolError> {
         AccountsCommand::Create(args) => {
             let mut metadata = BTreeMap::new();
             for pair in &args.metadata {
-                let (key, value) = pair.split_once('=').ok_or_else(|| {
-                    ToolError::Usage(format!("--meta {pair:?} is not key=value"))
-                })?;
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| ToolError::Usage(format!("--meta {pair:?} is not key=value")))?;
                 metadata.insert(key.to_owned(), value.to_owned());
             }
             let client = open(&args.common).await?;
