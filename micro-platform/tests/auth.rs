@@ -769,3 +769,63 @@ async fn missing_and_existing_ids_take_the_same_time() {
     );
     server.stop().await;
 }
+
+fn forwarded(id: &str, from: &str) -> tonic::Request<pb::TokenRequest> {
+    let mut request = tonic::Request::new(token_request(id, "wrong-secret-wrong-secret"));
+    request.metadata_mut().insert(
+        "x-forwarded-for",
+        format!("198.51.100.1, {from}").parse().unwrap(),
+    );
+    request
+}
+
+/// Behind a trusted proxy (a loopback peer) the source is the last `x-forwarded-for`
+/// entry; from an untrusted peer the header is ignored.
+#[tokio::test]
+async fn the_source_address_follows_trusted_proxies_only() {
+    let limits = BruteForce {
+        per_id: 100,
+        per_address: 3,
+        ..BruteForce::default()
+    };
+    let server = start(
+        Arc::new(micro_core::store::MemoryStore::new()),
+        AuthOptions::new().brute_force(limits),
+    )
+    .await;
+    let mut stub = stub_from(server.running.local_address(), "127.0.0.1").await;
+    for id in ["a", "b", "c"] {
+        let status = stub.token(forwarded(id, "203.0.113.7")).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    // 203.0.113.7 is locked whatever the id; 203.0.113.8 and the proxy itself are not.
+    let locked = stub.token(forwarded("d", "203.0.113.7")).await.unwrap_err();
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+    let other = stub.token(forwarded("d", "203.0.113.8")).await.unwrap_err();
+    assert_eq!(other.code(), Code::Unauthenticated);
+    let direct = stub
+        .token(token_request("d", "wrong-secret-wrong-secret"))
+        .await
+        .unwrap_err();
+    assert_eq!(direct.code(), Code::Unauthenticated);
+    server.stop().await;
+
+    // No trusted proxy: the header is ignored, the peer (127.0.0.1) is the source.
+    let server = start(
+        Arc::new(micro_core::store::MemoryStore::new()),
+        AuthOptions::new().brute_force(limits).trusted_proxies([]),
+    )
+    .await;
+    let mut stub = stub_from(server.running.local_address(), "127.0.0.1").await;
+    for (id, from) in [
+        ("a", "203.0.113.1"),
+        ("b", "203.0.113.2"),
+        ("c", "203.0.113.3"),
+    ] {
+        let status = stub.token(forwarded(id, from)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let locked = stub.token(forwarded("d", "203.0.113.4")).await.unwrap_err();
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+    server.stop().await;
+}
