@@ -228,6 +228,45 @@ async fn life_cycle(store: SharedStore) {
         .unwrap_err();
     assert_eq!(reused.code(), Code::Unauthenticated);
 
+    // Revoke: a refresh token, and an access token by its id.
+    let spare = auth
+        .token(TokenGrant::RefreshToken(second_refresh.clone()), &[])
+        .await
+        .unwrap();
+    let third_refresh = spare.refresh_token.clone().unwrap();
+    secrets.push(third_refresh.clone());
+    auth.revoke(&third_refresh).await.unwrap();
+    let gone = auth
+        .token(TokenGrant::RefreshToken(third_refresh), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::Unauthenticated);
+    let jti = auth.inspect(&narrow.access_token).await.unwrap().token_id;
+    auth.revoke_id(&jti).await.unwrap();
+    assert_eq!(
+        auth.inspect(&narrow.access_token).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        auth.revoke("not.a-token.at-all").await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let second_refresh = {
+        let again = auth
+            .token(
+                TokenGrant::Password {
+                    id: "ada@example.com".into(),
+                    secret: password.clone(),
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        let token = again.refresh_token.unwrap();
+        secrets.push(token.clone());
+        token
+    };
+
     // Rotation: the old secret stops working at once.
     let rotated = auth.rotate_secret("billing", None).await.unwrap();
     secrets.push(rotated.clone());
@@ -281,10 +320,16 @@ async fn life_cycle(store: SharedStore) {
             .code(),
         Code::NotFound
     );
-    assert!(matches!(
-        auth.list_revocations().await.unwrap().as_slice(),
-        [micro_platform::auth::Revocation::Account { id, .. }] if id == "ada@example.com"
-    ));
+    let revocations = auth.list_revocations().await.unwrap();
+    assert_eq!(revocations.len(), 2, "{revocations:?}");
+    assert!(revocations.iter().any(|r| matches!(
+        r,
+        micro_platform::auth::Revocation::Account { id, .. } if id == "ada@example.com"
+    )));
+    assert!(revocations.iter().any(|r| matches!(
+        r,
+        micro_platform::auth::Revocation::Token { id, .. } if *id == jti
+    )));
     // billing's tokens are unaffected.
     auth.inspect(&tokens.access_token).await.unwrap();
     server.stop().await;
