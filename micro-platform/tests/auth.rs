@@ -874,3 +874,89 @@ async fn the_source_address_follows_trusted_proxies_only() {
     assert_eq!(locked.code(), Code::ResourceExhausted);
     server.stop().await;
 }
+
+/// A service's own credentials from its account: `AccountTokens` exchanges the id and secret
+/// for a token once, reuses it, and a protected service accepts the calls it carries; a
+/// wrong secret fails the call before it is sent.
+#[tokio::test]
+async fn account_tokens_give_a_service_its_credentials() {
+    use micro_core::auth::{Credentials, TokenSource};
+    use micro_platform::auth::AccountTokens;
+
+    let server = start(
+        Arc::new(micro_core::store::MemoryStore::new()),
+        AuthOptions::new(),
+    )
+    .await;
+    let auth = server.client();
+    let (_, secret) = auth
+        .generate(service_account("billing", &["ops"]))
+        .await
+        .unwrap();
+    auth.create_rule(&rule("ops", "ops", "guarded", "*", Access::Grant, 1))
+        .await
+        .unwrap();
+    // A second server of the same API, guarded by the service's own layer.
+    let guarded = Service::builder("guarded")
+        .address("127.0.0.1:0")
+        .registry(Arc::new(MemoryRegistry::new()))
+        .layer(server.service.layer("guarded"))
+        .add_service(server.service.clone().into_server())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", guarded.local_address()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+
+    let anonymous = Stub::new(channel.clone())
+        .list_accounts(pb::ListAccountsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    let source = Arc::new(AccountTokens::new(auth.clone(), "billing", secret.clone()));
+    let first = source.token().await.unwrap();
+    assert_eq!(
+        source.token().await.unwrap(),
+        first,
+        "the token is reused until close to its expiry"
+    );
+    let mut with_account = Stub::new(
+        tower::ServiceBuilder::new()
+            .layer(Credentials::new(source))
+            .service(channel.clone()),
+    );
+    let accounts = with_account
+        .list_accounts(pb::ListAccountsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts;
+    assert!(accounts.iter().any(|a| a.id == "billing"));
+
+    let wrong = AccountTokens::new(auth.clone(), "billing", format!("{secret}x"));
+    let error = wrong.token().await.unwrap_err().to_string();
+    assert!(
+        error.contains("billing") && !error.contains(&secret),
+        "names the account, never the secret: {error}"
+    );
+    let mut with_wrong = Stub::new(
+        tower::ServiceBuilder::new()
+            .layer(Credentials::new(Arc::new(wrong)))
+            .service(channel),
+    );
+    let refused = with_wrong
+        .list_accounts(pb::ListAccountsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    guarded.shutdown().await.unwrap();
+    server.stop().await;
+}

@@ -94,6 +94,7 @@
 //! `Inspect`).
 
 mod client;
+mod credentials;
 mod limiter;
 mod records;
 mod server;
@@ -102,6 +103,7 @@ mod sync;
 pub use client::{
     AccountInfo, AuthClient, Inspection, JwksInfo, NewAccount, Revocation, TokenGrant, Tokens,
 };
+pub use credentials::{AccountTokens, ENV_ID, ENV_SECRET, credentials_from_env};
 pub use server::AuthService;
 pub use sync::{AuthSync, DEFAULT_SYNC_INTERVAL};
 

@@ -3,16 +3,11 @@
 use std::collections::BTreeMap;
 
 use micro_core::auth::{Access, AccountKind, Resource, Rule};
-use micro_platform::auth::{AccountInfo, AuthClient, NewAccount, TokenGrant};
+use micro_platform::auth::{AccountInfo, AuthClient, ENV_ID, ENV_SECRET, NewAccount, TokenGrant};
 use serde_json::json;
 use tonic::{Code, Status};
 
 use crate::tool::{self, ClientArgs, Context, Output, ToolError, outln};
-
-/// Environment variable of the account id `micro auth token` uses.
-const ENV_ID: &str = "MICRO_AUTH_ID";
-/// Environment variable of the secret `micro auth token` uses.
-const ENV_SECRET: &str = "MICRO_AUTH_SECRET";
 
 /// Flags of `micro auth`.
 #[derive(Debug, clap::Args)]
