@@ -104,8 +104,8 @@ pub mod api;
 
 pub use micro_core::{
     Channel, Client, ClientBuilder, Connector, NodeInfo, Registry, RegistryError, Selector,
-    Service, ServiceBuilder, ServiceError, Store, StoreError, balance, broker, client, config,
-    context, middleware, registry, selector, service, store, sync,
+    Service, ServiceBuilder, ServiceError, Store, StoreError, auth, balance, broker, client,
+    config, context, middleware, registry, selector, service, store, sync,
 };
 
 pub use setup::install;

@@ -39,10 +39,12 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod error;
 mod gateway;
 mod handler;
 mod metadata;
+mod oauth;
 // Being filled in (REST routes and the OpenAPI document); parts are not used yet.
 #[allow(dead_code)]
 pub(crate) mod openapi;

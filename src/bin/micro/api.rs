@@ -1,9 +1,10 @@
 //! `micro api`: the HTTP API gateway (`micro::api`) on its own.
 
-use std::{error::Error, time::Duration};
+use std::{error::Error, path::PathBuf, sync::Arc, time::Duration};
 
 use micro::{
     api::Gateway,
+    auth::{AuthLayer, KeySet, Rule, RuleSet, Verifier},
     broker::{self, SharedBroker},
     registry::{self, SharedRegistry},
 };
@@ -30,6 +31,12 @@ schemas read from the services by gRPC reflection:
   REST routes                          from google.api.http annotations, tried first
   GET /openapi.json                    the OpenAPI 3 document of all of it
   POST /event/{topic}                  publishes the JSON body on the broker (202)
+  POST /oauth/token                    OAuth2 token endpoint of the auth service micro.auth
+  GET /.well-known/jwks.json           its public keys
+
+With --auth-jwks (and --auth-rules, --auth-issuer, --auth-audience) every call is decided
+at the gateway first: 401 without a valid bearer token where the rules want one, 403 when
+they forbid the call.
 
 Server-streaming methods reply NDJSON, or server-sent events with
 `Accept: text/event-stream`. Errors are JSON {\"code\", \"message\", \"details\"} with the
@@ -71,6 +78,83 @@ pub(crate) struct ApiArgs {
 
     #[command(flatten)]
     options: GatewayArgs,
+
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// Enforcement at the gateway, with keys and rules from files (until the gateway follows
+/// the auth service itself).
+#[derive(Debug, Clone, clap::Args)]
+struct AuthArgs {
+    /// Enforce auth with the public keys of this JWK Set file (`{"keys":[…]}`, as served
+    /// at /.well-known/jwks.json); requires --auth-rules, --auth-issuer, --auth-audience
+    #[arg(long, env = "MICRO_API_AUTH_JWKS", value_name = "FILE")]
+    auth_jwks: Option<PathBuf>,
+
+    /// The access rules: a JSON array of {id, scope, resource: {kind, name, endpoint},
+    /// access: grant|deny, priority}
+    #[arg(
+        long,
+        env = "MICRO_API_AUTH_RULES",
+        value_name = "FILE",
+        requires = "auth_jwks"
+    )]
+    auth_rules: Option<PathBuf>,
+
+    /// The issuer (`iss`) tokens must name
+    #[arg(
+        long,
+        env = "MICRO_API_AUTH_ISSUER",
+        value_name = "URL",
+        requires = "auth_jwks"
+    )]
+    auth_issuer: Option<String>,
+
+    /// The audience (`aud`) tokens must name
+    #[arg(
+        long,
+        env = "MICRO_API_AUTH_AUDIENCE",
+        value_name = "NAME",
+        requires = "auth_jwks"
+    )]
+    auth_audience: Option<String>,
+
+    /// Whether GET /openapi.json is served without a token when auth is on
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    public_openapi: bool,
+}
+
+impl AuthArgs {
+    /// The auth layer these flags describe, if any.
+    fn layer(&self) -> Result<Option<AuthLayer>, BoxError> {
+        let Some(jwks) = &self.auth_jwks else {
+            return Ok(None);
+        };
+        let (Some(rules), Some(issuer), Some(audience)) =
+            (&self.auth_rules, &self.auth_issuer, &self.auth_audience)
+        else {
+            return Err(
+                "--auth-jwks needs --auth-rules, --auth-issuer and --auth-audience too".into(),
+            );
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))
+        };
+        let keys = KeySet::from_json(&read(jwks)?)
+            .map_err(|err| format!("--auth-jwks {}: {err}", jwks.display()))?;
+        let list: Vec<Rule> = serde_json::from_str(&read(rules)?).map_err(|err| {
+            format!(
+                "--auth-rules {}: not a JSON array of rules: {err}",
+                rules.display()
+            )
+        })?;
+        let rules =
+            RuleSet::new(list).map_err(|err| format!("--auth-rules {}: {err}", rules.display()))?;
+        let verifier = Arc::new(Verifier::new(keys, issuer.clone(), audience.clone()));
+        Ok(Some(AuthLayer::new("micro.api", verifier, rules)))
+    }
 }
 
 /// The gateway's settings, shared by `micro api` and `micro server`.
@@ -113,6 +197,15 @@ impl GatewayArgs {
         registry: SharedRegistry,
         broker: Option<SharedBroker>,
     ) -> Result<Gateway, BoxError> {
+        Ok(self.builder(registry, broker).build()?)
+    }
+
+    /// The builder of [`gateway`](Self::gateway), to add more settings.
+    fn builder(
+        &self,
+        registry: SharedRegistry,
+        broker: Option<SharedBroker>,
+    ) -> micro::api::GatewayBuilder {
         let mut builder = Gateway::builder()
             .registry(registry)
             .timeout(self.timeout)
@@ -129,7 +222,7 @@ impl GatewayArgs {
         if let Some(broker) = broker {
             builder = builder.broker(broker);
         }
-        Ok(builder.build()?)
+        builder
     }
 }
 
@@ -167,7 +260,18 @@ pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
                 .map_err(|err| format!("--broker {url}: {err}"))?,
         ),
     };
-    let gateway = args.options.gateway(registry, broker)?;
+    let auth = args.auth.layer()?;
+    let gateway = match auth {
+        Some(auth) => {
+            tracing::info!("auth enforced with the keys of --auth-jwks");
+            args.options
+                .builder(registry, broker)
+                .auth(auth)
+                .public_openapi(args.auth.public_openapi)
+                .build()?
+        }
+        None => args.options.gateway(registry, broker)?,
+    };
     let listener = TcpListener::bind(&args.address)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.address))?;
