@@ -804,3 +804,71 @@ fn protected_calls(backends: &auth_support::Backends) -> usize {
     let greeter: usize = backends.greeter.snapshot().values().sum();
     shelf + greeter
 }
+
+// === micro api --auth-jwks ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micro_api_enforces_the_rules_of_its_files() {
+    let keys = Keys::new();
+    let registry = support::RegistryDir::new();
+    let _greeter = micro::Service::builder("greeter")
+        .registry(registry.registry())
+        .address("127.0.0.1:0")
+        .add_service(greeter::greeter_server::GreeterServer::new(
+            support::TestGreeter::default(),
+        ))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let jwks = files.path().join("jwks.json");
+    let rules = files.path().join("rules.json");
+    std::fs::write(
+        &jwks,
+        serde_json::to_string(&keys.verifier.keys().to_jwks()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        &rules,
+        serde_json::to_string(&[rule("signed-in", "*", "greeter", "*", Access::Grant, 0)])
+            .unwrap(),
+    )
+    .unwrap();
+    let args = [
+        "api",
+        "--address",
+        "127.0.0.1:0",
+        "--registry",
+        &registry.url,
+        "--broker",
+        "off",
+        "--auth-jwks",
+        jwks.to_str().unwrap(),
+        "--auth-rules",
+        rules.to_str().unwrap(),
+        "--auth-issuer",
+        ISS,
+        "--auth-audience",
+        AUD,
+    ];
+    let mut api = support::Proc::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_micro")),
+        &args,
+        &[("MICRO_API_ADDRESS", "")],
+    );
+    let line = api.next_line(support::READY_TIMEOUT).await;
+    let addr = line
+        .strip_prefix("ready addr=")
+        .unwrap_or_else(|| panic!("ready line expected, got {line:?}"));
+    let http = Http::new(addr.parse().unwrap());
+    let route = (Method::POST, "/greeter/Greeter/SayHello", r#"{"name":"cli"}"#);
+    let anonymous = http_call(&http, &route, None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{anonymous:?}");
+    assert_refusal(&anonymous, Code::Unauthenticated, false, "micro api, no token");
+    let token = keys.token(&[]);
+    let signed_in = http_call(&http, &route, Some(&token)).await;
+    assert_eq!(signed_in.status, StatusCode::OK, "{signed_in:?}");
+    assert_eq!(signed_in.json()["message"], "Hello, cli!");
+}
