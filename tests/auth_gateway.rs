@@ -832,8 +832,7 @@ async fn micro_api_enforces_the_rules_of_its_files() {
     .unwrap();
     std::fs::write(
         &rules,
-        serde_json::to_string(&[rule("signed-in", "*", "greeter", "*", Access::Grant, 0)])
-            .unwrap(),
+        serde_json::to_string(&[rule("signed-in", "*", "greeter", "*", Access::Grant, 0)]).unwrap(),
     )
     .unwrap();
     let args = [
@@ -863,12 +862,72 @@ async fn micro_api_enforces_the_rules_of_its_files() {
         .strip_prefix("ready addr=")
         .unwrap_or_else(|| panic!("ready line expected, got {line:?}"));
     let http = Http::new(addr.parse().unwrap());
-    let route = (Method::POST, "/greeter/Greeter/SayHello", r#"{"name":"cli"}"#);
+    let route = (
+        Method::POST,
+        "/greeter/Greeter/SayHello",
+        r#"{"name":"cli"}"#,
+    );
     let anonymous = http_call(&http, &route, None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{anonymous:?}");
-    assert_refusal(&anonymous, Code::Unauthenticated, false, "micro api, no token");
+    assert_refusal(
+        &anonymous,
+        Code::Unauthenticated,
+        false,
+        "micro api, no token",
+    );
     let token = keys.token(&[]);
     let signed_in = http_call(&http, &route, Some(&token)).await;
     assert_eq!(signed_in.status, StatusCode::OK, "{signed_in:?}");
     assert_eq!(signed_in.json()["message"], "Hello, cli!");
+}
+
+/// The decision comes before the body: a client announcing a large body and sending none of
+/// it gets its 401 at once (a gateway reading the body first would wait for it for an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_refused_before_their_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let keys = Keys::new();
+    let registry = auth_support::memory_registry();
+    let backends = start_backends(&registry, None).await;
+    let gateway = micro::api::Gateway::builder()
+        .registry(registry.clone())
+        .auth(AuthLayer::new(
+            "micro.api",
+            keys.verifier.clone(),
+            one_public_rules(),
+        ))
+        .body_read_timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let addr = auth_support::serve(gateway).await;
+    // Loads the bookshelf's schemas, so its REST routes are known.
+    let warm = raw_request(addr, "POST", PUBLIC[0].1, body_for("POST")).await;
+    assert_eq!(warm.status, StatusCode::OK, "{warm:?}");
+    for (method, path) in [
+        ("POST", "/greeter/Greeter/SayHello"),
+        ("POST", "/v1/shelves"),
+        ("PATCH", "/v1/shelves/s1/books/b1"),
+    ] {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+                 content-length: 1000000\r\n\r\n{{\"name\":"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut reply = vec![0; 4096];
+            let n = stream.read(&mut reply).await.unwrap();
+            String::from_utf8_lossy(&reply[..n]).into_owned()
+        };
+        let reply = tokio::time::timeout(auth_support::CALL_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no answer before the body"));
+        assert!(
+            reply.starts_with("HTTP/1.1 401 "),
+            "{method} {path}: {reply}"
+        );
+        assert!(reply.contains("UNAUTHENTICATED"), "{reply}");
+    }
+    assert_eq!(protected_calls(&backends), 0);
 }

@@ -56,10 +56,8 @@ pub(crate) fn authorize(
             "; get a new token with POST /oauth/token",
         ),
         Code::Unauthenticated => (CHALLENGE, "; get a token with POST /oauth/token"),
-        Code::PermissionDenied => (
-            CHALLENGE_SCOPE,
-            "; the token's account lacks a scope the rules require",
-        ),
+        // The message names the deny rule, or says that no rule grants the call.
+        Code::PermissionDenied => (CHALLENGE_SCOPE, ""),
         _ => (CHALLENGE, ""),
     };
     Err(ApiError {

@@ -11,7 +11,7 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{HeaderValue, Method as HttpMethod, StatusCode, header, request::Parts};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use micro_core::{Channel, Client};
 use micro_platform::proto::auth::v1::{JwksRequest, TokenResponse, auth_client::AuthClient};
 use tokio::{sync::Mutex, time::Instant};
@@ -93,12 +93,17 @@ async fn exchange(inner: &Inner, parts: &Parts, body: Body) -> Result<Response, 
                 "the request body was not received in time",
             ));
         }
-        Ok(Err(_)) => {
+        Ok(Err(err)) if err.is::<LengthLimitError>() => {
             return Err(OAuthError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
-                format!("the request body is larger than {MAX_FORM} bytes, or was cut off"),
+                format!("the request body is larger than {MAX_FORM} bytes"),
             ));
+        }
+        Ok(Err(err)) => {
+            return Err(OAuthError::invalid_request(format!(
+                "cannot read the request body: {err}"
+            )));
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
