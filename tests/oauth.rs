@@ -475,6 +475,29 @@ async fn the_service_learns_the_tcp_peer_never_a_header() {
             Some(want)
         );
     }
+    // Nor through the RPC form of `Auth.Token` on a gateway whose rules let it through:
+    // neither the header nor `grpc-metadata-x-forwarded-for` reach the service.
+    let open = Gateway::builder()
+        .registry(setup.registry.clone())
+        .allow_header("x-forwarded-for")
+        .build()
+        .unwrap();
+    let http = Http::from_local(serve(open).await, Some(ip2));
+    let reply = http
+        .request(
+            Method::POST,
+            "/micro.auth/Auth/Token",
+            &[
+                ("content-type", "application/json"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("grpc-metadata-x-forwarded-for", "203.0.113.10"),
+            ],
+            r#"{"grantType":"client_credentials","id":"svc-b","secret":"secret-b"}"#,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let forwarded = setup.fake.forwarded.lock().unwrap().clone();
+    assert_eq!(forwarded.last().map(String::as_str), Some("127.0.0.2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

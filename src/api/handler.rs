@@ -20,7 +20,7 @@ use tonic::{Code, Status, codec::Streaming, metadata::MetadataMap};
 use super::{
     auth,
     error::ApiError,
-    gateway::Inner,
+    gateway::{Inner, Peer},
     metadata, oauth, openapi,
     rest::{RestMatch, Route},
     schemas::{Entry, Method},
@@ -147,16 +147,7 @@ async fn route(inner: &Inner, parts: Parts, body: Body) -> Result<Response, ApiE
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("the request body is not UTF-8"))?;
     let requests = parse_body(&method.descriptor, text)?;
-    call(
-        inner,
-        &entry,
-        &method,
-        &parts.headers,
-        requests,
-        format,
-        Shape::Rpc,
-    )
-    .await
+    call(inner, &entry, &method, &parts, requests, format, Shape::Rpc).await
 }
 
 /// The request messages of `text`. The common case, one object, is read straight into the
@@ -203,16 +194,7 @@ async fn rest_call(
         .request(parts.uri.query(), &body)
         .map_err(ApiError::invalid)?;
     let shape = Shape::Rest(matched.route.clone());
-    call(
-        inner,
-        entry,
-        &method,
-        &parts.headers,
-        vec![request],
-        format,
-        shape,
-    )
-    .await
+    call(inner, entry, &method, parts, vec![request], format, shape).await
 }
 
 /// Calls `method` with `requests` and writes the reply in `format`.
@@ -220,17 +202,19 @@ async fn call(
     inner: &Inner,
     entry: &Entry,
     method: &Method,
-    headers: &HeaderMap,
+    parts: &Parts,
     requests: Vec<DynamicMessage>,
     format: Format,
     shape: Shape,
 ) -> Result<Response, ApiError> {
+    let headers = &parts.headers;
     let timeout = metadata::timeout(headers, inner.config.timeout)?;
     let mut request_metadata = metadata::request_metadata(headers, &inner.config.headers)?;
     if inner.auth.is_some() {
         let forwarded = inner.config.headers.contains(&header::AUTHORIZATION);
         auth::pin_authorization(&mut request_metadata, headers, forwarded);
     }
+    metadata::forwarded_for(&mut request_metadata, parts.extensions.get::<Peer>());
     let descriptor: &MethodDescriptor = &method.descriptor;
     let codec = DynamicCodec::new(descriptor.output());
     let mut grpc = tonic::client::Grpc::new(entry.channel.clone());

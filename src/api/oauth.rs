@@ -15,12 +15,13 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use micro_core::{Channel, Client};
 use micro_platform::proto::auth::v1::{JwksRequest, TokenResponse, auth_client::AuthClient};
 use tokio::{sync::Mutex, time::Instant};
-use tonic::{Code, metadata::AsciiMetadataValue};
+use tonic::Code;
 
 use self::form::{Grant, OAuthError, TokenForm};
 use super::{
     error::ApiError,
     gateway::{Inner, Peer},
+    metadata,
 };
 
 /// The token endpoint.
@@ -33,8 +34,6 @@ pub(crate) const AUTH_SERVICE: &str = "micro.auth";
 pub(crate) const MAX_FORM: usize = 16 * 1024;
 /// How long a fetched JWK Set is served before it is fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(5);
-/// The metadata telling the auth service the client's address (it trusts it from loopback).
-const FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The auth service's client and the cached JWK Set.
 #[derive(Debug)]
@@ -113,11 +112,7 @@ async fn exchange(inner: &Inner, parts: &Parts, body: Body) -> Result<Response, 
     let mut request = tonic::Request::new(form.request);
     request.set_timeout(inner.oauth.timeout);
     // Only the gateway says where the client is: the TCP peer, never a header it sent.
-    if let Some(Peer(peer)) = parts.extensions.get::<Peer>()
-        && let Ok(value) = AsciiMetadataValue::try_from(peer.ip().to_canonical().to_string())
-    {
-        request.metadata_mut().insert(FORWARDED_FOR, value);
-    }
+    metadata::forwarded_for(request.metadata_mut(), parts.extensions.get::<Peer>());
     let mut client = inner.oauth.client.clone();
     match client.token(request).await {
         Ok(reply) => Ok(issued(reply.into_inner())),
