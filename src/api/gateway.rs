@@ -198,7 +198,7 @@ impl Gateway {
                 },
             };
             let _ = stream.set_nodelay(true);
-            // The OAuth2 endpoint tells the auth service who is asking (x-forwarded-for).
+            // Calls tell services who is asking: `x-forwarded-for` is this peer's address.
             let service = tower::ServiceExt::map_request(
                 router.clone(),
                 move |mut request: http::Request<hyper::body::Incoming>| {

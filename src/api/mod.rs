@@ -12,6 +12,13 @@
 //! | REST routes | from `google.api.http` annotations, tried first |
 //! | `GET /openapi.json` | the OpenAPI 3 document of every service's methods |
 //! | `POST /event/{topic}` | publishes the JSON body on the broker (202) |
+//! | `POST /oauth/token` | the OAuth2 token endpoint (RFC 6749) of the auth service `micro.auth` |
+//! | `GET /.well-known/jwks.json` | the auth service's public keys (JWK Set) |
+//!
+//! With [`GatewayBuilder::auth`] every request that would call a service is decided by an
+//! [`AuthLayer`](crate::auth::AuthLayer) first (401 / 403 with a JSON body and
+//! `WWW-Authenticate: Bearer`), before its body is read; only the two OAuth2 paths, CORS
+//! preflights and (unless turned off) `/openapi.json` are open.
 //!
 //! Bodies are protobuf's canonical JSON mapping; a client-streaming method takes a JSON
 //! array. Server-streaming replies are NDJSON, or server-sent events with
