@@ -312,6 +312,49 @@ async fn revoked_token_rejected_although_cached() {
 }
 
 #[tokio::test]
+async fn revoked_account_rejected_although_cached() {
+    let f = start().await;
+    let ch = f.channel().await;
+    let ada = f.issuer.issue(&account("ada", &["who.read"])).unwrap();
+    let bob = f.issuer.issue(&account("bob", &["who.read"])).unwrap();
+    assert_eq!(
+        call(ch.clone(), WHO, Some(&ada.token)).await.unwrap(),
+        "ada"
+    );
+    let iat = ada.claims.iat.unwrap();
+    f.revocations.revoke_account("ada", iat + 1, ada.claims.exp);
+    let refused = call(ch.clone(), WHO, Some(&ada.token)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    assert_eq!(call(ch, WHO, Some(&bob.token)).await.unwrap(), "bob");
+}
+
+#[test]
+fn service_names_pick_the_resource_name_per_grpc_service() {
+    let verifier = Arc::new(Verifier::new(KeySet::new(), ISS, AUD));
+    let rules = RuleSet::new([Rule {
+        id: "kv-public".to_owned(),
+        scope: String::new(),
+        resource: Resource::service("micro.kv", "Kv.*"),
+        access: Access::Grant,
+        priority: 0,
+    }])
+    .unwrap();
+    let auth =
+        AuthLayer::new("micro.server", verifier, rules).service_name("micro.kv.v1.Kv", "micro.kv");
+    let none = http::HeaderMap::new();
+    assert!(auth.check("/micro.kv.v1.Kv/Get", &none).is_ok());
+    // Another gRPC service keeps the layer's name, which no rule grants.
+    let refused = auth
+        .check("/micro.config.v1.Config/Get", &none)
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.message().contains("micro.server"), "{refused:?}");
+    // A service of the same short name in another package is not the kv service.
+    assert!(auth.check("/other.v1.Kv/Get", &none).is_err());
+}
+
+#[tokio::test]
 async fn removed_key_rejects_cached_tokens() {
     let f = start().await;
     let ch = f.channel().await;

@@ -440,6 +440,44 @@ fn a_revoked_token_is_refused() {
 }
 
 #[test]
+fn an_account_wide_revocation_refuses_tokens_issued_before_it() {
+    let f = fixture(Algorithm::EdDSA);
+    let revocations = Arc::new(MemoryRevocations::new());
+    let verifier = Verifier::new(f.verifier.keys().as_ref().clone(), ISS, AUD)
+        .with_revocations(revocations.clone());
+    let before = f.issuer.issue_at(&account(), now()).unwrap();
+    let other = Account {
+        id: "svc-other".to_owned(),
+        ..account()
+    };
+    let other_token = f.issuer.issue_at(&other, now()).unwrap();
+    let later = now() + Duration::from_secs(10);
+    let after = f.issuer.issue_at(&account(), later).unwrap();
+    // Every token of svc-greeter issued before now + 5 s.
+    let cut = 1_800_000_005;
+    revocations.revoke_account("svc-greeter", cut, cut + 900);
+    assert_eq!(
+        verifier.verify_at(&before.token, later),
+        Err(TokenError::Revoked)
+    );
+    assert!(
+        verifier.verify_at(&after.token, later).is_ok(),
+        "issued after the cut"
+    );
+    assert!(
+        verifier.verify_at(&other_token.token, later).is_ok(),
+        "another account"
+    );
+    assert_eq!(revocations.len(), 1);
+    // Replaced wholesale (as a verifier following the auth service does).
+    revocations.replace([("jti-1".to_owned(), cut + 900)], []);
+    assert!(verifier.verify_at(&before.token, later).is_ok());
+    assert_eq!(revocations.len(), 1);
+    revocations.purge(now() + Duration::from_secs(3600), Duration::from_secs(30));
+    assert!(revocations.is_empty());
+}
+
+#[test]
 fn key_rotation_overlaps_then_drops_the_old_key() {
     let old = SigningKey::generate(Algorithm::EdDSA, "2026-01").unwrap();
     let new = SigningKey::generate(Algorithm::EdDSA, "2026-02").unwrap();

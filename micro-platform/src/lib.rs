@@ -5,6 +5,7 @@
 //!
 //! | area | server | client | core trait | name in the registry |
 //! |---|---|---|---|---|
+//! | [`auth`] | [`auth::AuthService`] | [`auth::AuthClient`], [`auth::AuthSync`] | [`AuthLayer`](micro_core::auth::AuthLayer) | `micro.auth` |
 //! | [`config`] | [`config::ConfigService`] | [`config::ConfigClient`] | [`Source`](micro_core::config::Source) | `micro.config` |
 //! | [`event`] | [`event::EventService`] | [`event::EventClient`] | [`Broker`](micro_core::broker::Broker) | `micro.event` |
 //! | [`kv`] | [`kv::KvService`] | [`kv::KvClient`] | [`Store`](micro_core::Store) | `micro.kv` |
@@ -27,6 +28,7 @@
 //!
 //! The generated messages and stubs are in [`proto`], for raw gRPC use.
 
+pub mod auth;
 pub mod config;
 pub mod event;
 mod fixed;

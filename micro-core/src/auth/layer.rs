@@ -2,6 +2,7 @@
 //! authorizes it with the [`RuleSet`].
 
 use std::{
+    collections::HashMap,
     fmt,
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -49,7 +50,8 @@ const SHARDS: usize = 16;
 ///    `UNAUTHENTICATED`, even when the endpoint is public: as in RFC 6750 §3.1, a client
 ///    that presents a bad token learns so instead of silently being treated as anonymous.
 /// 3. The [`RuleSet`] decides for the [`Resource`] `{ kind: "service", name: <the name
-///    given to the layer>, endpoint: "<Service>.<Method>" }`, where the endpoint is the
+///    given to the layer, or the one given for the called gRPC service with
+///    [`service_name`](Self::service_name)>, endpoint: "<Service>.<Method>" }`, where the endpoint is the
 ///    gRPC path `/<package>.<Service>/<Method>` without its package: the path
 ///    `/greeter.v1.Greeter/SayHello` is the endpoint `Greeter.SayHello`
 ///    (see [`endpoint`]). [`Denied::Unauthenticated`] answers `UNAUTHENTICATED`,
@@ -95,6 +97,8 @@ pub struct AuthLayer {
 
 struct Shared {
     name: String,
+    /// gRPC service (`micro.kv.v1.Kv`) → the name rules see for it, instead of `name`.
+    service_names: HashMap<Box<str>, Box<str>>,
     verifier: Arc<Verifier>,
     rules: Arc<ArcSwap<RuleSet>>,
     public_health: bool,
@@ -120,6 +124,7 @@ impl AuthLayer {
         Self {
             shared: Arc::new(Shared {
                 name: name.into(),
+                service_names: HashMap::new(),
                 verifier,
                 rules: Arc::new(ArcSwap::from_pointee(rules)),
                 public_health: true,
@@ -133,6 +138,7 @@ impl AuthLayer {
     fn with(self, f: impl FnOnce(&mut Shared)) -> Self {
         let shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
             name: shared.name.clone(),
+            service_names: shared.service_names.clone(),
             verifier: shared.verifier.clone(),
             rules: shared.rules.clone(),
             public_health: shared.public_health,
@@ -161,6 +167,20 @@ impl AuthLayer {
         self.with(|s| s.public_reflection = public)
     }
 
+    /// Decides calls to the gRPC service `grpc_service` (its full name, e.g.
+    /// `micro.kv.v1.Kv`) as calls to the service registered as `name` (the resource name
+    /// rules see) instead of the layer's own name: for one server hosting several services
+    /// registered under their own names, such as `micro server`. Calls to other gRPC
+    /// services keep the layer's name. Default is none.
+    #[must_use]
+    pub fn service_name(self, grpc_service: impl Into<String>, name: impl Into<String>) -> Self {
+        let (grpc_service, name) = (grpc_service.into(), name.into());
+        self.with(move |s| {
+            s.service_names
+                .insert(grpc_service.into_boxed_str(), name.into_boxed_str());
+        })
+    }
+
     /// Most verified tokens kept in the cache; `0` turns the cache off. Default is
     /// [`DEFAULT_CACHE_CAPACITY`].
     #[must_use]
@@ -185,7 +205,7 @@ impl AuthLayer {
     /// # Errors
     /// `UNAUTHENTICATED` or `PERMISSION_DENIED`, as described on [`AuthLayer`].
     pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<Option<Arc<Account>>, Status> {
-        self.shared.check(&self.shared.name, path, headers)
+        self.shared.check(self.shared.name_of(path), path, headers)
     }
 
     /// [`AuthLayer::check`] for a call to the service registered as `service` rather than
@@ -219,6 +239,7 @@ impl fmt::Debug for AuthLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthLayer")
             .field("name", &self.shared.name)
+            .field("service_names", &self.shared.service_names)
             .field("public_health", &self.shared.public_health)
             .field("public_reflection", &self.shared.public_reflection)
             .field("cache_capacity", &self.shared.cache.capacity)
@@ -237,6 +258,19 @@ impl<S> fmt::Debug for Auth<S> {
 // === impl Shared ===
 
 impl Shared {
+    /// The name rules see for a call to `path`: the one given for its gRPC service with
+    /// [`AuthLayer::service_name`], else the layer's.
+    fn name_of(&self, path: &str) -> &str {
+        if self.service_names.is_empty() {
+            return &self.name;
+        }
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let service = path.split_once('/').map_or(path, |(service, _)| service);
+        self.service_names
+            .get(service)
+            .map_or(&self.name, |name| name)
+    }
+
     fn check(
         &self,
         name: &str,
@@ -292,7 +326,8 @@ impl Shared {
             .get(token)
             .filter(|hit| self.verifier.keys_unchanged(&hit.keys))
         {
-            return match self.verifier.recheck_at(hit.exp, &hit.jti, now) {
+            let claims = (hit.exp, &*hit.jti, hit.account.id.as_str(), hit.iat);
+            return match self.verifier.recheck_at(claims, now) {
                 Ok(()) => Ok(hit.account),
                 Err(error) => {
                     self.cache.remove(token);
@@ -303,6 +338,7 @@ impl Shared {
         let (claims, keys) = self.verifier.verify_keyed_at(token, now)?;
         let entry = Entry {
             exp: claims.exp,
+            iat: claims.iat,
             jti: claims.jti.as_str().into(),
             keys,
             account: Arc::new(claims.into_account()),
@@ -355,9 +391,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let path = request.uri().path();
         match self
             .shared
-            .check(&self.shared.name, request.uri().path(), request.headers())
+            .check(self.shared.name_of(path), path, request.headers())
         {
             Ok(account) => {
                 if let Some(account) = account {
@@ -381,6 +418,7 @@ pub fn account<T>(request: &tonic::Request<T>) -> Option<&Account> {
 #[derive(Clone)]
 struct Entry {
     exp: i64,
+    iat: Option<i64>,
     jti: Box<str>,
     keys: Arc<KeySet>,
     account: Arc<Account>,

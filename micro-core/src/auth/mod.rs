@@ -85,8 +85,9 @@
 //! - **iss, aud, exp, nbf**: the issuer and audience must be the configured ones; `exp` is
 //!   required; `exp` and `nbf` are compared with a leeway for clock skew, 30 s by default
 //!   ([`DEFAULT_LEEWAY`]).
-//! - **Revocation**: the `jti` is looked up in a [`Revocations`] (in memory, fed by the auth
-//!   service).
+//! - **Revocation**: the `jti`, and the account (`sub`, by `iat`: an account-wide revocation
+//!   refuses every token of the account issued before a time), are looked up in a
+//!   [`Revocations`] (in memory, fed by the auth service).
 //!
 //! # Enforcement
 //!

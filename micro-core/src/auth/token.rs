@@ -243,20 +243,31 @@ impl Issuer {
     }
 }
 
-/// Revoked token ids, consulted by [`Verifier::verify`] for every token.
+/// Revoked tokens, consulted by [`Verifier::verify`] for every token: single tokens by
+/// their `jti`, and whole accounts (every token of a `sub` issued before a time, e.g. when
+/// the account was deleted).
 ///
 /// The check runs per call on the request path: keep it in memory and fed by the auth
 /// service (a revocation is then visible within that feed's delay), never a remote call.
 pub trait Revocations: Send + Sync + fmt::Debug {
-    /// Whether the token with id `jti` was revoked.
-    fn is_revoked(&self, jti: &str) -> bool;
+    /// Whether the token with id `jti`, of account `sub`, issued at `issued_at` (its `iat`,
+    /// seconds since the epoch; `None` when the token has none) was revoked.
+    fn is_revoked(&self, jti: &str, sub: &str, issued_at: Option<i64>) -> bool;
 }
 
-/// The default [`Revocations`]: an in-memory set of revoked ids, each kept until the
-/// token it revokes expires.
+/// The default [`Revocations`]: in-memory sets of revoked token ids and revoked accounts,
+/// each entry kept until the tokens it revokes expire.
 #[derive(Debug, Default)]
 pub struct MemoryRevocations {
-    revoked: RwLock<HashMap<String, i64>>,
+    revoked: RwLock<Revoked>,
+}
+
+#[derive(Debug, Default)]
+struct Revoked {
+    /// jti → the token's `exp`.
+    tokens: HashMap<String, i64>,
+    /// account id → (issued before, when the entry can go).
+    accounts: HashMap<String, (i64, i64)>,
 }
 
 impl MemoryRevocations {
@@ -269,7 +280,39 @@ impl MemoryRevocations {
     /// [`MemoryRevocations::purge`] forgets the entry.
     pub fn revoke(&self, jti: impl Into<String>, expires: i64) {
         let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
-        revoked.insert(jti.into(), expires);
+        revoked.tokens.insert(jti.into(), expires);
+    }
+
+    /// Revokes every token of account `sub` issued before `issued_before` (its `iat`
+    /// earlier than that; a token without `iat` counts as issued before). `expires` (seconds
+    /// since the epoch) is when the last such token expires, after which
+    /// [`MemoryRevocations::purge`] forgets the entry. A later revocation of the same
+    /// account replaces an earlier one when it reaches further.
+    pub fn revoke_account(&self, sub: impl Into<String>, issued_before: i64, expires: i64) {
+        let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        let entry = revoked
+            .accounts
+            .entry(sub.into())
+            .or_insert((issued_before, expires));
+        entry.0 = entry.0.max(issued_before);
+        entry.1 = entry.1.max(expires);
+    }
+
+    /// Replaces every entry at once (for a verifier following the auth service's list):
+    /// `tokens` as (jti, expires), `accounts` as (sub, issued before, expires).
+    pub fn replace(
+        &self,
+        tokens: impl IntoIterator<Item = (String, i64)>,
+        accounts: impl IntoIterator<Item = (String, i64, i64)>,
+    ) {
+        let next = Revoked {
+            tokens: tokens.into_iter().collect(),
+            accounts: accounts
+                .into_iter()
+                .map(|(sub, before, expires)| (sub, (before, expires)))
+                .collect(),
+        };
+        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = next;
     }
 
     /// Forgets revocations of tokens that expired more than `leeway` before `now`: such
@@ -277,26 +320,32 @@ impl MemoryRevocations {
     pub fn purge(&self, now: SystemTime, leeway: Duration) {
         let horizon = unix(now).saturating_sub(secs(leeway));
         let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
-        revoked.retain(|_, expires| *expires >= horizon);
+        revoked.tokens.retain(|_, expires| *expires >= horizon);
+        revoked
+            .accounts
+            .retain(|_, (_, expires)| *expires >= horizon);
     }
 
-    /// The number of revoked ids held.
+    /// The number of entries held (token ids and accounts).
     pub fn len(&self) -> usize {
-        self.revoked.read().unwrap_or_else(|e| e.into_inner()).len()
+        let revoked = self.revoked.read().unwrap_or_else(|e| e.into_inner());
+        revoked.tokens.len() + revoked.accounts.len()
     }
 
-    /// Whether no id is revoked.
+    /// Whether nothing is revoked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 impl Revocations for MemoryRevocations {
-    fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(jti)
+    fn is_revoked(&self, jti: &str, sub: &str, issued_at: Option<i64>) -> bool {
+        let revoked = self.revoked.read().unwrap_or_else(|e| e.into_inner());
+        revoked.tokens.contains_key(jti)
+            || revoked
+                .accounts
+                .get(sub)
+                .is_some_and(|(before, _)| issued_at.is_none_or(|iat| iat < *before))
     }
 }
 
@@ -353,7 +402,7 @@ struct InClaims {
 ///    audience, `exp` is required and not past, `nbf` (if present) not in the future —
 ///    both with the leeway, default [`DEFAULT_LEEWAY`] (30 s) for clock skew —; `sub` and
 ///    `jti` are required;
-/// 8. the `jti` is not revoked ([`Revocations`]).
+/// 8. neither the `jti` nor the account (`sub`, by `iat`) is revoked ([`Revocations`]).
 ///
 /// Keys are parsed when the set is built (Ed25519 keys fully; for P-256, ring checks the
 /// stored point on each verification); a verification is a hash lookup, two base64 and JSON
@@ -520,7 +569,7 @@ impl Verifier {
         }
         let sub = claims.sub.ok_or(TokenError::MissingClaim("sub"))?;
         let jti = claims.jti.ok_or(TokenError::MissingClaim("jti"))?;
-        if self.revocations.is_revoked(&jti) {
+        if self.revocations.is_revoked(&jti, &sub, claims.iat) {
             return Err(TokenError::Revoked);
         }
         Ok((
@@ -547,17 +596,18 @@ impl Verifier {
     }
 
     /// The checks that can change after a token verified once with the current keys: it
-    /// has not expired (`exp` with the leeway) and its `jti` is not revoked.
+    /// has not expired (`exp` with the leeway) and neither it (`jti`) nor its account
+    /// (`sub`, issued at `iat`) is revoked.
     pub(crate) fn recheck_at(
         &self,
-        exp: i64,
-        jti: &str,
+        claims: (i64, &str, &str, Option<i64>),
         now: SystemTime,
     ) -> Result<(), TokenError> {
+        let (exp, jti, sub, iat) = claims;
         if unix(now) >= exp.saturating_add(self.leeway) {
             return Err(TokenError::Expired);
         }
-        if self.revocations.is_revoked(jti) {
+        if self.revocations.is_revoked(jti, sub, iat) {
             return Err(TokenError::Revoked);
         }
         Ok(())

@@ -112,7 +112,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), ToolError> {
         let target = Arc::clone(&target);
         let issued = Arc::clone(&issued);
         let bar = bar.clone();
-        callers.push(tokio::spawn(caller(grpc, target, limit, issued, bar)));
+        // The caller's context (MICRO_AUTH_TOKEN) goes with each caller task.
+        let context = micro_core::context::Context::current().unwrap_or_default();
+        callers.push(tokio::spawn(
+            context.scope(caller(grpc, target, limit, issued, bar)),
+        ));
     }
     let mut total = new_histogram()?;
     let mut codes: BTreeMap<&'static str, u64> = BTreeMap::new();

@@ -1,7 +1,7 @@
 //! `micro`: the micro toolkit. `micro server` runs the platform in one process;
 //! `micro api` serves every service as JSON over HTTP; `micro services`, `describe`,
 //! `call`, `health` and `bench` talk to services found by name, with schemas read by gRPC
-//! reflection; `publish`, `subscribe`, `kv` and `config` use the platform services; `new`
+//! reflection; `publish`, `subscribe`, `kv`, `config` and `auth` use the platform services; `new`
 //! scaffolds a service crate and `completion` prints shell completions.
 
 // The CLI's own output goes to stdout; logs go to stderr through tracing.
@@ -30,8 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the platform: the registry, kv, config, sync and event services, health and
-    /// reflection, on one port
+    /// Run the platform: the registry, kv, config, sync, event and auth services, health
+    /// and reflection, on one port
     #[command(long_about = server::LONG_ABOUT)]
     Server(server::ServerArgs),
     /// Serve every service in the registry as JSON over HTTP (the API gateway)
@@ -68,6 +68,9 @@ enum Command {
     /// Read, write and watch values of the config service: get, set, delete, watch
     #[command(after_help = tool::EXIT_CODES)]
     Config(platform_cmds::ConfigArgs),
+    /// Tokens, accounts, rules and keys of the auth service
+    #[command(after_help = tool::EXIT_CODES)]
+    Auth(platform_cmds::AuthArgs),
     /// Print the shell completion script: bash, zsh, fish, elvish or powershell
     #[command(long_about = completion::LONG_ABOUT)]
     Completion(completion::CompletionArgs),
@@ -96,20 +99,28 @@ async fn main() -> ExitCode {
         .init();
     // The engines this build enables (features redis, etcd, …) for --store / --registry.
     micro::install();
-    let tool_result = match cli.command {
+    let command = match cli.command {
         Command::Server(args) => return finish(server::run(args).await),
         Command::Api(args) => return finish(api::run(args).await),
-        Command::Services(args) => tool::services(args).await,
-        Command::Describe(args) => tool::describe(args).await,
-        Command::Call(args) => tool::call(args).await,
-        Command::Health(args) => tool::health(args).await,
-        Command::Publish(args) => platform_cmds::publish(args).await,
-        Command::Subscribe(args) => platform_cmds::subscribe(args).await,
-        Command::Kv(args) => platform_cmds::kv(args).await,
-        Command::Config(args) => platform_cmds::config(args).await,
-        Command::Completion(args) => completion::run(&args, Cli::command()),
-        Command::New(args) => new::run(&args),
-        Command::Bench(args) => bench::run(args).await,
+        command => run(command),
+    };
+    // Every call a client command makes on this task carries the caller's token, if set.
+    let tool_result = match std::env::var(micro_core::auth::ENV_TOKEN) {
+        Ok(token) if !token.trim().is_empty() => {
+            match http::HeaderValue::try_from(format!("Bearer {}", token.trim())) {
+                Ok(value) => {
+                    micro_core::context::Context::new()
+                        .with_metadata(http::header::AUTHORIZATION, value)
+                        .scope(command)
+                        .await
+                }
+                Err(_) => Err(tool::ToolError::Usage(format!(
+                    "{} is not a valid header value",
+                    micro_core::auth::ENV_TOKEN
+                ))),
+            }
+        }
+        _ => command.await,
     };
     match tool_result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,6 +132,26 @@ async fn main() -> ExitCode {
             eprintln!("micro: {err}");
             ExitCode::from(err.code())
         }
+    }
+}
+
+/// Runs a client command (every command but `server` and `api`).
+async fn run(command: Command) -> Result<(), tool::ToolError> {
+    match command {
+        // Handled by `main`, which runs them without a client context.
+        Command::Server(_) | Command::Api(_) => Ok(()),
+        Command::Services(args) => tool::services(args).await,
+        Command::Describe(args) => tool::describe(args).await,
+        Command::Call(args) => tool::call(args).await,
+        Command::Health(args) => tool::health(args).await,
+        Command::Publish(args) => platform_cmds::publish(args).await,
+        Command::Subscribe(args) => platform_cmds::subscribe(args).await,
+        Command::Kv(args) => platform_cmds::kv(args).await,
+        Command::Config(args) => platform_cmds::config(args).await,
+        Command::Auth(args) => platform_cmds::auth(args).await,
+        Command::Completion(args) => completion::run(&args, Cli::command()),
+        Command::New(args) => new::run(&args),
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

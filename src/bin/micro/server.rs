@@ -13,6 +13,7 @@ use micro_core::{
     sync::{self as core_sync},
 };
 use micro_platform::{
+    auth::{self as platform_auth, AuthOptions, AuthService},
     config::{self as platform_config, ConfigService},
     event::{self as platform_event, EventService},
     kv::{self, KvService},
@@ -56,6 +57,19 @@ Runs the micro platform in one process, on one gRPC port (default 127.0.0.1:7700
                   clients use it with MICRO_BROKER=service or
                   MICRO_BROKER=service://<address>. Topics as micro's broker (dot-separated
                   A-Z a-z 0-9 _ - tokens), bodies up to 1 MiB, at most once delivery
+  micro.auth      the auth service (micro.auth.v1.Auth): accounts, access tokens (EdDSA
+                  JWTs) and refresh tokens, the JWK Set and the access rules, kept in its
+                  own store (--auth-store, default a store under the data directory, never
+                  the kv service's, so kv clients cannot read secrets or keys). Every
+                  platform service of the server enforces its rules (one AuthLayer: the
+                  resource is the service's registered name, e.g. micro.kv; health is
+                  public). On a first start (empty auth store) it seeds the service account
+                  `admin` (scope admin; secret from MICRO_AUTH_ADMIN_SECRET, else generated
+                  into <data-dir>/auth/admin.secret, mode 0600, printed as `auth admin
+                  id=admin secret_file=<path>`) and the rules: Auth.Token and Auth.Jwks
+                  public (priority 100), all of micro.auth for scope admin (99), the rest of
+                  micro.auth denied (98), and `default` granting everyone everything else
+                  (0): delete it (micro auth rules delete default) to require tokens
   grpc.health.v1.Health and gRPC reflection (v1 and v1alpha), for grpcurl and friends
 
 With them, on its own port (--api-address, default 127.0.0.1:8080; `off` disables it), the
@@ -115,6 +129,11 @@ pub(crate) struct ServerArgs {
     )]
     broker: String,
 
+    /// Store of the auth service: `memory`, or another store URL [default: the persistent
+    /// store `auth/auth.redb` under the data directory]
+    #[arg(long, env = "MICRO_AUTH_STORE", value_name = "URL")]
+    auth_store: Option<String>,
+
     /// Address of the HTTP API gateway: host:port (port 0 picks a free port), or `off`
     #[arg(
         long,
@@ -164,6 +183,8 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     let broker: SharedBroker = open_broker(&args.broker, registry.clone()).await?;
     let broker_name = broker.name().to_owned();
 
+    let (auth, auth_note, admin_line) = start_auth(args.auth_store.as_deref(), &data_dir).await?;
+
     let registry_service = RegistryService::new(registry.clone());
     let config_service = ConfigService::new(store.clone());
     let sync_service = SyncService::new(sync);
@@ -172,11 +193,13 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         .version(env!("CARGO_PKG_VERSION"))
         .address(args.address)
         .registry(registry.clone())
+        .layer(auth_layer(&auth))
         .add_service(registry_service.clone().into_server())
         .add_service(KvService::new(store).into_server())
         .add_service(config_service.clone().into_server())
         .add_service(sync_service.clone().into_server())
         .add_service(event_service.clone().into_server())
+        .add_service(auth.clone().into_server())
         .build()?
         .start()
         .await?;
@@ -206,6 +229,11 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
             &running,
             platform_event::SERVICE_NAME,
             &proto::event::v1::EVENT_DESCRIPTOR,
+        ),
+        Aliases::record(
+            &running,
+            platform_auth::SERVICE_NAME,
+            &proto::auth::v1::AUTH_DESCRIPTOR,
         ),
     ];
     let mut aliases = match Aliases::start(registry.clone(), records).await {
@@ -254,10 +282,17 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         "service name={} addr={address} broker={broker_name}",
         platform_event::SERVICE_NAME
     );
+    println!(
+        "service name={} addr={address}{auth_note}",
+        platform_auth::SERVICE_NAME
+    );
     println!("service name=grpc.health.v1.Health addr={address}");
     println!("service name=grpc.reflection.v1.ServerReflection addr={address}");
     if let Some(api) = &api {
         println!("api addr={}", api.address);
+    }
+    if let Some(line) = admin_line {
+        println!("{line}");
     }
     println!("ready addr={address} node={}", running.node_id());
 
@@ -284,6 +319,113 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     }
     result?;
     Ok(())
+}
+
+/// The auth service on `--auth-store` (default `<data_dir>/auth/auth.redb`), seeded on a
+/// first start; the note for its start-up line and the admin's line.
+async fn start_auth(
+    url: Option<&str>,
+    data_dir: &Path,
+) -> Result<(AuthService, String, Option<String>), BoxError> {
+    let dir = data_dir.join("auth");
+    let (store, note): (SharedStore, String) = match url.filter(|url| !url.trim().is_empty()) {
+        Some(url) => {
+            let store = store::from_url(url)?;
+            let note = format!(" store={}", store.name());
+            (store, note)
+        }
+        None => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+            let path = dir.join("auth.redb");
+            let store = store::FileStore::open(&path)?;
+            (
+                std::sync::Arc::new(store),
+                format!(" store=file at {}", path.display()),
+            )
+        }
+    };
+    let auth = AuthService::new(store, AuthOptions::new()).await?;
+    let from_env = std::env::var("MICRO_AUTH_ADMIN_SECRET")
+        .ok()
+        .filter(|secret| !secret.is_empty());
+    let secret_file = dir.join("admin.secret");
+    if let Some(secret) = auth.seed(from_env.clone()).await? {
+        tracing::info!("auth: first start, seeded the admin account and the default rules");
+        if from_env.is_none() {
+            write_secret(&secret_file, &secret)?;
+        }
+    }
+    let admin_line = if from_env.is_some() {
+        Some(format!(
+            "auth admin id={} secret_env=MICRO_AUTH_ADMIN_SECRET",
+            platform_auth::ADMIN_ID
+        ))
+    } else if secret_file.exists() {
+        Some(format!(
+            "auth admin id={} secret_file={}",
+            platform_auth::ADMIN_ID,
+            secret_file.display()
+        ))
+    } else {
+        None
+    };
+    Ok((auth, note, admin_line))
+}
+
+/// Writes the admin secret, readable by the owner only (mode 0600).
+fn write_secret(path: &Path, secret: &str) -> Result<(), BoxError> {
+    use std::{
+        io::Write as _, os::unix::fs::OpenOptionsExt as _, os::unix::fs::PermissionsExt as _,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    // An older file keeps its mode on open: set it again.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    Ok(())
+}
+
+/// One layer enforcing the auth rules on every platform service of the server, each under
+/// its registered name (`/micro.kv.v1.Kv/Get` is the resource `micro.kv`, `Kv.Get`).
+fn auth_layer(auth: &AuthService) -> micro_core::auth::AuthLayer {
+    [
+        (
+            &proto::registry::v1::REGISTRY_DESCRIPTOR,
+            platform_registry::SERVICE_NAME,
+        ),
+        (&proto::kv::v1::KV_DESCRIPTOR, kv::SERVICE_NAME),
+        (
+            &proto::config::v1::CONFIG_DESCRIPTOR,
+            platform_config::SERVICE_NAME,
+        ),
+        (
+            &proto::sync::v1::SYNC_DESCRIPTOR,
+            platform_sync::SERVICE_NAME,
+        ),
+        (
+            &proto::event::v1::EVENT_DESCRIPTOR,
+            platform_event::SERVICE_NAME,
+        ),
+        (
+            &proto::auth::v1::AUTH_DESCRIPTOR,
+            platform_auth::SERVICE_NAME,
+        ),
+    ]
+    .into_iter()
+    .fold(auth.layer(SERVER_NAME), |layer, (descriptor, name)| {
+        layer.service_name(descriptor.name, name)
+    })
 }
 
 /// The gateway running inside the server.

@@ -1,0 +1,334 @@
+//! `micro server` with the auth service: the seeded admin and rules, enforcement on the
+//! platform services, and the `micro auth` commands, against a real server process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Stdio, time::Duration};
+
+use micro::platform::{
+    auth::{AuthClient, TokenGrant},
+    proto::kv::v1::{self as kv, kv_client::KvClient},
+};
+use nix::sys::signal::Signal;
+use support::{Proc, RegistryDir};
+use tonic::Code;
+
+/// A `micro server` on a free loopback port, registered in a private registry.
+struct Server {
+    registry: RegistryDir,
+    addr: String,
+    secret_file: String,
+    process: Proc,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let registry = RegistryDir::new();
+        let data_dir = data.path().display().to_string();
+        let mut process = Proc::spawn(
+            Path::new(env!("CARGO_BIN_EXE_micro")),
+            &[
+                "server",
+                "--address",
+                "127.0.0.1:0",
+                "--data-dir",
+                &data_dir,
+                "--registry",
+                &registry.url,
+                "--store",
+                "memory",
+                "--api-address",
+                "off",
+            ],
+            &[
+                ("MICRO_SYNC", ""),
+                ("MICRO_BROKER", ""),
+                ("MICRO_SERVER_ADDRESS", ""),
+                ("MICRO_AUTH_STORE", ""),
+                ("MICRO_AUTH_ADMIN_SECRET", ""),
+            ],
+        );
+        // The admin line comes before the ready line.
+        let mut secret_file = None;
+        let mut auth_line = None;
+        let addr = loop {
+            let line = process.next_line(Duration::from_secs(30)).await;
+            if let Some(path) = line.strip_prefix("auth admin id=admin secret_file=") {
+                secret_file = Some(path.to_owned());
+            }
+            if line.starts_with("service name=micro.auth ") {
+                auth_line = Some(line.clone());
+            }
+            if let Some(rest) = line.strip_prefix("ready addr=") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        assert!(auth_line.is_some(), "no `service name=micro.auth` line");
+        Self {
+            registry,
+            addr,
+            secret_file: secret_file.expect("an `auth admin` line before ready"),
+            process,
+            _data: data,
+        }
+    }
+
+    fn admin_secret(&self) -> String {
+        std::fs::read_to_string(&self.secret_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    async fn admin_token(&self) -> String {
+        AuthClient::connect(&self.addr)
+            .unwrap()
+            .token(
+                TokenGrant::ClientCredentials {
+                    id: "admin".into(),
+                    secret: self.admin_secret(),
+                },
+                &[],
+            )
+            .await
+            .unwrap()
+            .access_token
+    }
+
+    /// Runs `micro args…` with this server's registry; `(exit code, stdout, stderr)`.
+    async fn micro(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"));
+        command
+            .args(args)
+            .env("MICRO_REGISTRY", &self.registry.url)
+            .env_remove("MICRO_AUTH_TOKEN")
+            .env_remove("MICRO_AUTH_ID")
+            .env_remove("MICRO_AUTH_SECRET")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            command.env("MICRO_AUTH_TOKEN", token);
+        }
+        let output = tokio::time::timeout(
+            Duration::from_secs(60),
+            command.spawn().expect("start micro").wait_with_output(),
+        )
+        .await
+        .expect("micro finished within 60 s")
+        .expect("micro output");
+        (
+            output.status.code().expect("micro exited, not killed"),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    async fn stop(mut self) {
+        self.process.signal(Signal::SIGTERM);
+        let status = self.process.wait(Duration::from_secs(30)).await;
+        assert!(status.success(), "micro server exited with {status}");
+    }
+}
+
+fn kv_get() -> tonic::Request<kv::GetRequest> {
+    tonic::Request::new(kv::GetRequest {
+        namespace: Some(kv::Namespace {
+            database: "micro".into(),
+            table: "default".into(),
+        }),
+        key: "k".into(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_seeds_auth_and_enforces_it_on_its_services() {
+    let server = Server::start().await;
+    let mode = std::fs::metadata(&server.secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", server.secret_file);
+
+    // micro.auth admin calls: refused without a token, fine with the admin's.
+    let auth = AuthClient::connect(&server.addr).unwrap();
+    let refused = auth.list_accounts().await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let token = server.admin_token().await;
+    let admin = auth.with_token(&token);
+    let accounts = admin.list_accounts().await.unwrap();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0].id, "admin");
+    assert_eq!(accounts[0].scopes, ["admin"]);
+    let rules: Vec<_> = admin
+        .list_rules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "auth-jwks-public",
+            "auth-token-public",
+            "auth-admin",
+            "auth-deny",
+            "default"
+        ]
+    );
+
+    // kv works without a token under the `default` rule…
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut kv = KvClient::new(channel.clone());
+    kv.get(kv_get()).await.unwrap();
+    // … and not once it is deleted; health stays public.
+    admin.delete_rule("default").await.unwrap();
+    let refused = kv.get(kv_get()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("micro.kv"), "{refused:?}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micro_auth_commands_against_a_server() {
+    let server = Server::start().await;
+    let secret = server.admin_secret();
+
+    // token: prints the access token, or the whole response as JSON.
+    let (code, out, err) = server
+        .micro(
+            &["auth", "token", "--id", "admin", "--secret", &secret],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    let token = out.trim().to_owned();
+    assert_eq!(token.matches('.').count(), 2, "a JWT: {token}");
+    let (code, out, err) = server
+        .micro(
+            &[
+                "auth", "token", "--id", "admin", "--secret", &secret, "--output", "json",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    let response: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(response["token_type"], "Bearer");
+    assert_eq!(response["scopes"], serde_json::json!(["admin"]));
+    let (code, _, err) = server
+        .micro(
+            &[
+                "auth",
+                "token",
+                "--id",
+                "admin",
+                "--secret",
+                "not-the-secret-at-all",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+
+    // accounts create: needs the admin token (MICRO_AUTH_TOKEN).
+    let (code, _, err) = server
+        .micro(&["auth", "accounts", "create", "billing"], None)
+        .await;
+    assert_eq!(code, 1, "{err}");
+    let (code, out, err) = server
+        .micro(
+            &["auth", "accounts", "create", "billing", "--scope", "read"],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    let billing_secret = out
+        .trim()
+        .strip_prefix("id=billing secret=")
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    let (code, out, err) = server
+        .micro(
+            &[
+                "auth",
+                "token",
+                "--id",
+                "billing",
+                "--secret",
+                &billing_secret,
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    let (code, _, err) = server
+        .micro(&["auth", "accounts", "create", "bad id"], Some(&token))
+        .await;
+    assert_eq!(code, 2, "{err}");
+
+    // rules list, table and JSON.
+    let (code, out, err) = server.micro(&["auth", "rules", "list"], Some(&token)).await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    assert!(out.lines().any(|l| l.starts_with("default ")), "{out}");
+    let (code, out, err) = server
+        .micro(&["auth", "rules", "list", "--output", "json"], Some(&token))
+        .await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    let rules: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(rules.as_array().unwrap().len(), 5);
+    assert_eq!(rules[4]["id"], "default");
+    assert_eq!(rules[4]["priority"], 0);
+
+    // Every command sends MICRO_AUTH_TOKEN: kv with the default rule gone.
+    let (code, out, err) = server
+        .micro(&["auth", "rules", "delete", "default"], Some(&token))
+        .await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    let (code, _, err) = server.micro(&["kv", "get", "k"], None).await;
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("UNAUTHENTICATED") || err.contains("authentication"),
+        "{err}"
+    );
+    let (code, out, err) = server
+        .micro(
+            &[
+                "auth",
+                "rules",
+                "create",
+                "admins",
+                "--scope",
+                "admin",
+                "--priority",
+                "10",
+            ],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    let (code, out, err) = server.micro(&["kv", "get", "k"], Some(&token)).await;
+    // A missing key is exit 1 with its own message, not a refusal.
+    assert_eq!(code, 1, "stdout: {out} stderr: {err}");
+    assert!(!err.contains("UNAUTHENTICATED"), "{err}");
+    server.stop().await;
+}
