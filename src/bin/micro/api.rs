@@ -3,9 +3,11 @@
 use std::{error::Error, path::PathBuf, sync::Arc, time::Duration};
 
 use micro::{
+    Client,
     api::Gateway,
     auth::{AuthLayer, KeySet, Rule, RuleSet, Verifier},
     broker::{self, SharedBroker},
+    platform::auth::{self as platform_auth, AuthClient, AuthSync},
     registry::{self, SharedRegistry},
 };
 use tokio::{
@@ -34,9 +36,10 @@ schemas read from the services by gRPC reflection:
   POST /oauth/token                    OAuth2 token endpoint of the auth service micro.auth
   GET /.well-known/jwks.json           its public keys
 
-With --auth-jwks (and --auth-rules, --auth-issuer, --auth-audience) every call is decided
-at the gateway first: 401 without a valid bearer token where the rules want one, 403 when
-they forbid the call.
+With --auth service (the keys, rules and revocations of micro.auth, kept current) or
+--auth-jwks (with --auth-rules, --auth-issuer, --auth-audience: from files) every call is
+decided at the gateway first: 401 without a valid bearer token where the rules want one,
+403 when they forbid the call.
 
 Server-streaming methods reply NDJSON, or server-sent events with
 `Accept: text/event-stream`. Errors are JSON {\"code\", \"message\", \"details\"} with the
@@ -87,6 +90,13 @@ pub(crate) struct ApiArgs {
 /// the auth service itself).
 #[derive(Debug, Clone, clap::Args)]
 struct AuthArgs {
+    /// Enforce auth at the gateway: `service` follows the auth service micro.auth found
+    /// in the registry (its keys, rules and revocations, polled every 2 s); `off` leaves it
+    /// to the services. See also --auth-jwks
+    #[arg(long, env = "MICRO_API_AUTH", value_name = "MODE", default_value = "off",
+          value_parser = ["off", "service"], conflicts_with = "auth_jwks")]
+    auth: String,
+
     /// Enforce auth with the public keys of this JWK Set file (`{"keys":[…]}`, as served
     /// at /.well-known/jwks.json); requires --auth-rules, --auth-issuer, --auth-audience
     #[arg(long, env = "MICRO_API_AUTH_JWKS", value_name = "FILE")]
@@ -153,6 +163,7 @@ impl AuthArgs {
         let rules =
             RuleSet::new(list).map_err(|err| format!("--auth-rules {}: {err}", rules.display()))?;
         let verifier = Arc::new(Verifier::new(keys, issuer.clone(), audience.clone()));
+        tracing::info!("auth enforced with the keys of --auth-jwks and the rules of --auth-rules");
         Ok(Some(AuthLayer::new("micro.api", verifier, rules)))
     }
 }
@@ -260,16 +271,38 @@ pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
                 .map_err(|err| format!("--broker {url}: {err}"))?,
         ),
     };
-    let auth = args.auth.layer()?;
-    let gateway = match auth {
-        Some(auth) => {
-            tracing::info!("auth enforced with the keys of --auth-jwks");
-            args.options
-                .builder(registry, broker)
-                .auth(auth)
-                .public_openapi(args.auth.public_openapi)
-                .build()?
+    let sync = match args.auth.auth.as_str() {
+        "service" => {
+            let client = AuthClient::from_client(&Client::new(registry.clone()));
+            let sync = AuthSync::start(client, "micro.api")
+                .await
+                .map_err(|status| {
+                    format!(
+                        "--auth service: cannot read keys and rules from {} in registry {}: {}",
+                        platform_auth::SERVICE_NAME,
+                        args.registry,
+                        status.message()
+                    )
+                })?;
+            tracing::info!(
+                "auth enforced with the keys and rules of {}",
+                platform_auth::SERVICE_NAME
+            );
+            Some(sync)
         }
+        _ => None,
+    };
+    let auth = match &sync {
+        Some(sync) => Some(sync.layer()),
+        None => args.auth.layer()?,
+    };
+    let gateway = match auth {
+        Some(auth) => args
+            .options
+            .builder(registry, broker)
+            .auth(auth)
+            .public_openapi(args.auth.public_openapi)
+            .build()?,
         None => args.options.gateway(registry, broker)?,
     };
     let listener = TcpListener::bind(&args.address)
@@ -288,5 +321,6 @@ pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
             }
         })
         .await?;
+    drop(sync);
     Ok(())
 }
