@@ -33,6 +33,9 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// `grpc-metadata-<key>` ones.
 pub const DEFAULT_HEADERS: [&str; 4] =
     ["authorization", "x-request-id", "traceparent", "tracestate"];
+/// The name the gateway's own endpoints are decided under (`GET /openapi.json` as
+/// `service:micro.api:Gateway.OpenAPI`), and the name to give its [`AuthLayer`].
+pub const GATEWAY_NAME: &str = "micro.api";
 /// How long calls in flight may finish after a shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a served gateway lists the registry to learn new services' REST routes.

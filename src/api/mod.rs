@@ -61,7 +61,7 @@ mod schemas;
 
 pub use gateway::{
     DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HEADERS, DEFAULT_MAX_BODY,
-    DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUT, Gateway, GatewayBuilder, GatewayError,
+    DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUT, GATEWAY_NAME, Gateway, GatewayBuilder, GatewayError,
 };
 
 use prost_reflect::{DescriptorPool, ServiceDescriptor};

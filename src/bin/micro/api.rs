@@ -164,7 +164,11 @@ impl AuthArgs {
             RuleSet::new(list).map_err(|err| format!("--auth-rules {}: {err}", rules.display()))?;
         let verifier = Arc::new(Verifier::new(keys, issuer.clone(), audience.clone()));
         tracing::info!("auth enforced with the keys of --auth-jwks and the rules of --auth-rules");
-        Ok(Some(AuthLayer::new("micro.api", verifier, rules)))
+        Ok(Some(AuthLayer::new(
+            micro::api::GATEWAY_NAME,
+            verifier,
+            rules,
+        )))
     }
 }
 
@@ -274,7 +278,7 @@ pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
     let sync = match args.auth.auth.as_str() {
         "service" => {
             let client = AuthClient::from_client(&Client::new(registry.clone()));
-            let sync = AuthSync::start(client, "micro.api")
+            let sync = AuthSync::start(client, micro::api::GATEWAY_NAME)
                 .await
                 .map_err(|status| {
                     format!(
