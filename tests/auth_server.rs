@@ -286,6 +286,27 @@ async fn micro_auth_commands_against_a_server() {
         .await;
     assert_eq!(code, 2, "{err}");
 
+    // inspect and keys, with the admin token; an unreachable service is exit 3.
+    let (code, out, err) = server
+        .micro(&["auth", "inspect", &token], Some(&token))
+        .await;
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    let inspected: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(inspected["account"]["id"], "admin");
+    let (code, out, err) = server
+        .micro(&["auth", "keys", "jwks", "--output", "json"], None)
+        .await;
+    assert_eq!(code, 0, "jwks is public: stdout: {out} stderr: {err}");
+    let jwks: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(jwks["jwks"]["keys"][0]["kid"], jwks["current_kid"]);
+    let (code, _, err) = server
+        .micro(
+            &["auth", "rules", "list", "--registry", "memory"],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(code, 3, "{err}");
+
     // rules list, table and JSON.
     let (code, out, err) = server.micro(&["auth", "rules", "list"], Some(&token)).await;
     assert_eq!(code, 0, "stdout: {out} stderr: {err}");

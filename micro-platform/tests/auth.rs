@@ -228,6 +228,45 @@ async fn life_cycle(store: SharedStore) {
         .unwrap_err();
     assert_eq!(reused.code(), Code::Unauthenticated);
 
+    // Revoke: a refresh token, and an access token by its id.
+    let spare = auth
+        .token(TokenGrant::RefreshToken(second_refresh.clone()), &[])
+        .await
+        .unwrap();
+    let third_refresh = spare.refresh_token.clone().unwrap();
+    secrets.push(third_refresh.clone());
+    auth.revoke(&third_refresh).await.unwrap();
+    let gone = auth
+        .token(TokenGrant::RefreshToken(third_refresh), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::Unauthenticated);
+    let jti = auth.inspect(&narrow.access_token).await.unwrap().token_id;
+    auth.revoke_id(&jti).await.unwrap();
+    assert_eq!(
+        auth.inspect(&narrow.access_token).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        auth.revoke("not.a-token.at-all").await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let second_refresh = {
+        let again = auth
+            .token(
+                TokenGrant::Password {
+                    id: "ada@example.com".into(),
+                    secret: password.clone(),
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        let token = again.refresh_token.unwrap();
+        secrets.push(token.clone());
+        token
+    };
+
     // Rotation: the old secret stops working at once.
     let rotated = auth.rotate_secret("billing", None).await.unwrap();
     secrets.push(rotated.clone());
@@ -281,10 +320,16 @@ async fn life_cycle(store: SharedStore) {
             .code(),
         Code::NotFound
     );
-    assert!(matches!(
-        auth.list_revocations().await.unwrap().as_slice(),
-        [micro_platform::auth::Revocation::Account { id, .. }] if id == "ada@example.com"
-    ));
+    let revocations = auth.list_revocations().await.unwrap();
+    assert_eq!(revocations.len(), 2, "{revocations:?}");
+    assert!(revocations.iter().any(|r| matches!(
+        r,
+        micro_platform::auth::Revocation::Account { id, .. } if id == "ada@example.com"
+    )));
+    assert!(revocations.iter().any(|r| matches!(
+        r,
+        micro_platform::auth::Revocation::Token { id, .. } if *id == jti
+    )));
     // billing's tokens are unaffected.
     auth.inspect(&tokens.access_token).await.unwrap();
     server.stop().await;
@@ -767,5 +812,65 @@ async fn missing_and_existing_ids_take_the_same_time() {
         difference <= noise,
         "existing {existing_median:?} vs missing {missing_median:?}: {difference:?} > {noise:?}"
     );
+    server.stop().await;
+}
+
+fn forwarded(id: &str, from: &str) -> tonic::Request<pb::TokenRequest> {
+    let mut request = tonic::Request::new(token_request(id, "wrong-secret-wrong-secret"));
+    request.metadata_mut().insert(
+        "x-forwarded-for",
+        format!("198.51.100.1, {from}").parse().unwrap(),
+    );
+    request
+}
+
+/// Behind a trusted proxy (a loopback peer) the source is the last `x-forwarded-for`
+/// entry; from an untrusted peer the header is ignored.
+#[tokio::test]
+async fn the_source_address_follows_trusted_proxies_only() {
+    let limits = BruteForce {
+        per_id: 100,
+        per_address: 3,
+        ..BruteForce::default()
+    };
+    let server = start(
+        Arc::new(micro_core::store::MemoryStore::new()),
+        AuthOptions::new().brute_force(limits),
+    )
+    .await;
+    let mut stub = stub_from(server.running.local_address(), "127.0.0.1").await;
+    for id in ["a", "b", "c"] {
+        let status = stub.token(forwarded(id, "203.0.113.7")).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    // 203.0.113.7 is locked whatever the id; 203.0.113.8 and the proxy itself are not.
+    let locked = stub.token(forwarded("d", "203.0.113.7")).await.unwrap_err();
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+    let other = stub.token(forwarded("d", "203.0.113.8")).await.unwrap_err();
+    assert_eq!(other.code(), Code::Unauthenticated);
+    let direct = stub
+        .token(token_request("d", "wrong-secret-wrong-secret"))
+        .await
+        .unwrap_err();
+    assert_eq!(direct.code(), Code::Unauthenticated);
+    server.stop().await;
+
+    // No trusted proxy: the header is ignored, the peer (127.0.0.1) is the source.
+    let server = start(
+        Arc::new(micro_core::store::MemoryStore::new()),
+        AuthOptions::new().brute_force(limits).trusted_proxies([]),
+    )
+    .await;
+    let mut stub = stub_from(server.running.local_address(), "127.0.0.1").await;
+    for (id, from) in [
+        ("a", "203.0.113.1"),
+        ("b", "203.0.113.2"),
+        ("c", "203.0.113.3"),
+    ] {
+        let status = stub.token(forwarded(id, from)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let locked = stub.token(forwarded("d", "203.0.113.4")).await.unwrap_err();
+    assert_eq!(locked.code(), Code::ResourceExhausted);
     server.stop().await;
 }

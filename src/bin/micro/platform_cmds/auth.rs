@@ -65,8 +65,8 @@ struct TokenArgs {
     /// The service account's id
     #[arg(long, env = ENV_ID)]
     id: String,
-    /// Its secret
-    #[arg(long, env = ENV_SECRET, hide_env_values = true)]
+    /// Its secret (generated secrets are base64url and may start with `-`)
+    #[arg(long, env = ENV_SECRET, hide_env_values = true, allow_hyphen_values = true)]
     secret: String,
     /// Limit the token to these scopes (repeatable; default all the account holds)
     #[arg(long = "scope", value_name = "SCOPE")]
@@ -78,7 +78,8 @@ struct TokenArgs {
 /// A token argument.
 #[derive(Debug, clap::Args)]
 struct TokenArg {
-    /// The token
+    /// The token (refresh tokens are base64url and may start with `-`)
+    #[arg(allow_hyphen_values = true)]
     value: String,
     #[command(flatten)]
     common: AuthCommon,
@@ -466,4 +467,31 @@ fn rule_json(rule: &Rule) -> serde_json::Value {
         "access": access_name(rule.access),
         "priority": rule.priority,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::AuthCommand;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: AuthCommand,
+    }
+
+    #[test]
+    fn secrets_and_tokens_may_start_with_a_hyphen() {
+        let cli = Cli::try_parse_from(["auth", "token", "--id", "a", "--secret", "-Zx_9"]).unwrap();
+        let AuthCommand::Token(args) = cli.command else {
+            panic!("not token: {cli:?}");
+        };
+        assert_eq!(args.secret, "-Zx_9");
+        let cli = Cli::try_parse_from(["auth", "revoke", "-refresh_token"]).unwrap();
+        let AuthCommand::Revoke(args) = cli.command else {
+            panic!("not revoke: {cli:?}");
+        };
+        assert_eq!(args.value, "-refresh_token");
+    }
 }
