@@ -778,8 +778,10 @@ async fn no_spelling_of_a_path_reaches_a_protected_method_without_a_token() {
         public_answers > 0,
         "the fuzz never reached the public method"
     );
+    // Many spellings still name a protected method (and are refused for it), whatever the
+    // seed: the fuzz is not just a test of 404s.
     assert!(
-        statuses.get(&401).copied().unwrap_or(0) > requests / 10,
+        statuses.get(&401).copied().unwrap_or(0) > requests / 20,
         "{statuses:?}"
     );
 }
