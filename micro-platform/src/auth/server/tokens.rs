@@ -330,6 +330,10 @@ impl AuthService {
     }
 
     pub(super) fn remember_revocation(&self, record: &RevocationRecord) {
+        // Entries of expired tokens go as new ones come, so memory follows live tokens.
+        self.inner
+            .revocations
+            .purge((self.inner.options.clock)(), DEFAULT_LEEWAY);
         if record.token_id.is_empty() {
             self.inner.revocations.revoke_account(
                 record.account_id.clone(),
