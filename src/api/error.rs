@@ -25,6 +25,8 @@ pub(crate) struct ApiError {
     pub(crate) details: Vec<Value>,
     /// The `Allow` header of a 405.
     pub(crate) allow: Option<String>,
+    /// The `WWW-Authenticate` header of a 401 or 403 (RFC 6750 §3).
+    pub(crate) challenge: Option<&'static str>,
 }
 
 /// `google.rpc.Status`, as carried by `grpc-status-details-bin`.
@@ -49,6 +51,7 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             allow: None,
+            challenge: None,
         }
     }
 
@@ -110,6 +113,12 @@ impl IntoResponse for ApiError {
             .and_then(|allow| HeaderValue::from_str(&allow).ok())
         {
             headers.insert(header::ALLOW, allow);
+        }
+        if let Some(challenge) = self.challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

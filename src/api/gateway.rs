@@ -1,6 +1,6 @@
 //! [`Gateway`] and its builder, and serving it over HTTP/1.1 and h2c.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue, Method};
 use hyper_util::{
@@ -10,13 +10,14 @@ use hyper_util::{
 };
 use micro_core::{
     Client,
+    auth::AuthLayer,
     broker::SharedBroker,
     registry::{self, SharedRegistry},
 };
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use super::{handler, schemas::Schemas};
+use super::{handler, oauth::OAuth, schemas::Schemas};
 
 /// The call timeout used when a request sets none, and the most one may set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,6 +33,9 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// `grpc-metadata-<key>` ones.
 pub const DEFAULT_HEADERS: [&str; 4] =
     ["authorization", "x-request-id", "traceparent", "tracestate"];
+/// The name the gateway's own endpoints are decided under (`GET /openapi.json` as
+/// `service:micro.api:Gateway.OpenAPI`), and the name to give its [`AuthLayer`].
+pub const GATEWAY_NAME: &str = "micro.api";
 /// How long calls in flight may finish after a shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a served gateway lists the registry to learn new services' REST routes.
@@ -76,7 +80,15 @@ pub(crate) struct Inner {
     pub(crate) schemas: Schemas,
     pub(crate) broker: Option<SharedBroker>,
     pub(crate) config: Config,
+    /// Decides every call when set.
+    pub(crate) auth: Option<AuthLayer>,
+    /// The OAuth2 token endpoint and the JWKS, through the auth service.
+    pub(crate) oauth: OAuth,
 }
+
+/// The TCP peer of a request's connection, put in its extensions by [`Gateway::serve`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// The gateway's settings.
 #[derive(Debug, Clone)]
@@ -89,6 +101,7 @@ pub(crate) struct Config {
     pub(crate) headers: Vec<HeaderName>,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) title: String,
+    pub(crate) public_openapi: bool,
 }
 
 /// Configures a [`Gateway`]. Made by [`Gateway::builder`].
@@ -106,6 +119,8 @@ pub struct GatewayBuilder {
     headers: Vec<String>,
     cors_origins: Vec<String>,
     title: String,
+    auth: Option<AuthLayer>,
+    public_openapi: bool,
 }
 
 // === impl Gateway ===
@@ -186,7 +201,15 @@ impl Gateway {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(router.clone());
+            // Calls tell services who is asking: `x-forwarded-for` is this peer's address.
+            let service = tower::ServiceExt::map_request(
+                router.clone(),
+                move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(Peer(peer));
+                    request
+                },
+            );
+            let service = TowerToHyperService::new(service);
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
@@ -266,6 +289,8 @@ impl Default for GatewayBuilder {
                 .collect(),
             cors_origins: Vec::new(),
             title: "micro API".to_owned(),
+            auth: None,
+            public_openapi: true,
         }
     }
 }
@@ -358,6 +383,30 @@ impl GatewayBuilder {
         self
     }
 
+    /// Enforces `auth` on every request that would call a service (all RPC forms, REST
+    /// routes, streaming, `POST /event/{topic}`): the request is decided with
+    /// [`AuthLayer::check_as`] for the registered name of the service and the gRPC path of
+    /// the method its route names, before its body is read and before anything reaches the
+    /// service. No token or a refused one answers 401 with `WWW-Authenticate: Bearer`, a
+    /// rule's refusal 403, both with the JSON error body. `POST /event/{topic}` is decided
+    /// as the endpoint `Event.Publish` of `micro.event`.
+    ///
+    /// Unauthenticated paths: `POST /oauth/token`, `GET /.well-known/jwks.json`, CORS
+    /// preflights, and `GET /openapi.json` unless [`public_openapi(false)`](Self::public_openapi).
+    /// Default is no auth: the services enforce their own rules, if any.
+    pub fn auth(mut self, auth: AuthLayer) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Whether `GET /openapi.json` is served to anyone when [`auth`](Self::auth) is on;
+    /// when not, it is decided as the endpoint `Gateway.OpenAPI` of `micro.api`. Default
+    /// is `true`.
+    pub fn public_openapi(mut self, public: bool) -> Self {
+        self.public_openapi = public;
+        self
+    }
+
     /// Builds the gateway.
     ///
     /// # Errors
@@ -399,12 +448,15 @@ impl GatewayBuilder {
             headers,
             cors_origins: self.cors_origins,
             title: self.title,
+            public_openapi: self.public_openapi,
         };
         Ok(Gateway {
             inner: Arc::new(Inner {
+                oauth: OAuth::new(&client, self.timeout),
                 schemas: Schemas::new(client, self.timeout),
                 broker: self.broker,
                 config,
+                auth: self.auth,
             }),
         })
     }

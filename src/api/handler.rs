@@ -18,9 +18,10 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
 use tonic::{Code, Status, codec::Streaming, metadata::MetadataMap};
 
 use super::{
+    auth,
     error::ApiError,
-    gateway::Inner,
-    metadata, openapi,
+    gateway::{Inner, Peer},
+    metadata, oauth, openapi,
     rest::{RestMatch, Route},
     schemas::{Entry, Method},
 };
@@ -65,6 +66,13 @@ pub(crate) async fn handle(
 
 async fn route(inner: &Inner, parts: Parts, body: Body) -> Result<Response, ApiError> {
     let path = parts.uri.path();
+    // The gateway's own unauthenticated endpoints, by exact path.
+    if path == oauth::TOKEN_PATH {
+        return Ok(oauth::token(inner, &parts, body).await);
+    }
+    if path == oauth::JWKS_PATH {
+        return oauth::jwks(inner, &parts).await;
+    }
     let rest = inner.schemas.rest();
     for entry in rest.iter() {
         if let Some(matched) = entry.schema.rest.find(&parts.method, path) {
@@ -96,6 +104,14 @@ async fn route(inner: &Inner, parts: Parts, body: Body) -> Result<Response, ApiE
                 format!("{OPENAPI_PATH} takes GET"),
             ));
         }
+        if !inner.config.public_openapi {
+            auth::authorize(
+                inner.auth.as_ref(),
+                auth::GATEWAY_SERVICE,
+                auth::OPENAPI_PATH,
+                &parts.headers,
+            )?;
+        }
         return Ok(openapi_document(inner).await);
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -120,21 +136,18 @@ async fn route(inner: &Inner, parts: Parts, body: Body) -> Result<Response, ApiE
     }
     let entry = inner.schemas.get(service).await?;
     let method = entry.method(grpc_service, method)?;
+    auth::authorize(
+        inner.auth.as_ref(),
+        &entry.schema.name,
+        method.path.path(),
+        &parts.headers,
+    )?;
     let format = negotiate(&parts.headers, method.descriptor.is_server_streaming())?;
     let body = read_body(inner, &parts.headers, body).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("the request body is not UTF-8"))?;
     let requests = parse_body(&method.descriptor, text)?;
-    call(
-        inner,
-        &entry,
-        &method,
-        &parts.headers,
-        requests,
-        format,
-        Shape::Rpc,
-    )
-    .await
+    call(inner, &entry, &method, &parts, requests, format, Shape::Rpc).await
 }
 
 /// The request messages of `text`. The common case, one object, is read straight into the
@@ -169,22 +182,19 @@ async fn rest_call(
             descriptor.name(),
         )
         .map_err(|_| ApiError::new(Code::Internal, "REST route of an unknown method"))?;
+    auth::authorize(
+        inner.auth.as_ref(),
+        &entry.schema.name,
+        method.path.path(),
+        &parts.headers,
+    )?;
     let format = negotiate(&parts.headers, descriptor.is_server_streaming())?;
     let body = read_body(inner, &parts.headers, body).await?;
     let request = matched
         .request(parts.uri.query(), &body)
         .map_err(ApiError::invalid)?;
     let shape = Shape::Rest(matched.route.clone());
-    call(
-        inner,
-        entry,
-        &method,
-        &parts.headers,
-        vec![request],
-        format,
-        shape,
-    )
-    .await
+    call(inner, entry, &method, parts, vec![request], format, shape).await
 }
 
 /// Calls `method` with `requests` and writes the reply in `format`.
@@ -192,13 +202,19 @@ async fn call(
     inner: &Inner,
     entry: &Entry,
     method: &Method,
-    headers: &HeaderMap,
+    parts: &Parts,
     requests: Vec<DynamicMessage>,
     format: Format,
     shape: Shape,
 ) -> Result<Response, ApiError> {
+    let headers = &parts.headers;
     let timeout = metadata::timeout(headers, inner.config.timeout)?;
-    let request_metadata = metadata::request_metadata(headers, &inner.config.headers)?;
+    let mut request_metadata = metadata::request_metadata(headers, &inner.config.headers)?;
+    if inner.auth.is_some() {
+        let forwarded = inner.config.headers.contains(&header::AUTHORIZATION);
+        auth::pin_authorization(&mut request_metadata, headers, forwarded);
+    }
+    metadata::forwarded_for(&mut request_metadata, parts.extensions.get::<Peer>());
     let descriptor: &MethodDescriptor = &method.descriptor;
     let codec = DynamicCodec::new(descriptor.output());
     let mut grpc = tonic::client::Grpc::new(entry.channel.clone());
@@ -478,6 +494,12 @@ async fn publish(
             format!("events are published with POST, not {}", parts.method),
         ));
     }
+    auth::authorize(
+        inner.auth.as_ref(),
+        auth::EVENT_SERVICE,
+        auth::EVENT_PATH,
+        &parts.headers,
+    )?;
     broker::validate_topic(topic).map_err(|err| ApiError::invalid(err.to_string()))?;
     let Some(events) = &inner.broker else {
         return Err(ApiError::new(

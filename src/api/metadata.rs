@@ -9,7 +9,10 @@ use tonic::metadata::{
     MetadataMap,
 };
 
-use super::error::ApiError;
+use super::{error::ApiError, gateway::Peer};
+
+/// The metadata telling a service the client's IP address.
+pub(crate) const FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The prefix of headers that carry metadata both ways: `grpc-metadata-<key>`.
 pub(crate) const METADATA_PREFIX: &str = "grpc-metadata-";
@@ -66,6 +69,19 @@ pub(crate) fn request_metadata(
         }
     }
     Ok(metadata)
+}
+
+/// Sets `x-forwarded-for` to the IP address of the TCP `peer`, replacing whatever the
+/// client sent (as a header or `grpc-metadata-x-forwarded-for`): services that trust it from
+/// the gateway, as the auth service's rate limits do, must not be told a made-up address.
+/// Without a known peer (a router served by someone else) there is none.
+pub(crate) fn forwarded_for(metadata: &mut MetadataMap, peer: Option<&Peer>) {
+    metadata.remove(FORWARDED_FOR);
+    if let Some(Peer(peer)) = peer
+        && let Ok(value) = AsciiMetadataValue::try_from(peer.ip().to_canonical().to_string())
+    {
+        metadata.insert(FORWARDED_FOR, value);
+    }
 }
 
 /// The reply's metadata as `grpc-metadata-<key>` headers, added to `headers`. Reserved

@@ -12,6 +12,13 @@
 //! | REST routes | from `google.api.http` annotations, tried first |
 //! | `GET /openapi.json` | the OpenAPI 3 document of every service's methods |
 //! | `POST /event/{topic}` | publishes the JSON body on the broker (202) |
+//! | `POST /oauth/token` | the OAuth2 token endpoint (RFC 6749) of the auth service `micro.auth` |
+//! | `GET /.well-known/jwks.json` | the auth service's public keys (JWK Set) |
+//!
+//! With [`GatewayBuilder::auth`] every request that would call a service is decided by an
+//! [`AuthLayer`](crate::auth::AuthLayer) first (401 / 403 with a JSON body and
+//! `WWW-Authenticate: Bearer`), before its body is read; only the two OAuth2 paths, CORS
+//! preflights and (unless turned off) `/openapi.json` are open.
 //!
 //! Bodies are protobuf's canonical JSON mapping; a client-streaming method takes a JSON
 //! array. Server-streaming replies are NDJSON, or server-sent events with
@@ -39,10 +46,12 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod error;
 mod gateway;
 mod handler;
 mod metadata;
+mod oauth;
 // Being filled in (REST routes and the OpenAPI document); parts are not used yet.
 #[allow(dead_code)]
 pub(crate) mod openapi;
@@ -52,7 +61,7 @@ mod schemas;
 
 pub use gateway::{
     DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HEADERS, DEFAULT_MAX_BODY,
-    DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUT, Gateway, GatewayBuilder, GatewayError,
+    DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUT, GATEWAY_NAME, Gateway, GatewayBuilder, GatewayError,
 };
 
 use prost_reflect::{DescriptorPool, ServiceDescriptor};

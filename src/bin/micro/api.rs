@@ -1,10 +1,13 @@
 //! `micro api`: the HTTP API gateway (`micro::api`) on its own.
 
-use std::{error::Error, time::Duration};
+use std::{error::Error, path::PathBuf, sync::Arc, time::Duration};
 
 use micro::{
+    Client,
     api::Gateway,
+    auth::{AuthLayer, KeySet, Rule, RuleSet, Verifier},
     broker::{self, SharedBroker},
+    platform::auth::{self as platform_auth, AuthClient, AuthSync},
     registry::{self, SharedRegistry},
 };
 use tokio::{
@@ -30,6 +33,13 @@ schemas read from the services by gRPC reflection:
   REST routes                          from google.api.http annotations, tried first
   GET /openapi.json                    the OpenAPI 3 document of all of it
   POST /event/{topic}                  publishes the JSON body on the broker (202)
+  POST /oauth/token                    OAuth2 token endpoint of the auth service micro.auth
+  GET /.well-known/jwks.json           its public keys
+
+With --auth service (the keys, rules and revocations of micro.auth, kept current) or
+--auth-jwks (with --auth-rules, --auth-issuer, --auth-audience: from files) every call is
+decided at the gateway first: 401 without a valid bearer token where the rules want one,
+403 when they forbid the call.
 
 Server-streaming methods reply NDJSON, or server-sent events with
 `Accept: text/event-stream`. Errors are JSON {\"code\", \"message\", \"details\"} with the
@@ -71,6 +81,95 @@ pub(crate) struct ApiArgs {
 
     #[command(flatten)]
     options: GatewayArgs,
+
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// Enforcement at the gateway, with keys and rules from files (until the gateway follows
+/// the auth service itself).
+#[derive(Debug, Clone, clap::Args)]
+struct AuthArgs {
+    /// Enforce auth at the gateway: `service` follows the auth service micro.auth found
+    /// in the registry (its keys, rules and revocations, polled every 2 s); `off` leaves it
+    /// to the services. See also --auth-jwks
+    #[arg(long, env = "MICRO_API_AUTH", value_name = "MODE", default_value = "off",
+          value_parser = ["off", "service"], conflicts_with = "auth_jwks")]
+    auth: String,
+
+    /// Enforce auth with the public keys of this JWK Set file (`{"keys":[…]}`, as served
+    /// at /.well-known/jwks.json); requires --auth-rules, --auth-issuer, --auth-audience
+    #[arg(long, env = "MICRO_API_AUTH_JWKS", value_name = "FILE")]
+    auth_jwks: Option<PathBuf>,
+
+    /// The access rules: a JSON array of {id, scope, resource: {kind, name, endpoint},
+    /// access: grant|deny, priority}
+    #[arg(
+        long,
+        env = "MICRO_API_AUTH_RULES",
+        value_name = "FILE",
+        requires = "auth_jwks"
+    )]
+    auth_rules: Option<PathBuf>,
+
+    /// The issuer (`iss`) tokens must name
+    #[arg(
+        long,
+        env = "MICRO_API_AUTH_ISSUER",
+        value_name = "URL",
+        requires = "auth_jwks"
+    )]
+    auth_issuer: Option<String>,
+
+    /// The audience (`aud`) tokens must name
+    #[arg(
+        long,
+        env = "MICRO_API_AUTH_AUDIENCE",
+        value_name = "NAME",
+        requires = "auth_jwks"
+    )]
+    auth_audience: Option<String>,
+
+    /// Whether GET /openapi.json is served without a token when auth is on
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    public_openapi: bool,
+}
+
+impl AuthArgs {
+    /// The auth layer these flags describe, if any.
+    fn layer(&self) -> Result<Option<AuthLayer>, BoxError> {
+        let Some(jwks) = &self.auth_jwks else {
+            return Ok(None);
+        };
+        let (Some(rules), Some(issuer), Some(audience)) =
+            (&self.auth_rules, &self.auth_issuer, &self.auth_audience)
+        else {
+            return Err(
+                "--auth-jwks needs --auth-rules, --auth-issuer and --auth-audience too".into(),
+            );
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))
+        };
+        let keys = KeySet::from_json(&read(jwks)?)
+            .map_err(|err| format!("--auth-jwks {}: {err}", jwks.display()))?;
+        let list: Vec<Rule> = serde_json::from_str(&read(rules)?).map_err(|err| {
+            format!(
+                "--auth-rules {}: not a JSON array of rules: {err}",
+                rules.display()
+            )
+        })?;
+        let rules =
+            RuleSet::new(list).map_err(|err| format!("--auth-rules {}: {err}", rules.display()))?;
+        let verifier = Arc::new(Verifier::new(keys, issuer.clone(), audience.clone()));
+        tracing::info!("auth enforced with the keys of --auth-jwks and the rules of --auth-rules");
+        Ok(Some(AuthLayer::new(
+            micro::api::GATEWAY_NAME,
+            verifier,
+            rules,
+        )))
+    }
 }
 
 /// The gateway's settings, shared by `micro api` and `micro server`.
@@ -113,6 +212,15 @@ impl GatewayArgs {
         registry: SharedRegistry,
         broker: Option<SharedBroker>,
     ) -> Result<Gateway, BoxError> {
+        Ok(self.builder(registry, broker).build()?)
+    }
+
+    /// The builder of [`gateway`](Self::gateway), to add more settings.
+    fn builder(
+        &self,
+        registry: SharedRegistry,
+        broker: Option<SharedBroker>,
+    ) -> micro::api::GatewayBuilder {
         let mut builder = Gateway::builder()
             .registry(registry)
             .timeout(self.timeout)
@@ -129,7 +237,7 @@ impl GatewayArgs {
         if let Some(broker) = broker {
             builder = builder.broker(broker);
         }
-        Ok(builder.build()?)
+        builder
     }
 }
 
@@ -167,7 +275,40 @@ pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
                 .map_err(|err| format!("--broker {url}: {err}"))?,
         ),
     };
-    let gateway = args.options.gateway(registry, broker)?;
+    let sync = match args.auth.auth.as_str() {
+        "service" => {
+            let client = AuthClient::from_client(&Client::new(registry.clone()));
+            let sync = AuthSync::start(client, micro::api::GATEWAY_NAME)
+                .await
+                .map_err(|status| {
+                    format!(
+                        "--auth service: cannot read keys and rules from {} in registry {}: {}",
+                        platform_auth::SERVICE_NAME,
+                        args.registry,
+                        status.message()
+                    )
+                })?;
+            tracing::info!(
+                "auth enforced with the keys and rules of {}",
+                platform_auth::SERVICE_NAME
+            );
+            Some(sync)
+        }
+        _ => None,
+    };
+    let auth = match &sync {
+        Some(sync) => Some(sync.layer()),
+        None => args.auth.layer()?,
+    };
+    let gateway = match auth {
+        Some(auth) => args
+            .options
+            .builder(registry, broker)
+            .auth(auth)
+            .public_openapi(args.auth.public_openapi)
+            .build()?,
+        None => args.options.gateway(registry, broker)?,
+    };
     let listener = TcpListener::bind(&args.address)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.address))?;
@@ -184,5 +325,6 @@ pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
             }
         })
         .await?;
+    drop(sync);
     Ok(())
 }

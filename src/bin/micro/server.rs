@@ -246,7 +246,8 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
 
     // The gateway, on the server's own registry and broker: bound before the ready line,
     // so a busy port fails the start.
-    let api = match start_api(&args.api_address, registry.clone(), broker).await {
+    let gateway_auth = auth.layer(micro::api::GATEWAY_NAME);
+    let api = match start_api(&args.api_address, registry.clone(), broker, gateway_auth).await {
         Ok(api) => api,
         Err(err) => {
             aliases.stop().await;
@@ -447,19 +448,23 @@ impl Api {
     }
 }
 
-/// Starts the gateway on `address`, unless it is `off`.
+/// Starts the gateway on `address`, unless it is `off`, enforcing `auth`.
 async fn start_api(
     address: &str,
     registry: SharedRegistry,
     broker: SharedBroker,
+    auth: micro_core::auth::AuthLayer,
 ) -> Result<Option<Api>, BoxError> {
     let address = address.trim();
     if address.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
+    // The rules of the server's auth service, decided at the gateway too (with the
+    // seeded rules everything but micro.auth's management stays open).
     let gateway = micro::api::Gateway::builder()
         .registry(registry)
         .broker(broker)
+        .auth(auth)
         .build()?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
