@@ -281,7 +281,10 @@ impl Shared {
         deadline: Instant,
     ) -> Attempt {
         let core = &self.client;
-        let mut sender = match node.sender(core.connector.as_ref()).await {
+        let mut sender = match node
+            .sender(core.connector.as_ref(), core.tls.as_ref())
+            .await
+        {
             Ok(sender) => sender,
             Err(err) => {
                 let now = Instant::now();
