@@ -9,7 +9,8 @@ use tokio_rustls::TlsConnector;
 
 use super::{
     CA_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RELOAD_INTERVAL,
-    Lookup, ProcessEnv, SERVER_NAME_ENV, TlsError, env_reload_interval, env_string, pem,
+    Lookup, ProcessEnv, SERVER_NAME_ENV, TlsError, env_reload_interval, env_string,
+    pem::{self, PemFile},
     reload::Reloading,
 };
 use crate::client::BoxIo;
@@ -244,10 +245,14 @@ impl ClientTlsBuilder {
         let (cas, identity) = (self.cas, self.identity);
         let build = move |contents: &[Vec<u8>]| {
             let (ca_pems, identity_pems) = contents.split_at(cas.len());
-            client_config(
-                cas.iter().zip(ca_pems),
-                identity.as_ref().zip(identity_pems.get(0..2)),
-            )
+            let identity = match (&identity, identity_pems) {
+                (Some((cert, key)), [cert_pem, key_pem]) => Some((
+                    (cert.as_path(), cert_pem.as_slice()),
+                    (key.as_path(), key_pem.as_slice()),
+                )),
+                _ => None,
+            };
+            client_config(cas.iter().zip(ca_pems), identity)
         };
         let config = Reloading::load(
             "client",
@@ -265,7 +270,7 @@ impl ClientTlsBuilder {
 
 fn client_config<'a>(
     cas: impl Iterator<Item = (&'a PathBuf, &'a Vec<u8>)>,
-    identity: Option<(&(PathBuf, PathBuf), &[Vec<u8>])>,
+    identity: Option<(PemFile<'_>, PemFile<'_>)>,
 ) -> Result<ClientConfig, TlsError> {
     let provider = super::provider();
     let mut roots = RootCertStore::empty();
@@ -277,13 +282,13 @@ fn client_config<'a>(
         .map_err(TlsError::Config)?
         .with_root_certificates(roots);
     let mut config = match identity {
-        Some(((cert, key), [cert_pem, key_pem])) => {
-            let (chain, key) = pem::certified_key(&provider, (cert, cert_pem), (key, key_pem))?;
+        Some((cert, key)) => {
+            let (chain, key) = pem::certified_key(&provider, cert, key)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(TlsError::Config)?
         }
-        _ => builder.with_no_client_auth(),
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)

@@ -10,6 +10,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::TlsError;
 
+/// A file's path and contents.
+pub(super) type PemFile<'a> = (&'a Path, &'a [u8]);
+
 pub(super) const CERTIFICATE: &str = "certificate";
 pub(super) const PRIVATE_KEY: &str = "private key";
 pub(super) const CA_CERTIFICATE: &str = "CA certificate";
@@ -58,8 +61,8 @@ pub(super) fn private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'stat
 /// together.
 pub(super) fn certified_key(
     provider: &CryptoProvider,
-    (cert_path, cert_pem): (&Path, &[u8]),
-    (key_path, key_pem): (&Path, &[u8]),
+    (cert_path, cert_pem): PemFile<'_>,
+    (key_path, key_pem): PemFile<'_>,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let chain = certificates(CERTIFICATE, cert_path, cert_pem)?;
     let key = private_key(key_path, key_pem)?;
