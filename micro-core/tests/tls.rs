@@ -112,9 +112,16 @@ async fn mutual_tls_matrix() {
         let client = tls_client(&registry, tls);
         let status = check(&client, SERVICE).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{case}: {status:?}");
-        assert!(status.message().contains(node.address()), "{case}: {status:?}");
+        assert!(
+            status.message().contains(node.address()),
+            "{case}: {status:?}"
+        );
         assert!(status.message().contains(case), "{case}: {status:?}");
-        assert_eq!(node.requests(), requests, "{case}: a request reached the server");
+        assert_eq!(
+            node.requests(),
+            requests,
+            "{case}: a request reached the server"
+        );
     }
 
     // The valid client still gets through on a fresh connection.
@@ -227,8 +234,16 @@ async fn registry_routes_tls_and_plaintext_nodes() {
     let only_tls = CallOptions::new().filter(NodeFilter::label("transport", "tls"));
     let status = check_with(&client, SERVICE, only_tls).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    for expected in [secure.id(), "requires TLS", "ClientBuilder::tls", "MICRO_TLS_CA"] {
-        assert!(status.message().contains(expected), "{expected}: {status:?}");
+    for expected in [
+        secure.id(),
+        "requires TLS",
+        "ClientBuilder::tls",
+        "MICRO_TLS_CA",
+    ] {
+        assert!(
+            status.message().contains(expected),
+            "{expected}: {status:?}"
+        );
     }
     // ...and calls that may go anywhere are served by the plaintext node.
     let secure_requests = secure.requests();
@@ -317,7 +332,10 @@ async fn a_bad_file_keeps_the_certificate_in_use() {
     // A half-written certificate: refused, the old one stays.
     std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
     let err = tls.reload().unwrap_err();
-    assert!(err.to_string().contains(&cert.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&cert.display().to_string()),
+        "{err}"
+    );
     // A new certificate whose key is not there yet: refused too.
     let second = ca.leaf(&["localhost", "127.0.0.1"], Usage::Server, 2);
     std::fs::write(&cert, &second.cert_pem).unwrap();
@@ -348,7 +366,9 @@ async fn a_silent_client_does_not_hold_up_others() {
     let node = start(SERVICE, &registry, Some(tls)).await;
 
     // Connected, never says a word.
-    let mut silent = tokio::net::TcpStream::connect(node.address()).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(node.address())
+        .await
+        .unwrap();
     let client = tls_client(&registry, ClientTls::builder().ca(&ca_file));
     for _ in 0..3 {
         check(&client, SERVICE).await.unwrap();

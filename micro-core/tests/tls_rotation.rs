@@ -124,7 +124,11 @@ async fn certificates_rotated_on_disk_under_load_fail_no_call() {
             Err(status) => failed.push(status),
         }
     }
-    assert!(failed.is_empty(), "{} of {sent} calls failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} calls failed: {failed:?}",
+        failed.len()
+    );
     assert_eq!(succeeded, sent);
     assert_eq!(node.calls(), sent, "every call reached the server once");
     assert_eq!(tls.generation(), 1);

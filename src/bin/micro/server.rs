@@ -22,7 +22,7 @@ use micro_platform::{
 };
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::aliases::Aliases;
+use crate::{aliases::Aliases, dev_tls::DevTls};
 
 type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
@@ -123,6 +123,12 @@ pub(crate) struct ServerArgs {
         default_value = crate::api::DEFAULT_ADDRESS
     )]
     api_address: String,
+
+    /// Development only, never in production: serve TLS with a development CA and node
+    /// certificate (localhost, 127.0.0.1, ::1) made under <data-dir>/tls on first start
+    /// and reused afterwards; clients trust <data-dir>/tls/ca.crt (MICRO_TLS_CA)
+    #[arg(long)]
+    dev_tls: bool,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -151,6 +157,10 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|err| format!("cannot create data directory {}: {err}", data_dir.display()))?;
 
+    let dev_tls = args
+        .dev_tls
+        .then(|| DevTls::ensure(&data_dir))
+        .transpose()?;
     let registry: SharedRegistry = registry::from_url(&args.registry)?;
     // An empty MICRO_STORE counts as unset.
     let (store, store_note) = match args.store.as_deref().filter(|url| !url.trim().is_empty()) {
@@ -168,7 +178,7 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     let config_service = ConfigService::new(store.clone());
     let sync_service = SyncService::new(sync);
     let event_service = EventService::new(broker.clone());
-    let running = Service::builder(SERVER_NAME)
+    let mut builder = Service::builder(SERVER_NAME)
         .version(env!("CARGO_PKG_VERSION"))
         .address(args.address)
         .registry(registry.clone())
@@ -176,10 +186,11 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         .add_service(KvService::new(store).into_server())
         .add_service(config_service.clone().into_server())
         .add_service(sync_service.clone().into_server())
-        .add_service(event_service.clone().into_server())
-        .build()?
-        .start()
-        .await?;
+        .add_service(event_service.clone().into_server());
+    if let Some(dev_tls) = &dev_tls {
+        builder = builder.tls(dev_tls.server()?);
+    }
+    let running = builder.build()?.start().await?;
     // Installed before the ready line: a SIGTERM after it always deregisters the names.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -218,7 +229,8 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
 
     // The gateway, on the server's own registry and broker: bound before the ready line,
     // so a busy port fails the start.
-    let api = match start_api(&args.api_address, registry.clone(), broker).await {
+    let api_tls = dev_tls.as_ref().map(DevTls::client).transpose()?;
+    let api = match start_api(&args.api_address, registry.clone(), broker, api_tls).await {
         Ok(api) => api,
         Err(err) => {
             aliases.stop().await;
@@ -258,6 +270,16 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     println!("service name=grpc.reflection.v1.ServerReflection addr={address}");
     if let Some(api) = &api {
         println!("api addr={}", api.address);
+    }
+    if let Some(dev_tls) = &dev_tls {
+        tracing::warn!("--dev-tls: development certificates, never for production");
+        println!(
+            "tls ca={} cert={} key={} created={}",
+            dev_tls.ca.display(),
+            dev_tls.cert.display(),
+            dev_tls.key.display(),
+            dev_tls.created
+        );
     }
     println!("ready addr={address} node={}", running.node_id());
 
@@ -310,15 +332,25 @@ async fn start_api(
     address: &str,
     registry: SharedRegistry,
     broker: SharedBroker,
+    tls: Option<micro_core::tls::ClientTls>,
 ) -> Result<Option<Api>, BoxError> {
     let address = address.trim();
     if address.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    let gateway = micro::api::Gateway::builder()
-        .registry(registry)
-        .broker(broker)
-        .build()?;
+    let mut gateway = micro::api::Gateway::builder().broker(broker);
+    // Under --dev-tls the gateway dials the server's own services with TLS.
+    gateway = match tls {
+        Some(tls) => gateway.client(
+            micro_core::Client::builder()
+                .registry(registry)
+                .timeout(micro::api::DEFAULT_TIMEOUT)
+                .tls(tls)
+                .build()?,
+        ),
+        None => gateway.registry(registry),
+    };
+    let gateway = gateway.build()?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|err| format!("--api-address {address}: cannot listen: {err}"))?;
