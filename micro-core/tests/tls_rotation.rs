@@ -96,7 +96,7 @@ async fn certificates_rotated_on_disk_under_load_fail_no_call() {
             }
             *after += 1;
         }
-        if sent % CALLS_PER_CLIENT == 0 {
+        if sent.is_multiple_of(CALLS_PER_CLIENT) {
             client = new_client();
         }
         let caller = if sent % 10 == 3 {
