@@ -380,3 +380,53 @@ async fn a_silent_client_does_not_hold_up_others() {
         .expect("the silent connection was never closed");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+#[tokio::test]
+async fn the_client_identity_reloads_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let other_ca = Ca::new("another CA");
+    let server_ca_file = server_ca.write(dir.path(), "server-ca.crt");
+    let client_ca_file = client_ca.write(dir.path(), "client-ca.crt");
+    let (cert, key) = server_ca
+        .leaf(&["localhost", "127.0.0.1"], Usage::Server, 1)
+        .write(dir.path(), "server");
+    let server_tls = ServerTls::builder(&cert, &key)
+        .client_ca(&client_ca_file, ClientAuth::Required)
+        .build()
+        .unwrap();
+    let registry = memory_registry();
+    let node = start(SERVICE, &registry, Some(server_tls)).await;
+
+    // The client starts with a certificate the server does not accept...
+    let (client_cert, client_key) = other_ca
+        .leaf(&["client.test"], Usage::Client, 10)
+        .write(dir.path(), "client");
+    let client_tls = ClientTls::builder()
+        .ca(&server_ca_file)
+        .identity(&client_cert, &client_key)
+        .reload_interval(Duration::ZERO)
+        .build()
+        .unwrap();
+    let client = |tls: &ClientTls| {
+        Client::builder()
+            .registry(registry.clone())
+            .tls(tls.clone())
+            .build()
+            .unwrap()
+    };
+    let status = check(&client(&client_tls), SERVICE).await.unwrap_err();
+    assert!(status.message().contains("UnknownCA"), "{status:?}");
+
+    // ...and is given a good one on disk: connections after the reload present it.
+    client_ca
+        .leaf(&["client.test"], Usage::Client, 11)
+        .replace(&client_cert, &client_key);
+    client_tls.reload().unwrap();
+    assert_eq!(client_tls.generation(), 1);
+    assert_eq!(
+        check(&client(&client_tls), SERVICE).await.unwrap(),
+        node.id()
+    );
+}
