@@ -229,7 +229,12 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
 
     // The gateway, on the server's own registry and broker: bound before the ready line,
     // so a busy port fails the start.
-    let api_tls = dev_tls.as_ref().map(DevTls::client).transpose()?;
+    // The gateway dials the server's own services: with the development CA, else with
+    // MICRO_TLS_CA & co. as the server's own client does.
+    let api_tls = match &dev_tls {
+        Some(dev_tls) => Some(dev_tls.client()?),
+        None => micro_core::tls::ClientTls::from_env()?,
+    };
     let api = match start_api(&args.api_address, registry.clone(), broker, api_tls).await {
         Ok(api) => api,
         Err(err) => {
@@ -339,7 +344,6 @@ async fn start_api(
         return Ok(None);
     }
     let mut gateway = micro::api::Gateway::builder().broker(broker);
-    // Under --dev-tls the gateway dials the server's own services with TLS.
     gateway = match tls {
         Some(tls) => gateway.client(
             micro_core::Client::builder()

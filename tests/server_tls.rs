@@ -1,6 +1,8 @@
-//! `micro server --dev-tls` as a real process: the development CA and node certificate are
-//! made on first start (keys mode 0600) and reused on the next; the health check over TLS
-//! with the generated CA succeeds, a plaintext one fails.
+//! `micro server` with TLS as a real process:
+//! - `--dev-tls`: the development CA and node certificate are made on first start (keys
+//!   mode 0600) and reused on the next; the health check over TLS with the generated CA
+//!   succeeds, a plaintext one fails;
+//! - `MICRO_TLS_*`: mutual TLS configured by the environment alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -28,10 +30,18 @@ struct Started {
 }
 
 async fn start(data_dir: &Path, registry: &RegistryDir) -> Started {
+    start_with(data_dir, registry, &["--dev-tls"], &[]).await
+}
+
+async fn start_with(
+    data_dir: &Path,
+    registry: &RegistryDir,
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> Started {
     let data_dir = data_dir.display().to_string();
-    let args = [
+    let mut args = vec![
         "server",
-        "--dev-tls",
         "--address",
         "127.0.0.1:0",
         "--api-address",
@@ -41,18 +51,20 @@ async fn start(data_dir: &Path, registry: &RegistryDir) -> Started {
         "--registry",
         &registry.url,
     ];
-    let mut server = Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_micro")),
-        &args,
-        &[
-            ("MICRO_STORE", ""),
-            ("MICRO_SYNC", ""),
-            ("MICRO_BROKER", ""),
-            ("MICRO_SERVER_ADDRESS", ""),
-            ("MICRO_TLS_CERT", ""),
-            ("MICRO_TLS_KEY", ""),
-        ],
-    );
+    args.extend_from_slice(flags);
+    let mut vars = vec![
+        ("MICRO_STORE", ""),
+        ("MICRO_SYNC", ""),
+        ("MICRO_BROKER", ""),
+        ("MICRO_SERVER_ADDRESS", ""),
+        ("MICRO_TLS_CERT", ""),
+        ("MICRO_TLS_KEY", ""),
+        ("MICRO_TLS_CLIENT_CA", ""),
+        ("MICRO_TLS_CLIENT_AUTH", ""),
+        ("MICRO_TLS_CA", ""),
+    ];
+    vars.extend_from_slice(env);
+    let mut server = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_micro")), &args, &vars);
     let mut tls = None;
     let addr = loop {
         let line = server.next_line(support::READY_TIMEOUT).await;
@@ -63,11 +75,11 @@ async fn start(data_dir: &Path, registry: &RegistryDir) -> Started {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
-    let tls = tls.expect("a `tls ca=… cert=… key=…` line before the ready line");
+    let tls = tls.unwrap_or_default();
     let field = |name: &str| {
         tls.split_whitespace()
             .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name}= in {tls:?}"))
+            .unwrap_or_default()
             .to_owned()
     };
     Started {
@@ -100,6 +112,10 @@ async fn dev_tls_makes_certificates_once_and_serves_tls() {
     let tls_dir = data.path().join("tls");
 
     let mut started = start(data.path(), &registry).await;
+    assert!(
+        !started.ca.is_empty(),
+        "no `tls ca=… cert=… key=…` line before the ready line"
+    );
     assert!(started.created);
     for path in [&started.ca, &started.cert, &started.key] {
         assert!(
@@ -175,4 +191,102 @@ async fn dev_tls_makes_certificates_once_and_serves_tls() {
     assert_eq!(health(&client).await.unwrap(), ServingStatus::Serving);
     renewed.server.signal(Signal::SIGTERM);
     assert!(renewed.server.wait(EXIT_TIMEOUT).await.success());
+}
+
+/// A CA, and a certificate and key it signed for `names`, written to `dir/<name>.*`.
+fn issue(
+    dir: &Path,
+    ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
+    name: &str,
+    names: &[&str],
+) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, ca)
+        .unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn mutual_tls_from_the_environment() {
+    let data = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let registry = RegistryDir::new();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let ca_file = pki.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_file = ca_file.display().to_string();
+    let (cert, key) = issue(pki.path(), &ca, "node", &["127.0.0.1"]);
+    let (client_cert, client_key) = issue(pki.path(), &ca, "client", &["client.test"]);
+
+    let mut started = start_with(
+        data.path(),
+        &registry,
+        &[],
+        &[
+            ("MICRO_TLS_CERT", &cert),
+            ("MICRO_TLS_KEY", &key),
+            ("MICRO_TLS_CLIENT_CA", &ca_file),
+            ("MICRO_TLS_CLIENT_AUTH", "required"),
+        ],
+    )
+    .await;
+    assert!(
+        started.ca.is_empty(),
+        "no development certificates without --dev-tls"
+    );
+    let record = micro::Registry::get_service(registry.registry().as_ref(), "micro.server")
+        .await
+        .unwrap();
+    assert_eq!(
+        record[0].nodes[0]
+            .metadata
+            .get("transport")
+            .map(String::as_str),
+        Some("tls")
+    );
+
+    let with_identity = Client::builder()
+        .registry(registry.registry())
+        .tls(
+            ClientTls::builder()
+                .ca(&ca_file)
+                .identity(&client_cert, &client_key)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(
+        health(&with_identity).await.unwrap(),
+        ServingStatus::Serving
+    );
+
+    let without = Client::builder()
+        .registry(registry.registry())
+        .tls(ClientTls::from_ca_file(&ca_file).unwrap())
+        .build()
+        .unwrap();
+    let status = health(&without).await.unwrap_err();
+    assert!(
+        status.message().contains("CertificateRequired"),
+        "{status:?}"
+    );
+
+    started.server.signal(Signal::SIGTERM);
+    assert!(started.server.wait(EXIT_TIMEOUT).await.success());
 }
