@@ -430,3 +430,50 @@ async fn the_client_identity_reloads_too() {
         node.id()
     );
 }
+
+#[tokio::test]
+async fn optional_client_auth_lets_anonymous_clients_in_but_not_bad_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let other_ca = Ca::new("another CA");
+    let server_ca_file = server_ca.write(dir.path(), "server-ca.crt");
+    let client_ca_file = client_ca.write(dir.path(), "client-ca.crt");
+    let (cert, key) = server_ca
+        .leaf(&["localhost", "127.0.0.1"], Usage::Server, 1)
+        .write(dir.path(), "server");
+    let server_tls = ServerTls::builder(&cert, &key)
+        .client_ca(&client_ca_file, ClientAuth::Optional)
+        .build()
+        .unwrap();
+    assert_eq!(server_tls.client_auth(), Some(ClientAuth::Optional));
+    let registry = memory_registry();
+    let node = start(SERVICE, &registry, Some(server_tls)).await;
+
+    let anonymous = tls_client(&registry, ClientTls::builder().ca(&server_ca_file));
+    assert_eq!(check(&anonymous, SERVICE).await.unwrap(), node.id());
+
+    let (valid_cert, valid_key) = client_ca
+        .leaf(&["client.test"], Usage::Client, 10)
+        .write(dir.path(), "valid");
+    let valid = tls_client(
+        &registry,
+        ClientTls::builder()
+            .ca(&server_ca_file)
+            .identity(&valid_cert, &valid_key),
+    );
+    assert_eq!(check(&valid, SERVICE).await.unwrap(), node.id());
+
+    let (foreign_cert, foreign_key) = other_ca
+        .leaf(&["client.test"], Usage::Client, 11)
+        .write(dir.path(), "foreign");
+    let foreign = tls_client(
+        &registry,
+        ClientTls::builder()
+            .ca(&server_ca_file)
+            .identity(&foreign_cert, &foreign_key),
+    );
+    let status = check(&foreign, SERVICE).await.unwrap_err();
+    assert!(status.message().contains("UnknownCA"), "{status:?}");
+    assert_eq!(node.calls(), 2);
+}
