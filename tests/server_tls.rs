@@ -282,10 +282,7 @@ async fn mutual_tls_from_the_environment() {
         .build()
         .unwrap();
     let status = health(&without).await.unwrap_err();
-    assert!(
-        status.message().contains("CertificateRequired"),
-        "{status:?}"
-    );
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 
     started.server.signal(Signal::SIGTERM);
     assert!(started.server.wait(EXIT_TIMEOUT).await.success());

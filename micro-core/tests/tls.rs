@@ -81,14 +81,16 @@ async fn mutual_tls_matrix() {
     assert!(remote.ip().is_loopback(), "{remote}");
 
     // Refused clients: no certificate, an expired one, one from another CA. Each fails with
-    // UNAVAILABLE and nothing reaches the server's stack.
+    // UNAVAILABLE naming the node, and nothing reaches the server's stack. (The server's
+    // alert, `CertificateRequired`, `CertificateExpired` or `UnknownCA`, is in the message
+    // when it arrived before the connection closed; with TLS 1.3 that is a race, so it is
+    // not asserted.)
     let (expired_cert, expired_key) = client_ca
         .expired_leaf(&["client.test"], Usage::Client, 11)
         .write(dir.path(), "expired");
     let (foreign_cert, foreign_key) = other_ca
         .leaf(&["client.test"], Usage::Client, 12)
         .write(dir.path(), "foreign");
-    // The server's alert reaches the caller's message.
     let refused = [
         (
             "CertificateRequired",
@@ -116,7 +118,6 @@ async fn mutual_tls_matrix() {
             status.message().contains(node.address()),
             "{case}: {status:?}"
         );
-        assert!(status.message().contains(case), "{case}: {status:?}");
         assert_eq!(
             node.requests(),
             requests,
@@ -417,7 +418,8 @@ async fn the_client_identity_reloads_too() {
             .unwrap()
     };
     let status = check(&client(&client_tls), SERVICE).await.unwrap_err();
-    assert!(status.message().contains("UnknownCA"), "{status:?}");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(node.requests(), 0);
 
     // ...and is given a good one on disk: connections after the reload present it.
     client_ca
@@ -473,7 +475,9 @@ async fn optional_client_auth_lets_anonymous_clients_in_but_not_bad_certificates
             .ca(&server_ca_file)
             .identity(&foreign_cert, &foreign_key),
     );
+    let requests = node.requests();
     let status = check(&foreign, SERVICE).await.unwrap_err();
-    assert!(status.message().contains("UnknownCA"), "{status:?}");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(node.requests(), requests);
     assert_eq!(node.calls(), 2);
 }
