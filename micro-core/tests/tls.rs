@@ -481,3 +481,23 @@ async fn optional_client_auth_lets_anonymous_clients_in_but_not_bad_certificates
     assert_eq!(node.requests(), requests);
     assert_eq!(node.calls(), 2);
 }
+
+#[tokio::test]
+async fn tls_on_a_unix_socket_is_refused_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (cert, key) = ca
+        .leaf(&["localhost"], Usage::Server, 1)
+        .write(dir.path(), "server");
+    let socket = format!("unix:{}", dir.path().join("greeter.sock").display());
+    let err = micro_core::Service::builder(SERVICE)
+        .address(&socket)
+        .registry(memory_registry())
+        .tls(ServerTls::from_files(&cert, &key).unwrap())
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&socket) && err.to_string().contains("TCP addresses only"),
+        "{err}"
+    );
+}

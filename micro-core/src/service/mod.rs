@@ -498,6 +498,16 @@ impl ServiceBuilder {
         if config.tls.is_none() {
             config.tls = ServerTls::from_env()?;
         }
+        if let (Some(_), Some(address)) = (&config.tls, &config.address)
+            && address.starts_with("unix:")
+        {
+            return Err(ServiceError::InvalidAddress {
+                address: address.clone(),
+                reason: "TLS is served on TCP addresses only (a Unix socket is local: protect \
+                         it with file permissions)"
+                    .to_owned(),
+            });
+        }
         if config.tls.is_some() {
             config.node_metadata.insert(
                 crate::tls::TRANSPORT_KEY.to_owned(),

@@ -79,14 +79,6 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         .add_routes(routes);
     let mut acceptor = None;
     let (local_address, server) = if let Some(path) = address.strip_prefix("unix:") {
-        if config.tls.is_some() {
-            return Err(ServiceError::InvalidAddress {
-                address: address.clone(),
-                reason: "TLS is served on TCP addresses only (a Unix socket is local: use \
-                         file permissions)"
-                    .to_owned(),
-            });
-        }
         remove_stale_socket(path).await;
         let listener = UnixListener::bind(path).map_err(|source| ServiceError::Bind {
             address: address.clone(),
