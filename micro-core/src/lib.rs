@@ -15,6 +15,8 @@
 //!   and [`sync::MemorySync`].
 //! - [`auth`] holds accounts, access rules ([`auth::RuleSet`]) and signed access tokens
 //!   ([`auth::Issuer`], [`auth::Verifier`], [`auth::KeySet`]).
+//! - [`tls`] holds TLS and mutual TLS for services and clients ([`tls::ServerTls`],
+//!   [`tls::ClientTls`]), with certificates reloaded from disk.
 //!
 //! Most users depend on the `micro` facade crate, which re-exports this crate.
 //!
@@ -38,6 +40,7 @@ pub mod selector;
 pub mod service;
 pub mod store;
 pub mod sync;
+pub mod tls;
 
 pub use client::{Channel, Client, ClientBuilder, Connector, NodeInfo};
 pub use registry::{Registry, RegistryError};

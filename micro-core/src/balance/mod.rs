@@ -22,6 +22,7 @@ use crate::{
         pool::{ConnectError, NodeConn},
     },
     registry::Node,
+    tls::ClientTls,
 };
 
 /// One node of a service as the client sees it: its registry record, the version of the
@@ -60,8 +61,9 @@ impl NodeHandle {
     pub(crate) async fn sender(
         self: &Arc<Self>,
         connector: &dyn Connector,
+        tls: Option<&ClientTls>,
     ) -> Result<SendRequest<Body>, ConnectError> {
-        let (sender, fresh) = self.conn.sender(connector).await?;
+        let (sender, fresh) = self.conn.sender(connector, tls).await?;
         if fresh {
             let task = tokio::spawn(crate::client::watch_health(
                 Arc::downgrade(self),

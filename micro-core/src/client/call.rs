@@ -281,7 +281,10 @@ impl Shared {
         deadline: Instant,
     ) -> Attempt {
         let core = &self.client;
-        let mut sender = match node.sender(core.connector.as_ref()).await {
+        let mut sender = match node
+            .sender(core.connector.as_ref(), core.tls.as_ref())
+            .await
+        {
             Ok(sender) => sender,
             Err(err) => {
                 let now = Instant::now();
@@ -325,9 +328,12 @@ impl Shared {
                 guard.finish(None);
                 let outcome = Outcome::of_send_error(&err, returned.is_some());
                 self.record(set, node, outcome);
+                // The causes too: a TLS alert from the server ("certificate required")
+                // hides under hyper's "connection error".
+                let reason = with_causes(&err);
                 match outcome {
-                    Outcome::NotSent => Attempt::NotSent(returned, err.to_string()),
-                    _ => Attempt::Failed(err.to_string()),
+                    Outcome::NotSent => Attempt::NotSent(returned, reason),
+                    _ => Attempt::Failed(reason),
                 }
             }
         }
@@ -370,6 +376,21 @@ impl Shared {
             tried.join(", ")
         ))
     }
+}
+
+/// `error: cause: cause's cause`, each distinct part once.
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Codes that say the node, not the request, is at fault.

@@ -43,6 +43,7 @@ use crate::{
     middleware::{MetricsLayer, TraceLayer},
     registry::{self, CacheRegistry, Node, Registry, RegistryError, SharedRegistry},
     selector::{NodeFilter, PeakEwma, Selector},
+    tls::ClientTls,
 };
 use retry::{DEFAULT_BUFFER_LIMIT, HedgePolicy, RetryBudget, RetryPolicy};
 
@@ -73,6 +74,7 @@ pub(crate) struct ClientCore {
     registry: CacheRegistry,
     selector: Arc<dyn SelectorPrototype>,
     connector: Arc<dyn Connector>,
+    pub(crate) tls: Option<ClientTls>,
     timeout: Duration,
     retry: RetryPolicy,
     budget: RetryBudget,
@@ -104,6 +106,7 @@ pub struct ClientBuilder {
     registry: Option<SharedRegistry>,
     selector: Arc<dyn SelectorPrototype>,
     connector: Arc<dyn Connector>,
+    tls: Option<ClientTls>,
     timeout: Duration,
     retry: RetryPolicy,
     budget: RetryBudget,
@@ -154,6 +157,7 @@ impl Client {
                     registry: CacheRegistry::new(registry),
                     selector: builder.selector,
                     connector: builder.connector,
+                    tls: builder.tls,
                     timeout: builder.timeout,
                     retry: builder.retry,
                     budget: builder.budget,
@@ -184,6 +188,7 @@ impl Client {
             registry: None,
             selector: Arc::new(PeakEwma),
             connector: Arc::new(TcpConnector::new()),
+            tls: None,
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
             budget: RetryBudget::default(),
@@ -223,6 +228,7 @@ impl fmt::Debug for Client {
             .field("registry", &core.registry.name())
             .field("selector", &core.selector)
             .field("connector", &core.connector)
+            .field("tls", &core.tls)
             .field("timeout", &core.timeout)
             .finish_non_exhaustive()
     }
@@ -249,6 +255,17 @@ impl ClientBuilder {
     /// Sets how connections to nodes are opened. Default is [`TcpConnector`].
     pub fn connector(mut self, connector: impl Connector) -> Self {
         self.connector = Arc::new(connector);
+        self
+    }
+
+    /// Dials nodes registered with metadata `transport=tls` (see [`crate::tls`]) with TLS:
+    /// over the connector's stream, verifying the server's certificate against `tls`'s
+    /// CAs for the host of the node's address (or `tls`'s server name), presenting `tls`'s
+    /// client certificate when it has one. Other nodes are dialed in plaintext. Default
+    /// is none: calls to TLS nodes fail with UNAVAILABLE naming the node and this setting
+    /// (build one from the environment with [`ClientTls::from_env`]).
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 

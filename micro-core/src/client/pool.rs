@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tonic::body::Body;
 
 use super::connector::Connector;
-use crate::registry::Node;
+use crate::{registry::Node, tls::ClientTls};
 
 /// A node and its HTTP/2 connection, shared by every call that picks the node.
 ///
@@ -51,6 +51,7 @@ impl NodeConn {
     pub(crate) async fn sender(
         &self,
         connector: &dyn Connector,
+        tls: Option<&ClientTls>,
     ) -> Result<(SendRequest<Body>, bool), ConnectError> {
         if let Some(sender) = self.open_sender() {
             return Ok((sender, false));
@@ -61,7 +62,7 @@ impl NodeConn {
             return Ok((sender, false));
         }
         // Boxed: connecting is rare, and its state would grow every call's future.
-        match Box::pin(self.connect(connector)).await {
+        match Box::pin(self.connect(connector, tls)).await {
             Ok(sender) => {
                 self.sender.store(Some(Arc::new(sender.clone())));
                 Ok((sender, true))
@@ -82,11 +83,40 @@ impl NodeConn {
         Some(SendRequest::clone(sender))
     }
 
-    async fn connect(&self, connector: &dyn Connector) -> Result<SendRequest<Body>, ConnectError> {
+    async fn connect(
+        &self,
+        connector: &dyn Connector,
+        tls: Option<&ClientTls>,
+    ) -> Result<SendRequest<Body>, ConnectError> {
+        let tls = if crate::tls::is_tls_node(&self.node.metadata) {
+            match tls {
+                Some(tls) => Some(tls),
+                None => {
+                    return Err(ConnectError(
+                        format!(
+                            "node {} at {} requires TLS (registry metadata transport=tls) \
+                             and this client has none: configure it with \
+                             ClientBuilder::tls(ClientTls), e.g. from MICRO_TLS_CA",
+                            self.node.id, self.node.address
+                        ),
+                        None,
+                    ));
+                }
+            }
+        } else {
+            None
+        };
         let io = connector
             .connect(&self.node.address)
             .await
             .map_err(|err| ConnectError(err.to_string(), Some(err.kind())))?;
+        let io = match tls {
+            Some(tls) => tls
+                .connect(io, &self.node.address)
+                .await
+                .map_err(|err| ConnectError(err.to_string(), None))?,
+            None => io,
+        };
         let (sender, connection) = http2::Builder::new(BoxExecutor)
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))

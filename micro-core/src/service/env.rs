@@ -36,7 +36,7 @@ pub(super) fn duration(var: &'static str) -> Result<Option<Duration>, ServiceErr
 }
 
 /// Parses `1500ms`, `30s`, `2m`, `1h` or plain seconds (`30`).
-pub(super) fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
     let split = value
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(value.len());

@@ -78,6 +78,10 @@ pub enum ServiceError {
     #[error("server failed: {0}")]
     Server(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 
+    /// The TLS configuration (`ServiceBuilder::tls` or `MICRO_TLS_*`) cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+
     /// The process' signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),

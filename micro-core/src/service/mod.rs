@@ -50,6 +50,9 @@
 //! | `MICRO_SERVER_ADVERTISE` | address to register instead of the bound one | the bound address |
 //! | `MICRO_REGISTER_TTL` | registration TTL (`30s`, `500ms`, `2m`) | [`DEFAULT_REGISTER_TTL`] |
 //! | `MICRO_REGISTER_INTERVAL` | re-registration interval | [`DEFAULT_REGISTER_INTERVAL`] |
+//! | `MICRO_TLS_CERT`, `MICRO_TLS_KEY` | serve TLS with this certificate chain and key; see [`crate::tls`] | plaintext |
+//! | `MICRO_TLS_CLIENT_CA`, `MICRO_TLS_CLIENT_AUTH` | accept client certificates of this CA, `required` or `optional` | none |
+//! | `MICRO_TLS_CA` (and `MICRO_TLS_CLIENT_CERT`, `MICRO_TLS_CLIENT_KEY`) | TLS for [`Service::client`] | none |
 
 mod env;
 mod error;
@@ -58,6 +61,7 @@ mod reflection;
 mod running;
 mod subscribe;
 
+pub(crate) use env::parse_duration;
 pub use env::{REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, SERVER_ADDRESS_ENV, SERVER_ADVERTISE_ENV};
 pub use error::ServiceError;
 pub use running::RunningService;
@@ -76,6 +80,7 @@ use crate::{
     codegen::{DescribedService, ServiceDescriptor},
     middleware::stack::UserLayer,
     registry::{self, SharedRegistry},
+    tls::{ClientTls, ServerTls},
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -152,6 +157,7 @@ struct Config {
     interval: Option<Duration>,
     grace_period: Duration,
     shutdown_delay: Duration,
+    tls: Option<ServerTls>,
 }
 
 // === impl Service ===
@@ -171,6 +177,7 @@ impl Service {
                 interval: None,
                 grace_period: DEFAULT_GRACE_PERIOD,
                 shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
+                tls: None,
             },
             registry: None,
             routes: RoutesBuilder::default(),
@@ -311,6 +318,16 @@ impl ServiceBuilder {
     /// deregistering at shutdown. Default is [`DEFAULT_SHUTDOWN_DELAY`].
     pub fn shutdown_delay(mut self, delay: Duration) -> Self {
         self.config.shutdown_delay = delay;
+        self
+    }
+
+    /// Serves TLS (mutual TLS when `tls` has a client CA) instead of plaintext HTTP/2, and
+    /// registers the node with metadata `transport=tls` so that clients dial it with TLS;
+    /// see [`crate::tls`]. TCP addresses only. Default is `MICRO_TLS_CERT` and
+    /// `MICRO_TLS_KEY` (with `MICRO_TLS_CLIENT_CA`, `MICRO_TLS_CLIENT_AUTH`) when set,
+    /// else plaintext.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.config.tls = Some(tls);
         self
     }
 
@@ -478,6 +495,25 @@ impl ServiceBuilder {
             .node_metadata
             .entry("protocol".to_owned())
             .or_insert_with(|| "grpc".to_owned());
+        if config.tls.is_none() {
+            config.tls = ServerTls::from_env()?;
+        }
+        if let (Some(_), Some(address)) = (&config.tls, &config.address)
+            && address.starts_with("unix:")
+        {
+            return Err(ServiceError::InvalidAddress {
+                address: address.clone(),
+                reason: "TLS is served on TCP addresses only (a Unix socket is local: protect \
+                         it with file permissions)"
+                    .to_owned(),
+            });
+        }
+        if config.tls.is_some() {
+            config.node_metadata.insert(
+                crate::tls::TRANSPORT_KEY.to_owned(),
+                crate::tls::TRANSPORT_TLS.to_owned(),
+            );
+        }
 
         let registry = match self.registry {
             Some(registry) => registry,
@@ -493,7 +529,13 @@ impl ServiceBuilder {
             }
             None => None,
         };
-        let client = Client::new(registry.clone());
+        let client = match ClientTls::from_env()? {
+            Some(tls) => Client::builder()
+                .registry(registry.clone())
+                .tls(tls)
+                .build()?,
+            None => Client::new(registry.clone()),
+        };
         let node_id = format!("{}-{}", config.name, uuid::Uuid::new_v4());
         Ok(Service {
             config,

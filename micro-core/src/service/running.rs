@@ -31,6 +31,8 @@ pub struct RunningService {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     heartbeat: JoinHandle<()>,
     heartbeat_stop: Option<oneshot::Sender<()>>,
+    /// The TLS accept loop, when serving TLS: stopped with the server.
+    acceptor: Option<JoinHandle<()>>,
     subscriptions: subscribe::Running,
     signals: Signals,
 }
@@ -75,6 +77,7 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     let server_builder = Server::builder()
         .layer(ServerStack::new(default_layers, layers))
         .add_routes(routes);
+    let mut acceptor = None;
     let (local_address, server) = if let Some(path) = address.strip_prefix("unix:") {
         remove_stale_socket(path).await;
         let listener = UnixListener::bind(path).map_err(|source| ServiceError::Bind {
@@ -101,8 +104,17 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
             address: address.clone(),
             source,
         })?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tokio::spawn(server_builder.serve_with_incoming_shutdown(incoming, shutdown));
+        let server = match config.tls.clone() {
+            Some(tls) => {
+                let (incoming, accept) = crate::tls::spawn_acceptor(listener, tls);
+                acceptor = Some(accept);
+                tokio::spawn(server_builder.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(server_builder.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+        };
         (advertisable(bound), server)
     };
 
@@ -132,6 +144,9 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     let subscriptions = match subscribe::start(broker.as_ref(), subscriptions).await {
         Ok(subscriptions) => subscriptions,
         Err(err) => {
+            if let Some(acceptor) = &acceptor {
+                acceptor.abort();
+            }
             let _ = stop.send(());
             return Err(err.into());
         }
@@ -140,6 +155,9 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     let interval = config.interval.unwrap_or(super::DEFAULT_REGISTER_INTERVAL);
     let options = RegisterOptions { ttl };
     if let Err(err) = registry.register(&record, options).await {
+        if let Some(acceptor) = &acceptor {
+            acceptor.abort();
+        }
         let _ = stop.send(());
         let mut subscriptions = subscriptions;
         subscriptions.abort();
@@ -150,6 +168,7 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         node = %record.nodes[0].id,
         address = %record.nodes[0].address,
         registry = %registry.name(),
+        tls = config.tls.is_some(),
         "service started"
     );
     let (heartbeat_stop, heartbeat_stopped) = oneshot::channel();
@@ -172,6 +191,7 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         server,
         heartbeat,
         heartbeat_stop: Some(heartbeat_stop),
+        acceptor,
         subscriptions,
         signals,
     })
@@ -270,6 +290,11 @@ impl RunningService {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Stop accepting: new TLS connections are refused, as plaintext ones are once the
+        // server stops polling its listener.
+        if let Some(acceptor) = &self.acceptor {
+            acceptor.abort();
+        }
         let drained = tokio::select! {
             drained = tokio::time::timeout(self.grace_period, &mut self.server) => drained,
             () = cut_short => {
@@ -306,6 +331,9 @@ impl Drop for RunningService {
     fn drop(&mut self) {
         self.heartbeat.abort();
         self.server.abort();
+        if let Some(acceptor) = &self.acceptor {
+            acceptor.abort();
+        }
         self.subscriptions.abort();
     }
 }

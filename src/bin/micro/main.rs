@@ -11,6 +11,7 @@ mod aliases;
 mod api;
 mod bench;
 mod completion;
+mod dev_tls;
 mod new;
 mod platform_cmds;
 mod server;

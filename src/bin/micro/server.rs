@@ -23,7 +23,7 @@ use micro_platform::{
 };
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::aliases::Aliases;
+use crate::{aliases::Aliases, dev_tls::DevTls};
 
 type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
@@ -142,6 +142,12 @@ pub(crate) struct ServerArgs {
         default_value = crate::api::DEFAULT_ADDRESS
     )]
     api_address: String,
+
+    /// Development only, never in production: serve TLS with a development CA and node
+    /// certificate (localhost, 127.0.0.1, ::1) made under <data-dir>/tls on first start
+    /// and reused afterwards; clients trust <data-dir>/tls/ca.crt (MICRO_TLS_CA)
+    #[arg(long)]
+    dev_tls: bool,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -170,6 +176,10 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|err| format!("cannot create data directory {}: {err}", data_dir.display()))?;
 
+    let dev_tls = args
+        .dev_tls
+        .then(|| DevTls::ensure(&data_dir))
+        .transpose()?;
     let registry: SharedRegistry = registry::from_url(&args.registry)?;
     // An empty MICRO_STORE counts as unset.
     let (store, store_note) = match args.store.as_deref().filter(|url| !url.trim().is_empty()) {
@@ -189,7 +199,7 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     let config_service = ConfigService::new(store.clone());
     let sync_service = SyncService::new(sync);
     let event_service = EventService::new(broker.clone());
-    let running = Service::builder(SERVER_NAME)
+    let mut builder = Service::builder(SERVER_NAME)
         .version(env!("CARGO_PKG_VERSION"))
         .address(args.address)
         .registry(registry.clone())
@@ -199,10 +209,11 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
         .add_service(config_service.clone().into_server())
         .add_service(sync_service.clone().into_server())
         .add_service(event_service.clone().into_server())
-        .add_service(auth.clone().into_server())
-        .build()?
-        .start()
-        .await?;
+        .add_service(auth.clone().into_server());
+    if let Some(dev_tls) = &dev_tls {
+        builder = builder.tls(dev_tls.server()?);
+    }
+    let running = builder.build()?.start().await?;
     // Installed before the ready line: a SIGTERM after it always deregisters the names.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -247,7 +258,21 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     // The gateway, on the server's own registry and broker: bound before the ready line,
     // so a busy port fails the start.
     let gateway_auth = auth.layer(micro::api::GATEWAY_NAME);
-    let api = match start_api(&args.api_address, registry.clone(), broker, gateway_auth).await {
+    // The gateway dials the server's own services: with the development CA, else with
+    // MICRO_TLS_CA & co. as the server's own client does.
+    let api_tls = match &dev_tls {
+        Some(dev_tls) => Some(dev_tls.client()?),
+        None => micro_core::tls::ClientTls::from_env()?,
+    };
+    let api = match start_api(
+        &args.api_address,
+        registry.clone(),
+        broker,
+        gateway_auth,
+        api_tls,
+    )
+    .await
+    {
         Ok(api) => api,
         Err(err) => {
             aliases.stop().await;
@@ -294,6 +319,16 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), BoxError> {
     }
     if let Some(line) = admin_line {
         println!("{line}");
+    }
+    if let Some(dev_tls) = &dev_tls {
+        tracing::warn!("--dev-tls: development certificates, never for production");
+        println!(
+            "tls ca={} cert={} key={} created={}",
+            dev_tls.ca.display(),
+            dev_tls.cert.display(),
+            dev_tls.key.display(),
+            dev_tls.created
+        );
     }
     println!("ready addr={address} node={}", running.node_id());
 
@@ -454,6 +489,7 @@ async fn start_api(
     registry: SharedRegistry,
     broker: SharedBroker,
     auth: micro_core::auth::AuthLayer,
+    tls: Option<micro_core::tls::ClientTls>,
 ) -> Result<Option<Api>, BoxError> {
     let address = address.trim();
     if address.eq_ignore_ascii_case("off") {
@@ -461,11 +497,18 @@ async fn start_api(
     }
     // The rules of the server's auth service, decided at the gateway too (with the
     // seeded rules everything but micro.auth's management stays open).
-    let gateway = micro::api::Gateway::builder()
-        .registry(registry)
-        .broker(broker)
-        .auth(auth)
-        .build()?;
+    let mut gateway = micro::api::Gateway::builder().broker(broker).auth(auth);
+    gateway = match tls {
+        Some(tls) => gateway.client(
+            micro_core::Client::builder()
+                .registry(registry)
+                .timeout(micro::api::DEFAULT_TIMEOUT)
+                .tls(tls)
+                .build()?,
+        ),
+        None => gateway.registry(registry),
+    };
+    let gateway = gateway.build()?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|err| format!("--api-address {address}: cannot listen: {err}"))?;
