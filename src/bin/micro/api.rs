@@ -212,7 +212,7 @@ impl GatewayArgs {
         registry: SharedRegistry,
         broker: Option<SharedBroker>,
     ) -> Result<Gateway, BoxError> {
-        Ok(self.builder(registry, broker).build()?)
+        Ok(self.builder(registry, broker)?.build()?)
     }
 
     /// The builder of [`gateway`](Self::gateway), to add more settings.
@@ -220,9 +220,9 @@ impl GatewayArgs {
         &self,
         registry: SharedRegistry,
         broker: Option<SharedBroker>,
-    ) -> micro::api::GatewayBuilder {
+    ) -> Result<micro::api::GatewayBuilder, BoxError> {
         let mut builder = Gateway::builder()
-            .registry(registry)
+            .client(client(registry, self.timeout)?)
             .timeout(self.timeout)
             .max_body(self.max_body)
             .max_header_size(self.max_header_size)
@@ -237,7 +237,7 @@ impl GatewayArgs {
         if let Some(broker) = broker {
             builder = builder.broker(broker);
         }
-        builder
+        Ok(builder)
     }
 }
 
@@ -277,7 +277,7 @@ pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
     };
     let sync = match args.auth.auth.as_str() {
         "service" => {
-            let client = AuthClient::from_client(&Client::new(registry.clone()));
+            let client = AuthClient::from_client(&client(registry.clone(), args.options.timeout)?);
             let sync = AuthSync::start(client, micro::api::GATEWAY_NAME)
                 .await
                 .map_err(|status| {
@@ -303,7 +303,7 @@ pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
     let gateway = match auth {
         Some(auth) => args
             .options
-            .builder(registry, broker)
+            .builder(registry, broker)?
             .auth(auth)
             .public_openapi(args.auth.public_openapi)
             .build()?,
@@ -327,4 +327,14 @@ pub(crate) async fn run(args: ApiArgs) -> Result<(), BoxError> {
         .await?;
     drop(sync);
     Ok(())
+}
+
+/// The gateway's client on `registry`: nodes registered with transport=tls are dialed with
+/// TLS from MICRO_TLS_CA & co. (micro_core::tls::ClientTls::from_env).
+fn client(registry: SharedRegistry, timeout: Duration) -> Result<Client, BoxError> {
+    let mut builder = Client::builder().registry(registry).timeout(timeout);
+    if let Some(tls) = micro_core::tls::ClientTls::from_env()? {
+        builder = builder.tls(tls);
+    }
+    Ok(builder.build()?)
 }

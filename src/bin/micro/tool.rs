@@ -203,21 +203,30 @@ pub(crate) struct Context {
     pub(crate) registry: SharedRegistry,
     pub(crate) client: Client,
     pub(crate) args: ClientArgs,
+    /// TLS for nodes registered with transport=tls, from MICRO_TLS_CA & co.
+    pub(crate) tls: Option<micro_core::tls::ClientTls>,
 }
 
 impl Context {
     pub(crate) fn open(args: &ClientArgs) -> Result<Self, ToolError> {
         let registry = registry::from_url(&args.registry)
             .map_err(|err| ToolError::Usage(format!("--registry {}: {err}", args.registry)))?;
-        let client = Client::builder()
+        let tls = micro_core::tls::ClientTls::from_env()
+            .map_err(|err| ToolError::Usage(err.to_string()))?;
+        let mut builder = Client::builder()
             .registry(registry.clone())
-            .timeout(args.timeout)
+            .timeout(args.timeout);
+        if let Some(tls) = &tls {
+            builder = builder.tls(tls.clone());
+        }
+        let client = builder
             .build()
             .map_err(|err| ToolError::Usage(err.to_string()))?;
         Ok(Self {
             registry,
             client,
             args: args.clone(),
+            tls,
         })
     }
 
@@ -630,7 +639,14 @@ pub(crate) async fn health(args: ServiceArgs) -> Result<(), ToolError> {
     for record in &records {
         for node in &record.nodes {
             total += 1;
-            let status = check_node(&args.service, record, node, args.client.timeout).await;
+            let status = check_node(
+                &args.service,
+                record,
+                node,
+                args.client.timeout,
+                context.tls.as_ref(),
+            )
+            .await;
             let text = match &status {
                 Ok(state) => {
                     if *state == "SERVING" {
@@ -684,6 +700,7 @@ async fn check_node(
     record: &Record,
     node: &micro_core::registry::Node,
     timeout: Duration,
+    tls: Option<&micro_core::tls::ClientTls>,
 ) -> Result<&'static str, Status> {
     let registry = MemoryRegistry::new();
     let only = Record {
@@ -694,9 +711,13 @@ async fn check_node(
         .register(&only, RegisterOptions::default())
         .await
         .map_err(|err| Status::internal(err.to_string()))?;
-    let client = Client::builder()
+    let mut builder = Client::builder()
         .registry(Arc::new(registry))
-        .timeout(timeout)
+        .timeout(timeout);
+    if let Some(tls) = tls {
+        builder = builder.tls(tls.clone());
+    }
+    let client = builder
         .build()
         .map_err(|err| Status::internal(err.to_string()))?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel(service));
