@@ -6,7 +6,6 @@
 mod support;
 
 use std::{
-    path::Path,
     process::Stdio,
     sync::Arc,
     time::{Duration, Instant},
@@ -16,44 +15,17 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
-use support::{Proc, RegistryDir, example_bin};
+use support::{
+    Proc, RegistryDir, example_bin,
+    http::{CALL_TIMEOUT, Http, Reply},
+    server::{MicroServer, start_micro_api},
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// How long any one HTTP exchange may take on a loaded machine.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// An HTTP client on one gateway.
-#[derive(Clone)]
-struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-    addr: String,
-}
-
-/// A reply: status, headers, body.
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
+// The shared `Reply` (tests/support/http.rs), with the API's error check.
 impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
-            panic!(
-                "not JSON ({err}): {} {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
     /// Asserts the JSON error shape with `status` and `code`; the message.
     fn error(&self, status: u16, code: &str) -> String {
         assert_eq!(
@@ -81,54 +53,6 @@ fn assert_error_shape(reply: &Reply) {
     assert!(body["details"].is_array(), "{body}");
 }
 
-impl Http {
-    fn new(addr: &str) -> Self {
-        Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            addr: addr.to_owned(),
-        }
-    }
-
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body.into())).unwrap();
-        let exchange = async {
-            let response = self.client.request(request).await.expect("HTTP exchange");
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.expect("whole body").to_bytes();
-            Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            }
-        };
-        tokio::time::timeout(CALL_TIMEOUT, exchange)
-            .await
-            .expect("HTTP exchange in time")
-    }
-
-    async fn post(&self, path: &str, body: impl Into<Bytes>) -> Reply {
-        self.request(
-            Method::POST,
-            path,
-            &[("content-type", "application/json")],
-            body,
-        )
-        .await
-    }
-}
-
 /// A greeter-server and `micro api` on one private registry.
 struct Setup {
     registry: RegistryDir,
@@ -146,37 +70,14 @@ impl Setup {
             &[("MICRO_REGISTRY", &registry.url)],
         );
         greeter.ready().await;
-        let (api, addr) = start_api(&registry, extra).await;
+        let (api, addr) = start_micro_api(&registry.url, extra).await;
         Self {
-            http: Http::new(&addr),
+            http: Http::to(&addr),
             registry,
             _greeter: greeter,
             api,
         }
     }
-}
-
-/// `micro api` on `registry`; the process and its address.
-async fn start_api(registry: &RegistryDir, extra: &[&str]) -> (Proc, String) {
-    let mut args = vec![
-        "api",
-        "--address",
-        "127.0.0.1:0",
-        "--registry",
-        &registry.url,
-    ];
-    args.extend_from_slice(extra);
-    let mut api = Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_micro")),
-        &args,
-        &[("MICRO_BROKER", ""), ("MICRO_API_ADDRESS", "")],
-    );
-    let line = api.next_line(support::READY_TIMEOUT).await;
-    let addr = line
-        .strip_prefix("ready addr=")
-        .unwrap_or_else(|| panic!("ready line expected, got {line:?}"))
-        .to_owned();
-    (api, addr)
 }
 
 /// `micro call` on `registry`: its stdout.
@@ -617,41 +518,9 @@ async fn deadline_cors_and_header_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn micro_server_serves_the_gateway_with_kv_and_events() {
-    let registry = RegistryDir::new();
-    let data = tempfile::tempdir().unwrap();
-    let data_dir = data.path().display().to_string();
-    let mut server = Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_micro")),
-        &[
-            "server",
-            "--address",
-            "127.0.0.1:0",
-            "--api-address",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data_dir,
-            "--registry",
-            &registry.url,
-        ],
-        &[
-            ("MICRO_STORE", ""),
-            ("MICRO_SYNC", ""),
-            ("MICRO_BROKER", ""),
-            ("MICRO_SERVER_ADDRESS", ""),
-            ("MICRO_API_ADDRESS", ""),
-        ],
-    );
-    let mut api_addr = None;
-    let addr = loop {
-        let line = server.next_line(support::READY_TIMEOUT).await;
-        if let Some(rest) = line.strip_prefix("api addr=") {
-            api_addr = Some(rest.to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("ready addr=") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let http = Http::new(&api_addr.expect("api addr= before ready"));
+    let server = MicroServer::builder().api().start().await;
+    let addr = &server.addr;
+    let http = Http::to(server.api_addr());
 
     let put = http
         .post(

@@ -19,6 +19,7 @@ use micro::auth::{Access, AuthLayer, KeySet, RuleSet, SigningKey};
 use ring::hmac;
 use serde_json::{Value, json};
 use support::pb as greeter;
+use support::server::start_micro_api;
 use tonic::Code;
 
 // === acceptance 3: gRPC and HTTP agree ===
@@ -236,12 +237,7 @@ async fn http_call(
     (method, path, body): &(Method, &str, &str),
     token: Option<&str>,
 ) -> Reply {
-    let authorization = token.map(|token| format!("Bearer {token}"));
-    let mut headers = vec![("content-type", "application/json")];
-    if let Some(value) = &authorization {
-        headers.push(("authorization", value));
-    }
-    http.request(method.clone(), path, &headers, body.to_string())
+    http.call_with_token(method.clone(), path, token, body.to_string())
         .await
 }
 
@@ -543,17 +539,7 @@ async fn the_jwt_attack_matrix_is_refused_by_grpc_and_http() {
 async fn micro_api_enforces_the_rules_of_its_files() {
     let keys = Keys::new();
     let registry = support::RegistryDir::new();
-    let _greeter = micro::Service::builder("greeter")
-        .registry(registry.registry())
-        .address("127.0.0.1:0")
-        .add_service(greeter::greeter_server::GreeterServer::new(
-            support::TestGreeter::default(),
-        ))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let _greeter = support::start_test_greeter(registry.registry()).await;
     let files = tempfile::tempdir().unwrap();
     let jwks = files.path().join("jwks.json");
     let rules = files.path().join("rules.json");
@@ -567,33 +553,23 @@ async fn micro_api_enforces_the_rules_of_its_files() {
         serde_json::to_string(&[rule("signed-in", "*", "greeter", "*", Access::Grant, 0)]).unwrap(),
     )
     .unwrap();
-    let args = [
-        "api",
-        "--address",
-        "127.0.0.1:0",
-        "--registry",
+    let (_api, addr) = start_micro_api(
         &registry.url,
-        "--broker",
-        "off",
-        "--auth-jwks",
-        jwks.to_str().unwrap(),
-        "--auth-rules",
-        rules.to_str().unwrap(),
-        "--auth-issuer",
-        ISS,
-        "--auth-audience",
-        AUD,
-    ];
-    let mut api = support::Proc::spawn(
-        std::path::Path::new(env!("CARGO_BIN_EXE_micro")),
-        &args,
-        &[("MICRO_API_ADDRESS", "")],
-    );
-    let line = api.next_line(support::READY_TIMEOUT).await;
-    let addr = line
-        .strip_prefix("ready addr=")
-        .unwrap_or_else(|| panic!("ready line expected, got {line:?}"));
-    let http = Http::new(addr.parse().unwrap());
+        &[
+            "--broker",
+            "off",
+            "--auth-jwks",
+            jwks.to_str().unwrap(),
+            "--auth-rules",
+            rules.to_str().unwrap(),
+            "--auth-issuer",
+            ISS,
+            "--auth-audience",
+            AUD,
+        ],
+    )
+    .await;
+    let http = Http::to(&addr);
     let route = (
         Method::POST,
         "/greeter/Greeter/SayHello",

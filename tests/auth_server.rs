@@ -5,83 +5,47 @@
 
 mod support;
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Stdio, time::Duration};
+use std::os::unix::fs::PermissionsExt as _;
 
 use micro::platform::{
     auth::{AuthClient, TokenGrant},
     proto::kv::v1::{self as kv, kv_client::KvClient},
 };
-use nix::sys::signal::Signal;
-use support::{Proc, RegistryDir};
+use support::server::MicroServer;
 use tonic::Code;
 
 /// A `micro server` on a free loopback port, registered in a private registry.
 struct Server {
-    registry: RegistryDir,
+    inner: MicroServer,
     addr: String,
     secret_file: String,
-    process: Proc,
-    _data: tempfile::TempDir,
 }
 
 impl Server {
     async fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let registry = RegistryDir::new();
-        let data_dir = data.path().display().to_string();
-        let mut process = Proc::spawn(
-            Path::new(env!("CARGO_BIN_EXE_micro")),
-            &[
-                "server",
-                "--address",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data_dir,
-                "--registry",
-                &registry.url,
-                "--store",
-                "memory",
-                "--api-address",
-                "off",
-            ],
-            &[
-                ("MICRO_SYNC", ""),
-                ("MICRO_BROKER", ""),
-                ("MICRO_SERVER_ADDRESS", ""),
-                ("MICRO_AUTH_STORE", ""),
-                ("MICRO_AUTH_ADMIN_SECRET", ""),
-            ],
+        let inner = MicroServer::builder()
+            .args(&["--store", "memory"])
+            .start()
+            .await;
+        assert!(
+            inner
+                .lines
+                .iter()
+                .any(|line| line.starts_with("service name=micro.auth ")),
+            "no `service name=micro.auth` line"
         );
-        // The admin line comes before the ready line.
-        let mut secret_file = None;
-        let mut auth_line = None;
-        let addr = loop {
-            let line = process.next_line(Duration::from_secs(30)).await;
-            if let Some(path) = line.strip_prefix("auth admin id=admin secret_file=") {
-                secret_file = Some(path.to_owned());
-            }
-            if line.starts_with("service name=micro.auth ") {
-                auth_line = Some(line.clone());
-            }
-            if let Some(rest) = line.strip_prefix("ready addr=") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        assert!(auth_line.is_some(), "no `service name=micro.auth` line");
         Self {
-            registry,
-            addr,
-            secret_file: secret_file.expect("an `auth admin` line before ready"),
-            process,
-            _data: data,
+            addr: inner.addr.clone(),
+            secret_file: inner
+                .admin_secret_file
+                .clone()
+                .expect("an `auth admin` line before ready"),
+            inner,
         }
     }
 
     fn admin_secret(&self) -> String {
-        std::fs::read_to_string(&self.secret_file)
-            .unwrap()
-            .trim()
-            .to_owned()
+        self.inner.admin_secret()
     }
 
     async fn admin_token(&self) -> String {
@@ -101,39 +65,12 @@ impl Server {
 
     /// Runs `micro args…` with this server's registry; `(exit code, stdout, stderr)`.
     async fn micro(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"));
-        command
-            .args(args)
-            .env("MICRO_REGISTRY", &self.registry.url)
-            .env_remove("MICRO_AUTH_TOKEN")
-            .env_remove("MICRO_AUTH_ID")
-            .env_remove("MICRO_AUTH_SECRET")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(token) = token {
-            command.env("MICRO_AUTH_TOKEN", token);
-        }
-        let output = tokio::time::timeout(
-            Duration::from_secs(60),
-            command.spawn().expect("start micro").wait_with_output(),
-        )
-        .await
-        .expect("micro finished within 60 s")
-        .expect("micro output");
-        (
-            output.status.code().expect("micro exited, not killed"),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        let env: Vec<(&str, &str)> = token.map(|t| ("MICRO_AUTH_TOKEN", t)).into_iter().collect();
+        self.inner.micro(args, &env, None).await
     }
 
-    async fn stop(mut self) {
-        self.process.signal(Signal::SIGTERM);
-        let status = self.process.wait(Duration::from_secs(30)).await;
-        assert!(status.success(), "micro server exited with {status}");
+    async fn stop(self) {
+        self.inner.stop().await;
     }
 }
 

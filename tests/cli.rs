@@ -5,9 +5,7 @@
 
 mod support;
 
-use std::{process::Stdio, time::Duration};
-
-use support::{Proc, RegistryDir, example_bin};
+use support::{Proc, RegistryDir, example_bin, server::run_micro};
 
 /// A greeter-server registered in a private registry.
 struct Greeter {
@@ -37,36 +35,7 @@ impl Greeter {
 }
 
 async fn micro(registry: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"));
-    command
-        .args(args)
-        .env("MICRO_REGISTRY", registry)
-        .env("RUST_LOG", "warn")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().expect("start micro");
-    if let Some(text) = stdin {
-        use tokio::io::AsyncWriteExt;
-        let mut pipe = child.stdin.take().expect("piped stdin");
-        pipe.write_all(text.as_bytes()).await.expect("write stdin");
-        drop(pipe);
-    }
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("micro finished within 60 s")
-        .expect("micro output");
-    let code = output.status.code().expect("micro exited, not killed");
-    (
-        code,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_micro(registry, args, &[], &[], stdin.map(str::as_bytes)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,8 +18,10 @@ use std::{
     },
 };
 
-use auth_support::{Http, Keys, Reply, memory_registry, rule, serve, start_backends};
-use base64::Engine as _;
+use auth_support::{
+    BruteForceRun, Http, Keys, Reply, basic, memory_registry, oauth_token as token, rule, serve,
+    start_backends,
+};
 use http::{Method, StatusCode};
 use micro::{
     Service,
@@ -279,29 +281,6 @@ async fn setup() -> Setup {
     }
 }
 
-const FORM: &str = "application/x-www-form-urlencoded";
-
-fn basic(id: &str, secret: &str) -> String {
-    let encode = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            encode(id),
-            encode(secret)
-        ))
-    )
-}
-
-async fn token(http: &Http, headers: &[(&str, &str)], form: &str) -> Reply {
-    let mut all = vec![("content-type", FORM)];
-    all.extend_from_slice(headers);
-    http.request(Method::POST, "/oauth/token", &all, form.to_owned())
-        .await
-}
-
 /// Asserts an RFC 6749 §5.2 error.
 fn oauth_error(reply: &Reply, status: u16, error: &str) -> Value {
     assert_eq!(reply.status.as_u16(), status, "{reply:?}");
@@ -342,15 +321,10 @@ async fn client_credentials_give_a_token_the_gateway_accepts() {
     let call = |token: Option<String>| {
         let http = http.clone();
         async move {
-            let authorization = token.map(|t| format!("Bearer {t}"));
-            let mut headers = vec![("content-type", "application/json")];
-            if let Some(value) = &authorization {
-                headers.push(("authorization", value.as_str()));
-            }
-            http.request(
+            http.call_with_token(
                 Method::POST,
                 "/greeter/Greeter/SayHello",
-                &headers,
+                token.as_deref(),
                 r#"{"name":"b"}"#,
             )
             .await
@@ -505,43 +479,25 @@ async fn brute_force_gets_429_while_a_valid_client_gets_tokens() {
     let setup = setup().await;
     let attacker = Http::new(setup.gateway);
     let valid = Http::from_local(setup.gateway, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
-    let mut refused = 0;
-    let mut limited = 0;
-    let mut issued = 0;
-    for attempt in 0..1000 {
-        let reply = token(
-            &attacker,
-            &[(
-                "authorization",
-                &basic("svc-a", &format!("guess-{attempt}")),
-            )],
-            "grant_type=client_credentials",
-        )
-        .await;
-        match reply.status.as_u16() {
-            401 => {
-                assert!(limited == 0, "a 401 after a 429 at attempt {attempt}");
-                oauth_error(&reply, 401, "invalid_client");
-                refused += 1;
-            }
-            429 => {
-                oauth_error(&reply, 429, "slow_down");
-                assert_eq!(reply.header("retry-after"), Some(RETRY_AFTER));
-                limited += 1;
-            }
-            other => panic!("attempt {attempt}: {other} {reply:?}"),
-        }
-        if attempt % 50 == 0 {
-            let reply = token(
-                &valid,
-                &[],
-                "grant_type=client_credentials&client_id=svc-b&client_secret=secret-b",
-            )
-            .await;
+    let (refused, limited, issued) = BruteForceRun {
+        attacker: &attacker,
+        id: "svc-a",
+        guess: &|attempt| format!("guess-{attempt}"),
+        refused: &|reply| {
+            oauth_error(reply, 401, "invalid_client");
+        },
+        limited: &|reply, _| {
+            oauth_error(reply, 429, "slow_down");
+            assert_eq!(reply.header("retry-after"), Some(RETRY_AFTER));
+        },
+        valid: &valid,
+        valid_form: "grant_type=client_credentials&client_id=svc-b&client_secret=secret-b",
+        issued: &|reply, attempt| {
             assert_eq!(reply.status, StatusCode::OK, "attempt {attempt}: {reply:?}");
-            issued += 1;
-        }
+        },
     }
+    .run()
+    .await;
     println!("brute force: {refused} × 401, {limited} × 429; valid client: {issued} tokens");
     assert_eq!(refused, THRESHOLD);
     assert_eq!(limited, 1000 - THRESHOLD);

@@ -16,8 +16,9 @@ use std::{
     time::Duration,
 };
 
-use auth_support::{Http, Reply, memory_registry, serve, start_backends};
-use base64::Engine as _;
+use auth_support::{
+    BruteForceRun, Http, Reply, basic, memory_registry, oauth_token as token, serve, start_backends,
+};
 use http::{Method, StatusCode};
 use micro::{
     Client, Service,
@@ -29,6 +30,7 @@ use micro::{
     store::MemoryStore,
 };
 use serde_json::Value;
+use support::server::{MicroServer, start_micro_api};
 
 const SVC_SECRET: &str = "svc-secret-0123456789";
 const USER_PASSWORD: &str = "correct horse battery staple";
@@ -116,24 +118,14 @@ async fn setup_on(registry: SharedRegistry) -> Setup {
     }
 }
 
-const FORM: &str = "application/x-www-form-urlencoded";
-
-async fn token(http: &Http, headers: &[(&str, &str)], form: &str) -> Reply {
-    let mut all = vec![("content-type", FORM)];
-    all.extend_from_slice(headers);
-    http.request(Method::POST, "/oauth/token", &all, form.to_owned())
-        .await
-}
-
-fn basic(id: &str, secret: &str) -> String {
-    let encode = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    let pair = format!("{}:{}", encode(id), encode(secret));
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
+/// A token for the client `id` with its secret in `authorization: Basic`, asserted issued.
+async fn client_credentials(http: &Http, id: &str, secret: &str) -> Value {
+    ok(&token(
+        http,
+        &[("authorization", &basic(id, secret))],
+        "grant_type=client_credentials",
     )
+    .await)
 }
 
 fn ok(reply: &Reply) -> Value {
@@ -152,15 +144,10 @@ fn oauth_error(reply: &Reply, status: u16, error: &str) {
 }
 
 async fn hello(http: &Http, token: Option<&str>) -> Reply {
-    let authorization = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("content-type", "application/json")];
-    if let Some(value) = &authorization {
-        headers.push(("authorization", value.as_str()));
-    }
-    http.request(
+    http.call_with_token(
         Method::POST,
         "/greeter/Greeter/SayHello",
-        &headers,
+        token,
         r#"{"name":"svc"}"#,
     )
     .await
@@ -173,12 +160,7 @@ async fn the_auth_services_tokens_through_the_gateway() {
     let _backends = start_backends(&setup.registry, None).await;
 
     // client_credentials, by Basic and by the body: no refresh token.
-    let body = ok(&token(
-        &http,
-        &[("authorization", &basic("svc", SVC_SECRET))],
-        "grant_type=client_credentials",
-    )
-    .await);
+    let body = client_credentials(&http, "svc", SVC_SECRET).await;
     assert!(body.get("refresh_token").is_none(), "{body}");
     assert_eq!(body["scope"], "member");
     let access = body["access_token"].as_str().unwrap().to_owned();
@@ -194,12 +176,7 @@ async fn the_auth_services_tokens_through_the_gateway() {
     assert_eq!(hello(&http, None).await.status, StatusCode::UNAUTHORIZED);
     let reply = hello(&http, Some(&access)).await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    let other = ok(&token(
-        &http,
-        &[("authorization", &basic("other", SVC_SECRET))],
-        "grant_type=client_credentials",
-    )
-    .await);
+    let other = client_credentials(&http, "other", SVC_SECRET).await;
     let reply = hello(&http, other["access_token"].as_str()).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
 
@@ -288,49 +265,30 @@ async fn brute_force_over_http_gets_429_while_another_client_gets_tokens() {
     let attacker = setup.http.clone();
     let valid = Http::from_local(setup.gateway, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
     let threshold = BruteForce::default().per_id as usize;
-    let (mut refused, mut limited, mut issued) = (0, 0, 0);
-    for attempt in 0..1000 {
-        let reply = token(
-            &attacker,
-            &[(
-                "authorization",
-                &basic("svc", &format!("guess-{attempt:04}-0123456789")),
-            )],
-            "grant_type=client_credentials",
-        )
-        .await;
-        match reply.status.as_u16() {
-            401 => {
-                assert_eq!(limited, 0, "attempt {attempt}: a 401 after a 429");
-                oauth_error(&reply, 401, "invalid_client");
-                refused += 1;
-            }
-            429 => {
-                oauth_error(&reply, 429, "slow_down");
-                let retry: u64 = reply
-                    .header("retry-after")
-                    .unwrap_or_else(|| panic!("attempt {attempt}: no Retry-After"))
-                    .parse()
-                    .unwrap();
-                assert!((1..=3600).contains(&retry), "Retry-After {retry}");
-                limited += 1;
-            }
-            other => panic!("attempt {attempt}: {other} {reply:?}"),
-        }
-        if attempt % 50 == 0 {
-            // Another client, from another address, is not affected.
-            let reply = token(
-                &valid,
-                &[],
-                &format!(
-                    "grant_type=client_credentials&client_id=other&client_secret={SVC_SECRET}"
-                ),
-            )
-            .await;
-            ok(&reply);
-            issued += 1;
-        }
+    // Another client, from another address, is not affected.
+    let other = format!("grant_type=client_credentials&client_id=other&client_secret={SVC_SECRET}");
+    let (refused, limited, issued) = BruteForceRun {
+        attacker: &attacker,
+        id: "svc",
+        guess: &|attempt| format!("guess-{attempt:04}-0123456789"),
+        refused: &|reply| oauth_error(reply, 401, "invalid_client"),
+        limited: &|reply, attempt| {
+            oauth_error(reply, 429, "slow_down");
+            let retry: u64 = reply
+                .header("retry-after")
+                .unwrap_or_else(|| panic!("attempt {attempt}: no Retry-After"))
+                .parse()
+                .unwrap();
+            assert!((1..=3600).contains(&retry), "Retry-After {retry}");
+        },
+        valid: &valid,
+        valid_form: &other,
+        issued: &|reply, _| {
+            ok(reply);
+        },
     }
+    .run()
+    .await;
     println!(
         "brute force over HTTP: {refused} × 401, {limited} × 429; other client: {issued} tokens"
     );
@@ -351,45 +309,12 @@ async fn brute_force_over_http_gets_429_while_another_client_gets_tokens() {
 async fn micro_api_follows_the_auth_service() {
     let registry = support::RegistryDir::new();
     let setup = setup_on(registry.registry()).await;
-    let _greeter = Service::builder("greeter")
-        .registry(registry.registry())
-        .address("127.0.0.1:0")
-        .add_service(support::pb::greeter_server::GreeterServer::new(
-            support::TestGreeter::default(),
-        ))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let args = [
-        "api",
-        "--address",
-        "127.0.0.1:0",
-        "--registry",
-        &registry.url,
-        "--broker",
-        "off",
-        "--auth",
-        "service",
-    ];
-    let mut api = support::Proc::spawn(
-        std::path::Path::new(env!("CARGO_BIN_EXE_micro")),
-        &args,
-        &[("MICRO_API_ADDRESS", "")],
-    );
-    let line = api.next_line(support::READY_TIMEOUT).await;
-    let addr = line
-        .strip_prefix("ready addr=")
-        .unwrap_or_else(|| panic!("ready line expected, got {line:?}"));
-    let http = Http::new(addr.parse().unwrap());
+    let _greeter = support::start_test_greeter(registry.registry()).await;
+    let (_api, addr) =
+        start_micro_api(&registry.url, &["--broker", "off", "--auth", "service"]).await;
+    let http = Http::to(&addr);
     assert_eq!(hello(&http, None).await.status, StatusCode::UNAUTHORIZED);
-    let body = ok(&token(
-        &http,
-        &[("authorization", &basic("svc", SVC_SECRET))],
-        "grant_type=client_credentials",
-    )
-    .await);
+    let body = client_credentials(&http, "svc", SVC_SECRET).await;
     let reply = hello(&http, body["access_token"].as_str()).await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     drop(setup);
@@ -397,68 +322,24 @@ async fn micro_api_follows_the_auth_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn micro_servers_gateway_is_the_oauth_entry_point_and_enforces_its_rules() {
-    let data = tempfile::tempdir().unwrap();
-    let registry = support::RegistryDir::new();
-    let data_dir = data.path().display().to_string();
-    let mut server = support::Proc::spawn(
-        std::path::Path::new(env!("CARGO_BIN_EXE_micro")),
-        &[
-            "server",
-            "--address",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data_dir,
-            "--registry",
-            &registry.url,
-            "--store",
-            "memory",
-            "--api-address",
-            "127.0.0.1:0",
-        ],
-        &[
-            ("MICRO_SYNC", ""),
-            ("MICRO_BROKER", ""),
-            ("MICRO_SERVER_ADDRESS", ""),
-            ("MICRO_AUTH_STORE", ""),
-            ("MICRO_AUTH_ADMIN_SECRET", ""),
-        ],
-    );
-    let (mut secret_file, mut api) = (None, None);
-    loop {
-        let line = server.next_line(support::READY_TIMEOUT).await;
-        if let Some(path) = line.strip_prefix("auth admin id=admin secret_file=") {
-            secret_file = Some(path.to_owned());
-        }
-        if let Some(addr) = line.strip_prefix("api addr=") {
-            api = Some(addr.split_whitespace().next().unwrap().to_owned());
-        }
-        if line.starts_with("ready ") {
-            break;
-        }
-    }
-    let secret = std::fs::read_to_string(secret_file.expect("an auth admin line")).unwrap();
-    let http = Http::new(api.expect("an api line").parse().unwrap());
+    let server = MicroServer::builder()
+        .api()
+        .args(&["--store", "memory"])
+        .start()
+        .await;
+    let secret = server.admin_secret();
+    let http = Http::to(server.api_addr());
 
-    let body = ok(&token(
-        &http,
-        &[("authorization", &basic("admin", secret.trim()))],
-        "grant_type=client_credentials",
-    )
-    .await);
+    let body = client_credentials(&http, "admin", secret.trim()).await;
     let admin = body["access_token"].as_str().unwrap().to_owned();
     // Managing accounts is for admins (the seeded rules), at the gateway as on gRPC.
     let list = |token: Option<String>| {
         let http = http.clone();
         async move {
-            let authorization = token.map(|t| format!("Bearer {t}"));
-            let mut headers = vec![("content-type", "application/json")];
-            if let Some(value) = &authorization {
-                headers.push(("authorization", value.as_str()));
-            }
-            http.request(
+            http.call_with_token(
                 Method::POST,
                 "/micro.auth/Auth/ListAccounts",
-                &headers,
+                token.as_deref(),
                 "{}",
             )
             .await

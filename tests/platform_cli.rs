@@ -11,90 +11,33 @@ use futures_util::StreamExt;
 use micro::platform::event::EventClient;
 use micro_core::broker::{Broker, SubscribeOptions};
 use nix::sys::signal::Signal;
-use support::{Proc, RegistryDir};
+use support::{Proc, RegistryDir, server::MicroServer};
 
 /// A `micro server` on a free loopback port, registered in a private registry.
 struct Server {
-    registry: RegistryDir,
+    inner: MicroServer,
     addr: String,
-    process: Proc,
-    _data: tempfile::TempDir,
+    registry_url: String,
 }
 
 impl Server {
     async fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let registry = RegistryDir::new();
-        let data_dir = data.path().display().to_string();
-        let mut process = Proc::spawn(
-            Path::new(env!("CARGO_BIN_EXE_micro")),
-            &[
-                "server",
-                "--address",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data_dir,
-                "--registry",
-                &registry.url,
-            ],
-            &[
-                ("MICRO_STORE", ""),
-                ("MICRO_SYNC", ""),
-                ("MICRO_BROKER", ""),
-                ("MICRO_SERVER_ADDRESS", ""),
-                // The HTTP gateway (once merged) on a free port, not 8080.
-                ("MICRO_API_ADDRESS", "127.0.0.1:0"),
-            ],
-        );
-        let ready = process.ready().await;
+        // The HTTP gateway on a free port, not 8080.
+        let inner = MicroServer::builder().api().start().await;
         Self {
-            registry,
-            addr: ready.addr,
-            process,
-            _data: data,
+            addr: inner.addr.clone(),
+            registry_url: inner.registry_url.clone(),
+            inner,
         }
     }
 
     /// Runs `micro args…` with this server's registry; `(exit code, stdout, stderr)`.
     async fn micro(&self, args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"));
-        command
-            .args(args)
-            .env("MICRO_REGISTRY", &self.registry.url)
-            .env_remove("MICRO_STORE")
-            .env_remove("MICRO_BROKER")
-            .env_remove("MICRO_ENV")
-            .env("RUST_LOG", "warn")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("start micro");
-        if let Some(bytes) = stdin {
-            use tokio::io::AsyncWriteExt;
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            pipe.write_all(bytes).await.expect("write stdin");
-            drop(pipe);
-        }
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("micro finished within 60 s")
-            .expect("micro output");
-        (
-            output.status.code().expect("micro exited, not killed"),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        self.inner.micro(args, &[], stdin).await
     }
 
-    async fn stop(mut self) {
-        self.process.signal(Signal::SIGTERM);
-        let status = self.process.wait(Duration::from_secs(30)).await;
-        assert!(status.success(), "micro server exited with {status}");
+    async fn stop(self) {
+        self.inner.stop().await;
     }
 }
 
@@ -168,7 +111,7 @@ async fn subscribe_prints_what_publish_sends() {
             "--output",
             "json",
         ])
-        .env("MICRO_REGISTRY", &server.registry.url)
+        .env("MICRO_REGISTRY", &server.registry_url)
         .env_remove("MICRO_BROKER")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -375,7 +318,7 @@ async fn config_set_get_delete_and_watch() {
     let mut watch = Proc::spawn(
         Path::new(env!("CARGO_BIN_EXE_micro")),
         &["config", "watch", "db.pool", "--env", "prod"],
-        &[("MICRO_REGISTRY", &server.registry.url)],
+        &[("MICRO_REGISTRY", &server.registry_url)],
     );
     assert_eq!(watch.next_line(Duration::from_secs(30)).await, "20");
     let (code, _, err) = server

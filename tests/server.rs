@@ -19,7 +19,7 @@ use micro_core::{
     sync::{self, LockOptions, Sync, SyncError},
 };
 use nix::sys::signal::Signal;
-use support::{Proc, RegistryDir};
+use support::{Proc, RegistryDir, server::MicroServer};
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -36,43 +36,14 @@ async fn start_with(
     registry: &RegistryDir,
     extra: &[&str],
 ) -> (Proc, String, Vec<String>) {
-    let data_dir = data_dir.display().to_string();
-    let mut args = vec![
-        "server",
-        "--address",
-        "127.0.0.1:0",
-        "--api-address",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_dir,
-        "--registry",
-        &registry.url,
-    ];
-    args.extend_from_slice(extra);
-    let mut server = Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_micro")),
-        &args,
-        // The child must not inherit a test runner's store or registry settings.
-        &[
-            ("MICRO_STORE", ""),
-            ("MICRO_SYNC", ""),
-            ("MICRO_BROKER", ""),
-            ("MICRO_SERVER_ADDRESS", ""),
-        ],
-    );
-    let mut lines = Vec::new();
-    let addr = loop {
-        let line = server.next_line(support::READY_TIMEOUT).await;
-        if let Some(rest) = line.strip_prefix("ready addr=") {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-        lines.push(line);
-    };
-    (server, addr, lines)
+    let server = MicroServer::builder()
+        .data_dir(data_dir)
+        .registry(registry)
+        .api()
+        .args(extra)
+        .start()
+        .await;
+    (server.process, server.addr, server.lines)
 }
 
 async fn stop(mut server: Proc) {

@@ -12,7 +12,7 @@ use std::{os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use micro::{Client, tls::ClientTls};
 use nix::sys::signal::Signal;
-use support::{Proc, RegistryDir};
+use support::{Proc, RegistryDir, server::MicroServer};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -39,56 +39,20 @@ async fn start_with(
     flags: &[&str],
     env: &[(&str, &str)],
 ) -> Started {
-    let data_dir = data_dir.display().to_string();
-    let mut args = vec![
-        "server",
-        "--address",
-        "127.0.0.1:0",
-        "--api-address",
-        "off",
-        "--data-dir",
-        &data_dir,
-        "--registry",
-        &registry.url,
-    ];
-    args.extend_from_slice(flags);
-    let mut vars = vec![
-        ("MICRO_STORE", ""),
-        ("MICRO_SYNC", ""),
-        ("MICRO_BROKER", ""),
-        ("MICRO_SERVER_ADDRESS", ""),
-        ("MICRO_TLS_CERT", ""),
-        ("MICRO_TLS_KEY", ""),
-        ("MICRO_TLS_CLIENT_CA", ""),
-        ("MICRO_TLS_CLIENT_AUTH", ""),
-        ("MICRO_TLS_CA", ""),
-    ];
-    vars.extend_from_slice(env);
-    let mut server = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_micro")), &args, &vars);
-    let mut tls = None;
-    let addr = loop {
-        let line = server.next_line(support::READY_TIMEOUT).await;
-        if let Some(rest) = line.strip_prefix("tls ") {
-            tls = Some(rest.to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("ready addr=") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let tls = tls.unwrap_or_default();
-    let field = |name: &str| {
-        tls.split_whitespace()
-            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let started = MicroServer::builder()
+        .data_dir(data_dir)
+        .registry(registry)
+        .args(flags)
+        .env(env)
+        .start()
+        .await;
     Started {
-        addr,
-        ca: field("ca"),
-        cert: field("cert"),
-        key: field("key"),
-        created: field("created") == "true",
-        server,
+        ca: started.tls_field("ca"),
+        cert: started.tls_field("cert"),
+        key: started.tls_field("key"),
+        created: started.tls_field("created") == "true",
+        addr: started.addr,
+        server: started.process,
     }
 }
 

@@ -12,19 +12,14 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use http::{HeaderMap, Method, StatusCode};
 use micro::{
     Service,
     api::Gateway,
@@ -45,7 +40,7 @@ use super::support::{TestGreeter, pb as greeter_pb};
 pub const ISS: &str = "https://auth.micro.test";
 pub const AUD: &str = "micro";
 /// How long any one exchange may take on a loaded machine.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub use super::support::http::CALL_TIMEOUT;
 
 #[allow(unreachable_pub, missing_docs, clippy::all)]
 pub mod bookshelf_pb {
@@ -343,79 +338,80 @@ pub fn with_token<T>(message: T, token: Option<&str>) -> GrpcRequest<T> {
 
 // --- HTTP ---
 
-/// A reply: status, headers, body.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+pub use super::support::http::{Http, Reply};
+
+/// The content type of the OAuth2 token endpoint's form.
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+/// `authorization: Basic` for a client id and secret, each form-encoded (RFC 6749 §2.3.1).
+pub fn basic(id: &str, secret: &str) -> String {
+    let encode = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let pair = format!("{}:{}", encode(id), encode(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
-            panic!(
-                "not JSON ({err}): {} {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
+/// `POST /oauth/token` with the `form` and `headers` (after the form's content type).
+pub async fn oauth_token(http: &Http, headers: &[(&str, &str)], form: &str) -> Reply {
+    let mut all = vec![("content-type", FORM)];
+    all.extend_from_slice(headers);
+    http.request(Method::POST, "/oauth/token", &all, form.to_owned())
+        .await
+}
+
+/// A brute-force run against `POST /oauth/token`: 1,000 client-credentials requests from
+/// `attacker` for `id` with wrong secrets, each a 401 until the first 429 and a 429 from
+/// then on; every 50th attempt, `valid` asks for a token with `valid_form`.
+pub struct BruteForceRun<'a> {
+    pub attacker: &'a Http,
+    pub id: &'a str,
+    /// The wrong secret of an attempt.
+    pub guess: &'a dyn Fn(usize) -> String,
+    /// Checks a 401.
+    pub refused: &'a dyn Fn(&Reply),
+    /// Checks a 429 of an attempt.
+    pub limited: &'a dyn Fn(&Reply, usize),
+    pub valid: &'a Http,
+    pub valid_form: &'a str,
+    /// Checks the valid client's reply at an attempt.
+    pub issued: &'a dyn Fn(&Reply, usize),
+}
+
+impl BruteForceRun<'_> {
+    /// Runs the attempts: how many were refused (401), limited (429), and how many tokens
+    /// the valid client got.
+    pub async fn run(&self) -> (usize, usize, usize) {
+        let (mut refused, mut limited, mut issued) = (0, 0, 0);
+        for attempt in 0..1000 {
+            let reply = oauth_token(
+                self.attacker,
+                &[("authorization", &basic(self.id, &(self.guess)(attempt)))],
+                "grant_type=client_credentials",
             )
-        })
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
-/// A plain HTTP/1.1 client to one gateway, optionally from a given local address.
-#[derive(Clone)]
-pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-    pub addr: SocketAddr,
-}
-
-impl Http {
-    pub fn new(addr: SocketAddr) -> Self {
-        Self::from_local(addr, None)
-    }
-
-    /// Connecting from `local` (another loopback address, e.g. 127.0.0.2).
-    pub fn from_local(addr: SocketAddr, local: Option<IpAddr>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_local_address(local);
-        Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            addr,
-        }
-    }
-
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body.into())).unwrap();
-        let exchange = async {
-            let response = self.client.request(request).await.expect("HTTP exchange");
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.expect("whole body").to_bytes();
-            Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
+            .await;
+            match reply.status.as_u16() {
+                401 => {
+                    assert_eq!(limited, 0, "attempt {attempt}: a 401 after a 429");
+                    (self.refused)(&reply);
+                    refused += 1;
+                }
+                429 => {
+                    (self.limited)(&reply, attempt);
+                    limited += 1;
+                }
+                other => panic!("attempt {attempt}: {other} {reply:?}"),
             }
-        };
-        tokio::time::timeout(CALL_TIMEOUT, exchange)
-            .await
-            .expect("HTTP exchange in time")
+            if attempt % 50 == 0 {
+                let reply = oauth_token(self.valid, &[], self.valid_form).await;
+                (self.issued)(&reply, attempt);
+                issued += 1;
+            }
+        }
+        (refused, limited, issued)
     }
 }
 

@@ -20,6 +20,9 @@ use tokio::{
     process::{Child, ChildStdout, Command},
 };
 
+pub mod http;
+pub mod server;
+
 #[allow(unreachable_pub, missing_docs)]
 pub mod pb {
     micro::include_proto!("greeter.v1");
@@ -213,6 +216,23 @@ impl pb::greeter_server::Greeter for TestGreeter {
         }
         Ok(tonic::Response::new(Box::pin(replies)))
     }
+}
+
+/// A [`TestGreeter`] as the service `greeter` on 127.0.0.1, registered in `registry`.
+pub async fn start_test_greeter(
+    registry: micro::registry::SharedRegistry,
+) -> micro::service::RunningService {
+    micro::Service::builder("greeter")
+        .registry(registry)
+        .address("127.0.0.1:0")
+        .add_service(pb::greeter_server::GreeterServer::new(
+            TestGreeter::default(),
+        ))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
 }
 
 pub fn hello(name: &str) -> pb::HelloRequest {
