@@ -251,3 +251,64 @@ async fn mutual_tls_from_the_environment() {
     started.server.signal(Signal::SIGTERM);
     assert!(started.server.wait(EXIT_TIMEOUT).await.success());
 }
+
+/// The `micro` client commands reach a `--dev-tls` server's TLS nodes with `MICRO_TLS_CA`,
+/// and without it fail with exit 3 and a message saying what to configure.
+#[tokio::test]
+async fn cli_commands_dial_tls_nodes_with_micro_tls_ca() {
+    let server = MicroServer::builder()
+        .args(&["--dev-tls"])
+        .api()
+        .start()
+        .await;
+    let ca = server.tls_field("ca");
+    let with_ca = [("MICRO_TLS_CA", ca.as_str())];
+
+    let (code, _, stderr) = server.micro(&["kv", "put", "k", "v"], &[], None).await;
+    assert_eq!(code, 3, "no CA: unreachable; stderr: {stderr}");
+    assert!(
+        stderr.contains("requires TLS") && stderr.contains("MICRO_TLS_CA"),
+        "says what to configure: {stderr}"
+    );
+
+    let (code, _, stderr) = server.micro(&["kv", "put", "k", "v"], &with_ca, None).await;
+    assert_eq!(code, 0, "kv put over TLS: {stderr}");
+    let (code, stdout, stderr) = server.micro(&["kv", "get", "k"], &with_ca, None).await;
+    assert_eq!((code, stdout.trim()), (0, "v"), "kv get over TLS: {stderr}");
+    let (code, stdout, stderr) = server
+        .micro(
+            &[
+                "call",
+                "micro.kv",
+                "Kv.Get",
+                r#"{"namespace":{"database":"micro","table":"default"},"key":"k"}"#,
+            ],
+            &with_ca,
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "call over TLS: {stderr}");
+    assert!(
+        stdout.contains(r#""key": "k""#) || stdout.contains(r#""key":"k""#),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = server.micro(&["health", "micro.kv"], &with_ca, None).await;
+    assert_eq!(code, 0, "health over TLS: {stderr}");
+    assert!(stdout.contains("SERVING"), "{stdout}");
+    let (code, _, stderr) = server
+        .micro(&["config", "set", "db.pool", "5"], &with_ca, None)
+        .await;
+    assert_eq!(code, 0, "config set over TLS: {stderr}");
+    let secret = server.admin_secret();
+    let (code, stdout, stderr) = server
+        .micro(
+            &["auth", "token", "--id", "admin", "--secret", &secret],
+            &with_ca,
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "auth token over TLS: {stderr}");
+    assert_eq!(stdout.trim().split('.').count(), 3, "a JWT: {stdout}");
+
+    server.stop().await;
+}
