@@ -166,6 +166,17 @@ pub(super) async fn start(
         // Held by the task: the last watch to end drops the hub.
         let _hub = hub;
         if let Err(err) = run(&inner, filter, &mut changes, snapshot, &tx).await {
+            // A file I/O task is only cancelled when the runtime shuts down (nothing aborts
+            // them): nothing failed, and this task is about to be dropped with the runtime.
+            // Wait for that instead of ending the stream, so the watcher does not report a
+            // lost watch on the way out.
+            let cancelled = std::error::Error::source(&err)
+                .and_then(|source| source.downcast_ref::<tokio::task::JoinError>())
+                .is_some_and(tokio::task::JoinError::is_cancelled);
+            if cancelled {
+                tracing::debug!(registry = %inner.name, "local registry watch: runtime shutting down");
+                std::future::pending::<()>().await;
+            }
             tracing::warn!(registry = %inner.name, error = %err, "local registry watch failed");
             let _ = tx.send(Err(err)).await;
         }
