@@ -23,7 +23,7 @@
 use std::{sync::Arc, time::Duration};
 
 use micro::{
-    Client, Service,
+    Client,
     auth::{
         Access, Account, AccountKind, Algorithm, AuthLayer, Credentials, Issuer, KeySet, Resource,
         Rule, RuleSet, SigningKey, Verifier,
@@ -36,9 +36,9 @@ mod greeter;
 #[path = "support/measure.rs"]
 mod measure;
 
-use greeter::{Hello, pb};
+use greeter::pb;
 use measure::{Figures, THREADS, average, measure};
-use pb::{greeter_client::GreeterClient, greeter_server::GreeterServer};
+use pb::greeter_client::GreeterClient;
 
 const ISSUER: &str = "micro-bench";
 const AUDIENCE: &str = "micro";
@@ -65,36 +65,10 @@ fn main() {
     let auth = AuthLayer::new("greeter-auth", verifier, rules);
 
     let registry: micro::registry::SharedRegistry = Arc::new(MemoryRegistry::new());
-    let server_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let server_registry = registry.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        server_rt.block_on(async move {
-            let _plain = Service::builder("greeter")
-                .registry(server_registry.clone())
-                .add_service(GreeterServer::new(Hello))
-                .build()
-                .unwrap()
-                .start()
-                .await
-                .unwrap();
-            let _guarded = Service::builder("greeter-auth")
-                .registry(server_registry)
-                .layer(auth)
-                .add_service(GreeterServer::new(Hello))
-                .build()
-                .unwrap()
-                .start()
-                .await
-                .unwrap();
-            ready_tx.send(nix::unistd::gettid().as_raw()).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    let server_tid = ready_rx.recv().unwrap();
+    let (_, server_tid) = greeter::serve_on_thread(
+        registry.clone(),
+        vec![("greeter", None), ("greeter-auth", Some(auth))],
+    );
     THREADS
         .set([nix::unistd::gettid().as_raw(), server_tid])
         .unwrap();

@@ -27,14 +27,14 @@ use hyper_util::{
     client::legacy::{Client as HttpClient, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use micro::{Service, api::Gateway, registry::MemoryRegistry};
+use micro::{api::Gateway, registry::MemoryRegistry};
 use tokio::time::Instant;
 
 #[path = "support/greeter.rs"]
 mod greeter;
 
-use greeter::{Hello, pb};
-use pb::{HelloRequest, greeter_client::GreeterClient, greeter_server::GreeterServer};
+use greeter::pb;
+use pb::{HelloRequest, greeter_client::GreeterClient};
 
 #[derive(Debug, Clone, Copy)]
 struct Figures {
@@ -127,21 +127,8 @@ fn main() {
     let duration = Duration::from_secs(secs);
     let registry: micro::registry::SharedRegistry = Arc::new(MemoryRegistry::new());
 
-    let (server_tx, server_rx) = std::sync::mpsc::channel();
-    let server_registry = registry.clone();
-    spawn_runtime(async move {
-        let running = Service::builder("greeter")
-            .registry(server_registry)
-            .add_service(GreeterServer::new(Hello))
-            .build()
-            .unwrap()
-            .start()
-            .await
-            .unwrap();
-        server_tx.send(running.local_address().to_owned()).unwrap();
-        std::future::pending::<()>().await;
-    });
-    let server = server_rx.recv().unwrap();
+    let (addresses, _) = greeter::serve_on_thread(registry.clone(), vec![("greeter", None)]);
+    let server = addresses[0].clone();
 
     let (gateway_tx, gateway_rx) = std::sync::mpsc::channel();
     let gateway_registry = registry.clone();

@@ -21,16 +21,16 @@
 
 use std::{sync::Arc, time::Duration};
 
-use micro::{Client, Service, registry::MemoryRegistry};
+use micro::{Client, registry::MemoryRegistry};
 
 #[path = "support/greeter.rs"]
 mod greeter;
 #[path = "support/measure.rs"]
 mod measure;
 
-use greeter::{Hello, pb};
+use greeter::pb;
 use measure::{THREADS, average, measure};
-use pb::{HelloRequest, greeter_client::GreeterClient, greeter_server::GreeterServer};
+use pb::{HelloRequest, greeter_client::GreeterClient};
 
 fn main() {
     let secs: u64 = std::env::var("MICRO_BENCH_SECS")
@@ -40,32 +40,9 @@ fn main() {
     let duration = Duration::from_secs(secs);
 
     let registry: micro::registry::SharedRegistry = Arc::new(MemoryRegistry::new());
-    let server_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let server_registry = registry.clone();
-    let (address_tx, address_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        server_rt.block_on(async move {
-            let running = Service::builder("greeter")
-                .registry(server_registry)
-                .add_service(GreeterServer::new(Hello))
-                .build()
-                .unwrap()
-                .start()
-                .await
-                .unwrap();
-            address_tx
-                .send((
-                    running.local_address().to_owned(),
-                    nix::unistd::gettid().as_raw(),
-                ))
-                .unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    let (address, server_tid) = address_rx.recv().unwrap();
+    let (addresses, server_tid) =
+        greeter::serve_on_thread(registry.clone(), vec![("greeter", None)]);
+    let address = addresses[0].clone();
     THREADS
         .set([nix::unistd::gettid().as_raw(), server_tid])
         .unwrap();

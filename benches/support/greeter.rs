@@ -30,3 +30,43 @@ impl Greeter for Hello {
         Ok(tonic::Response::new(tokio_stream::empty()))
     }
 }
+
+/// Serves one `Hello` greeter per `(name, auth layer)` on a single-threaded runtime of a
+/// thread of its own, registered in `registry`: their addresses, in order, and the thread's
+/// id (for its CPU time).
+pub(crate) fn serve_on_thread(
+    registry: micro::registry::SharedRegistry,
+    services: Vec<(&'static str, Option<micro::auth::AuthLayer>)>,
+) -> (Vec<String>, i32) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        runtime.block_on(async move {
+            let mut running = Vec::new();
+            let mut addresses = Vec::new();
+            for (name, auth) in services {
+                let mut builder = micro::Service::builder(name).registry(registry.clone());
+                if let Some(auth) = auth {
+                    builder = builder.layer(auth);
+                }
+                let service = builder
+                    .add_service(pb::greeter_server::GreeterServer::new(Hello))
+                    .build()
+                    .expect("greeter service")
+                    .start()
+                    .await
+                    .expect("greeter started");
+                addresses.push(service.local_address().to_owned());
+                running.push(service);
+            }
+            ready_tx
+                .send((addresses, nix::unistd::gettid().as_raw()))
+                .expect("main thread waiting");
+            std::future::pending::<()>().await;
+        });
+    });
+    ready_rx.recv().expect("greeter services started")
+}
