@@ -605,7 +605,10 @@ async fn s07_slow_node_loses_traffic_with_the_default_selector() {
         &report.share_per_node_between(slowed + Duration::from_secs(5), end),
         &nodes[0],
     );
-    assert!(baseline > 0.2, "baseline share {baseline:.3}");
+    // Node 0 was in rotation before it slowed. Not "a third": peak-EWMA rightly moves
+    // traffic off a node for a while after one slow answer, which a loaded CI machine
+    // produces now and then (a baseline of 0.152 over these 2 s was seen).
+    assert!(baseline > 0.12, "baseline share {baseline:.3}");
     assert!(
         after < 0.10,
         "slow node's share {after:.3} 5 s after it slowed (baseline {baseline:.3})"
