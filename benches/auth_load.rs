@@ -37,7 +37,7 @@ mod greeter;
 mod measure;
 
 use greeter::pb;
-use measure::{Figures, THREADS, average, measure};
+use measure::{Figures, average, count_threads, measure, this_thread};
 use pb::greeter_client::GreeterClient;
 
 const ISSUER: &str = "micro-bench";
@@ -69,9 +69,7 @@ fn main() {
         registry.clone(),
         vec![("greeter", None), ("greeter-auth", Some(auth))],
     );
-    THREADS
-        .set([nix::unistd::gettid().as_raw(), server_tid])
-        .unwrap();
+    count_threads([this_thread(), (this_thread().0, server_tid)]);
 
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

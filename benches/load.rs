@@ -4,9 +4,17 @@
 //! "cpu ratio" is raw CPU per call / micro CPU per call, the throughput ratio the machine
 //! would give with both cores to itself.
 //!
+//! Two set-ups, each measured against raw tonic to the same server in the same run:
+//! - **process** (what users run): the greeter is a separate process (this binary started
+//!   again), registered in a `local` registry (a private directory); micro's client finds it
+//!   there by name, every default layer on.
+//! - **memory**: server and client in one process on a memory registry (the shortcut the
+//!   benchmark used before; kept for comparison).
+//!
 //! ```text
-//! cargo bench --bench load                   # 5 s per measurement
+//! cargo bench --bench load                           # both, 5 s per measurement
 //! MICRO_BENCH_SECS=10 cargo bench --bench load
+//! MICRO_BENCH_SETUP=process cargo bench --bench load # one of them
 //! ```
 //!
 //! The server runs on its own single-threaded runtime, the clients on another, so the two
@@ -29,24 +37,110 @@ mod greeter;
 mod measure;
 
 use greeter::pb;
-use measure::{THREADS, average, measure};
+use measure::{average, count_threads, measure, this_thread};
 use pb::{HelloRequest, greeter_client::GreeterClient};
 
+/// Set in the server process: the registry URL to register the greeter in.
+const SERVER_ENV: &str = "MICRO_BENCH_SERVE";
+
 fn main() {
+    if let Ok(url) = std::env::var(SERVER_ENV) {
+        serve_process(&url);
+        return;
+    }
     let secs: u64 = std::env::var("MICRO_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let duration = Duration::from_secs(secs);
+    let setup = std::env::var("MICRO_BENCH_SETUP").unwrap_or_default();
 
-    let registry: micro::registry::SharedRegistry = Arc::new(MemoryRegistry::new());
-    let (addresses, server_tid) =
-        greeter::serve_on_thread(registry.clone(), vec![("greeter", None)]);
-    let address = addresses[0].clone();
-    THREADS
-        .set([nix::unistd::gettid().as_raw(), server_tid])
+    if setup.is_empty() || setup == "process" {
+        // The greeter in its own process, found through a `local` registry.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("local://{}", dir.path().join("registry").display());
+        let mut server = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(SERVER_ENV, &url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+            &mut ready,
+        )
         .unwrap();
+        let field = |key: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in the server's line {ready:?}"))
+                .to_owned()
+        };
+        let address = field("addr=");
+        let server_thread = (
+            field("pid=").parse().unwrap(),
+            field("tid=").parse().unwrap(),
+        );
+        let registry = micro::registry::from_url(&url).unwrap();
+        println!("== process: greeter in another process, found in the local registry ({url})");
+        run(&address, registry, server_thread, duration);
+        // The server ends when its stdin closes.
+        drop(server.stdin.take());
+        let _ = server.wait();
+    }
+    if setup.is_empty() || setup == "memory" {
+        let registry: micro::registry::SharedRegistry = Arc::new(MemoryRegistry::new());
+        let (addresses, server_tid) =
+            greeter::serve_on_thread(registry.clone(), vec![("greeter", None)]);
+        println!("== memory: greeter on another thread of this process, memory registry");
+        run(
+            &addresses[0],
+            registry,
+            (this_thread().0, server_tid),
+            duration,
+        );
+    }
+}
 
+/// The server process: a greeter with micro's defaults, registered at `url`, on a
+/// single-threaded runtime; prints `ready addr=… pid=… tid=…` and serves until stdin closes.
+fn serve_process(url: &str) {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let service = micro::Service::builder("greeter")
+            .registry(micro::registry::from_url(url).unwrap())
+            .add_service(pb::greeter_server::GreeterServer::new(greeter::Hello))
+            .build()
+            .unwrap()
+            .start()
+            .await
+            .unwrap();
+        let (pid, tid) = this_thread();
+        println!("ready addr={} pid={pid} tid={tid}", service.local_address());
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Measures raw tonic and micro's client against the greeter at `address`, found by micro
+/// through `registry`; `server_thread` is the server's runtime thread.
+fn run(
+    address: &str,
+    registry: micro::registry::SharedRegistry,
+    server_thread: (i32, i32),
+    duration: Duration,
+) {
+    let secs = duration.as_secs();
+    let address = address.to_owned();
+    count_threads([this_thread(), server_thread]);
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -94,7 +188,7 @@ fn main() {
         measure(micro.clone(), 8, Duration::from_millis(500)).await;
 
         println!(
-            "SayHello, {secs} s per measurement, server on 127.0.0.1 (other thread); micro = default client stack (trace, metrics, retry, P2C peak-EWMA)"
+            "SayHello, {secs} s per measurement; micro = default client stack (trace, metrics, retry, P2C peak-EWMA)"
         );
         println!(
             "{:>11} | {:>10} {:>9} {:>9} {:>9} | {:>10} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}",

@@ -17,21 +17,34 @@ pub(crate) struct Figures {
     pub(crate) cpu_per_call: Duration,
 }
 
-/// The threads whose CPU time is counted: the client's (this one) and the server's.
-pub(crate) static THREADS: std::sync::OnceLock<[i32; 2]> = std::sync::OnceLock::new();
+/// The threads whose CPU time is counted, as (process id, thread id): the client's (this
+/// one) and the server's, which may run in another process.
+static THREADS: std::sync::Mutex<[(i32, i32); 2]> = std::sync::Mutex::new([(0, 0); 2]);
 
-/// Nanoseconds the given thread of this process has run, from the kernel's schedstat.
-fn thread_cpu_ns(tid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+/// Counts the CPU time of `threads` from now on.
+pub(crate) fn count_threads(threads: [(i32, i32); 2]) {
+    *THREADS.lock().unwrap() = threads;
+}
+
+/// This thread, as [`THREADS`] names it.
+pub(crate) fn this_thread() -> (i32, i32) {
+    (
+        i32::try_from(std::process::id()).unwrap_or(0),
+        nix::unistd::gettid().as_raw(),
+    )
+}
+
+/// Nanoseconds the given thread has run, from the kernel's schedstat.
+fn thread_cpu_ns((pid, tid): (i32, i32)) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
         .ok()
         .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
 
 fn threads_cpu_ns() -> u64 {
-    THREADS
-        .get()
-        .map_or(0, |tids| tids.iter().map(|&tid| thread_cpu_ns(tid)).sum())
+    let threads = *THREADS.lock().unwrap();
+    threads.iter().map(|&t| thread_cpu_ns(t)).sum()
 }
 
 pub(crate) async fn measure<T>(

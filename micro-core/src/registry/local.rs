@@ -6,14 +6,25 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use async_trait::async_trait;
+use tokio::sync::Semaphore;
 
 use super::{RegisterOptions, Registry, RegistryError, Service, WatchOptions, Watcher, common};
 
 mod store;
 mod watch;
+
+/// File operations on the directory that may run at once, per registry (and its clones).
+/// A hung file system then holds at most this many blocking threads, however many calls
+/// wait.
+const MAX_IO_TASKS: usize = 4;
+
+/// How long a call waits for the directory's file I/O (its turn, then the operation) before
+/// failing. A scan of a healthy directory takes milliseconds.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Processes of one user on one machine find each other through files: no server, no
 /// configuration, no network.
@@ -31,6 +42,12 @@ mod watch;
 /// limited (`fs.inotify.max_user_instances`, often 128, across all of the user's
 /// processes), so share one `LocalRegistry` per process.
 ///
+/// Reads are defensive: only regular files are read (symlinks are not followed, FIFOs and
+/// devices never opened for reading), each at most 1 MiB; a bad entry is skipped with one
+/// warning. File I/O runs on at most 4 blocking threads per registry and fails after 5 s,
+/// so a hung file system fails calls instead of hanging them or piling up threads. (Like the
+/// rest of micro, it needs a Tokio runtime with its time driver enabled.)
+///
 /// The default directory is `$XDG_RUNTIME_DIR/micro/registry`, or
 /// `<temp dir>/micro-<uid>/registry` when `XDG_RUNTIME_DIR` is unset. Clones share the
 /// directory.
@@ -46,6 +63,8 @@ struct LocalInner {
     name: String,
     /// The filesystem watcher shared by all watches, while any runs.
     hub: watch::HubSlot,
+    /// Turns to run file I/O; a blocking task holds its permit until it really ends.
+    io_permits: Arc<Semaphore>,
 }
 
 // === impl LocalRegistry ===
@@ -83,6 +102,7 @@ impl LocalRegistry {
             dir,
             name,
             hub: watch::HubSlot::default(),
+            io_permits: Arc::new(Semaphore::new(MAX_IO_TASKS)),
         };
         store::create_private_dir(&inner.dir).map_err(|e| {
             inner.error(
@@ -202,16 +222,51 @@ impl LocalInner {
         RegistryError::backend(&self.name, what, err)
     }
 
-    /// Runs blocking file I/O off the async threads.
+    /// Runs blocking file I/O off the async threads: at most [`MAX_IO_TASKS`] at once, and
+    /// failing after [`IO_TIMEOUT`] (waiting included). An operation that hangs keeps its
+    /// thread and its permit until it ends; the caller gets its error in time.
     async fn blocking<T, F>(&self, f: F) -> Result<T, RegistryError>
     where
         F: FnOnce() -> io::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.error(format!("in {}", self.dir.display()), e)),
-            Err(e) => Err(self.error("file I/O task failed", e)),
+        self.blocking_within(IO_TIMEOUT, f).await
+    }
+
+    async fn blocking_within<T, F>(&self, timeout: Duration, f: F) -> Result<T, RegistryError>
+    where
+        F: FnOnce() -> io::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stuck = || {
+            self.error(
+                format!(
+                    "file I/O in {} did not finish within {timeout:?} ({} operations still running)",
+                    self.dir.display(),
+                    MAX_IO_TASKS - self.io_permits.available_permits()
+                ),
+                io::Error::from(io::ErrorKind::TimedOut),
+            )
+        };
+        let permit =
+            match tokio::time::timeout_at(deadline, Arc::clone(&self.io_permits).acquire_owned())
+                .await
+            {
+                Ok(Ok(permit)) => permit,
+                // The semaphore is never closed.
+                Ok(Err(e)) => return Err(self.error("file I/O task failed", e)),
+                Err(_) => return Err(stuck()),
+            };
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(e))) => Err(self.error(format!("in {}", self.dir.display()), e)),
+            Ok(Err(e)) => Err(self.error("file I/O task failed", e)),
+            Err(_) => Err(stuck()),
         }
     }
 

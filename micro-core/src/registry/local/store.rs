@@ -1,15 +1,23 @@
 //! The on-disk layout of the local registry: `<dir>/<service>/<node-id>.json`.
 //!
 //! Everything here is blocking file I/O; callers run it on a blocking thread.
+//!
+//! The directory is private to the user, but anything can end up in it: a reader opens only
+//! regular files (never following a symlink, never blocking on a FIFO or device), reads at
+//! most [`MAX_RECORD_BYTES`] of each and at most [`MAX_SCAN_BYTES`] and
+//! [`MAX_SCAN_ENTRIES`] per service directory, and skips a bad entry with one warning.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     fs::{self, DirBuilder, File, OpenOptions},
     io::{self, Read, Write},
     os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
+    sync::Mutex,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+use nix::fcntl::OFlag;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +28,24 @@ use crate::registry::Service;
 const DELETE_GRACE_MS: u64 = 1000;
 
 const RECORD_EXT: &str = "json";
+
+/// Largest record file read. A node's record is a few KiB even with hundreds of endpoints;
+/// anything bigger is not a record (a symlink to `/dev/zero` would otherwise be read until
+/// memory runs out).
+pub(super) const MAX_RECORD_BYTES: u64 = 1024 * 1024;
+
+/// Most record bytes read from one service directory in one scan.
+pub(super) const MAX_SCAN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Most entries looked at in one service directory in one scan.
+pub(super) const MAX_SCAN_ENTRIES: usize = 100_000;
+
+/// Bad entries already warned about, so each is reported once, not at every scan.
+const MAX_WARNED: usize = 4096;
+static WARNED: Mutex<Option<HashSet<Warned>>> = Mutex::new(None);
+
+/// A bad entry by path, inode and kind of problem.
+type Warned = (PathBuf, u64, &'static str);
 
 /// One file: a service record with exactly one node, and when it stops being valid.
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,6 +161,21 @@ pub(super) fn service_names(dir: &Path) -> io::Result<Vec<String>> {
 /// deletes records long expired.
 pub(super) fn scan_service(dir: &Path, name: &str) -> io::Result<BTreeMap<String, Live>> {
     let service_dir = dir.join(name);
+    // Only a real directory: a symlink here must not send readers elsewhere.
+    match fs::symlink_metadata(&service_dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(meta) => {
+            warn_once(
+                &service_dir,
+                meta.ino(),
+                "not a directory",
+                "a service's nodes are files in a directory",
+            );
+            return Ok(BTreeMap::new());
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e),
+    }
     let entries = match fs::read_dir(&service_dir) {
         // Gone, or a stray file where a service directory would be: no nodes.
         Err(e)
@@ -149,7 +190,14 @@ pub(super) fn scan_service(dir: &Path, name: &str) -> io::Result<BTreeMap<String
     };
     let now = now_ms();
     let mut live = BTreeMap::new();
-    for entry in entries {
+    let mut bytes_left = MAX_SCAN_BYTES;
+    for (seen, entry) in entries.enumerate() {
+        if seen >= MAX_SCAN_ENTRIES {
+            return Err(io::Error::other(format!(
+                "{} has more than {MAX_SCAN_ENTRIES} entries; remove what is not a node record",
+                service_dir.display()
+            )));
+        }
         let path = entry?.path();
         if path.extension().and_then(|e| e.to_str()) != Some(RECORD_EXT) {
             continue;
@@ -157,7 +205,8 @@ pub(super) fn scan_service(dir: &Path, name: &str) -> io::Result<BTreeMap<String
         let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
-        let Some((record, expires_at_ms, inode)) = read_record(&path, name, id) else {
+        let Some((record, expires_at_ms, inode)) = read_record(&path, name, id, &mut bytes_left)?
+        else {
             continue;
         };
         if expires_at_ms > now {
@@ -189,39 +238,107 @@ pub(super) fn scan_all(dir: &Path) -> io::Result<Snapshot> {
     Ok(all)
 }
 
-/// Reads one record file; `None` (logged) when it is gone, unreadable or not a record of
-/// node `id` of service `name`.
-fn read_record(path: &Path, name: &str, id: &str) -> Option<(Service, u64, u64)> {
-    let mut body = Vec::new();
-    // Metadata and contents from the same open file, so the inode matches what we read.
-    let read = File::open(path).and_then(|mut file| {
-        let inode = file.metadata()?.ino();
-        file.read_to_end(&mut body)?;
-        Ok(inode)
-    });
-    let inode = match read {
-        Ok(inode) => inode,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+/// Reads one record file; `None` when it is gone, or (warned about once) not a regular
+/// file, too big, unreadable or not a record of node `id` of service `name`. Fails only when
+/// the scan's byte budget runs out.
+fn read_record(
+    path: &Path,
+    name: &str,
+    id: &str,
+    bytes_left: &mut u64,
+) -> io::Result<Option<(Service, u64, u64)>> {
+    // Never follow a symlink, never wait for a FIFO's writer: the type is checked on the
+    // open file before anything is read.
+    let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            let inode = fs::symlink_metadata(path).map_or(0, |m| m.ino());
+            warn_once(path, inode, "a symlink", "not followed");
+            return Ok(None);
+        }
         Err(e) => {
-            tracing::debug!(path = %path.display(), error = %e, "skipping unreadable registry record");
-            return None;
+            let inode = fs::symlink_metadata(path).map_or(0, |m| m.ino());
+            warn_once(path, inode, "unreadable", &e);
+            return Ok(None);
         }
     };
+    // Metadata and contents from the same open file, so the inode matches what we read.
+    let meta = file.metadata()?;
+    let inode = meta.ino();
+    if !meta.is_file() {
+        warn_once(
+            path,
+            inode,
+            "not a regular file",
+            "a FIFO, device or socket is never read",
+        );
+        return Ok(None);
+    }
+    if meta.len() > MAX_RECORD_BYTES {
+        warn_once(path, inode, "too large", "a node record is at most 1 MiB");
+        return Ok(None);
+    }
+    if meta.len() > *bytes_left {
+        return Err(io::Error::other(format!(
+            "the records in {} add up to more than {} MiB; remove what is not a node record",
+            path.parent().unwrap_or(path).display(),
+            MAX_SCAN_BYTES / (1024 * 1024)
+        )));
+    }
+    let mut body = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The file may grow between the check and the read: never read past the cap.
+    if let Err(e) = file.take(MAX_RECORD_BYTES + 1).read_to_end(&mut body) {
+        warn_once(path, inode, "unreadable", &e);
+        return Ok(None);
+    }
+    let read = u64::try_from(body.len()).unwrap_or(u64::MAX);
+    if read > MAX_RECORD_BYTES {
+        warn_once(path, inode, "too large", "a node record is at most 1 MiB");
+        return Ok(None);
+    }
+    *bytes_left = bytes_left.saturating_sub(read);
     let record: FileRecord = match serde_json::from_slice(&body) {
         Ok(record) => record,
         Err(e) => {
-            tracing::debug!(path = %path.display(), error = %e, "skipping malformed registry record");
-            return None;
+            warn_once(path, inode, "not a valid node record", &e);
+            return Ok(None);
         }
     };
     let matches = record.service.name == name
         && record.service.nodes.len() == 1
         && record.service.nodes.first().is_some_and(|n| n.id == id);
     if !matches {
-        tracing::debug!(path = %path.display(), "skipping registry record that does not match its file name");
-        return None;
+        warn_once(
+            path,
+            inode,
+            "not this path's record",
+            format_args!("it does not hold node {id} of service {name}"),
+        );
+        return Ok(None);
     }
-    Some((record.service, record.expires_at_ms, inode))
+    Ok(Some((record.service, record.expires_at_ms, inode)))
+}
+
+/// Logs a warning that a bad entry is ignored, once per entry (path and inode) and kind of
+/// problem.
+fn warn_once(path: &Path, inode: u64, problem: &'static str, detail: impl std::fmt::Display) {
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let warned = warned.get_or_insert_with(HashSet::new);
+    if warned.len() >= MAX_WARNED {
+        // Something is filling the directory with junk: warn again rather than grow.
+        warned.clear();
+    }
+    if warned.insert((path.to_owned(), inode, problem)) {
+        tracing::warn!(path = %path.display(), %detail, "ignoring local registry entry: {problem}");
+    }
 }
 
 /// Deletes an expired record unless it was replaced since it was read. A writer renaming a

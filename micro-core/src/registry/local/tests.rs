@@ -240,6 +240,7 @@ async fn concurrent_registrations_never_corrupt_records() {
             let dir = dir.clone();
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
                     .build()
                     .unwrap();
                 let registry = LocalRegistry::with_dir(dir).unwrap();
@@ -334,4 +335,137 @@ async fn watches_share_one_fs_watcher_until_the_last_ends() {
     assert_eq!(hub_holders(&registry), 1);
     registry.deregister(&s).await.unwrap();
     assert_eq!(next_event(&mut again).await.kind, EventKind::Delete);
+}
+
+/// Files that are not records (a FIFO, a symlink to an endless device, an oversized file,
+/// symlinks out of the directory) are skipped: lookups, listings and watches never hang on
+/// them nor read them into memory.
+#[tokio::test]
+async fn hostile_entries_are_skipped_without_hanging() {
+    let (tmp, registry) = registry();
+    let mut watcher = registry.watch(WatchOptions::default()).await.unwrap();
+    let good = service("svc", "1", &[node("good", "127.0.0.1:1")]);
+    registry.register(&good, long()).await.unwrap();
+    assert_eq!(next_event(&mut watcher).await.service, good);
+
+    let dir = registry.dir().join("svc");
+    // A FIFO: opening it for reading would wait for a writer forever.
+    nix::unistd::mkfifo(&dir.join("fifo.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // An endless file.
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.json")).unwrap();
+    // A valid record, but outside the directory, reached by a symlink.
+    let outside = tmp.path().join("outside.json");
+    std::fs::copy(dir.join("good.json"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("linked.json")).unwrap();
+    // Bigger than any record.
+    std::fs::write(dir.join("huge.json"), vec![b' '; 2 * 1024 * 1024]).unwrap();
+    // A directory where a record would be.
+    std::fs::create_dir(dir.join("dir.json")).unwrap();
+    // A service directory that is a symlink to elsewhere.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::copy(dir.join("good.json"), elsewhere.join("good.json")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, registry.dir().join("linked-svc")).unwrap();
+
+    let lookups = async {
+        assert_eq!(
+            registry.get_service("svc").await.unwrap(),
+            vec![good.clone()]
+        );
+        assert_eq!(registry.list_services().await.unwrap(), vec![good.clone()]);
+        assert!(registry.get_service("linked-svc").await.unwrap().is_empty());
+        // The watch rescanned all of it and still reports only real changes.
+        let marker = service("marker", "1", &[node("m", "127.0.0.1:2")]);
+        registry.register(&marker, long()).await.unwrap();
+        let event = next_event(&mut watcher).await;
+        assert_eq!((event.kind, &event.service), (EventKind::Create, &marker));
+    };
+    tokio::time::timeout(EVENT_TIMEOUT, lookups)
+        .await
+        .expect("a lookup hung on a bad entry");
+}
+
+/// Reading the directory is not a change: a rescan opens every record, and reacting to the
+/// opens made each rescan trigger the next, forever (1.75 cores for an idle server).
+#[tokio::test]
+async fn reads_are_not_changes() {
+    let (_tmp, registry) = registry();
+    let s = service("svc", "1", &[node("n", "127.0.0.1:1")]);
+    registry.register(&s, long()).await.unwrap();
+    let mut watcher = registry.watch(WatchOptions::default()).await.unwrap();
+    let hub = watch::Hub::get(&registry.inner).unwrap();
+    let mut changes = hub.subscribe();
+
+    // Reads of every kind, through the registry and directly.
+    assert_eq!(registry.get_service("svc").await.unwrap(), vec![s.clone()]);
+    assert_eq!(registry.list_services().await.unwrap(), vec![s.clone()]);
+    std::fs::read(registry.dir().join("svc").join("n.json")).unwrap();
+    std::fs::read_dir(registry.dir().join("svc"))
+        .unwrap()
+        .for_each(drop);
+
+    // The first change the hub reports is the marker's, and the watch saw nothing else.
+    let marker = service("marker", "1", &[node("m", "127.0.0.1:2")]);
+    registry.register(&marker, long()).await.unwrap();
+    let first = tokio::time::timeout(EVENT_TIMEOUT, changes.recv())
+        .await
+        .expect("no change reported")
+        .unwrap();
+    assert_eq!(first, watch::Change::Service("marker".into()));
+    let event = next_event(&mut watcher).await;
+    assert_eq!((event.kind, &event.service), (EventKind::Create, &marker));
+}
+
+/// File I/O that hangs (a stuck file system) holds at most `MAX_IO_TASKS` threads; further
+/// calls fail once their time is up instead of waiting forever or adding threads, and the
+/// registry works again once the I/O returns.
+#[tokio::test]
+async fn hung_file_io_fails_calls_in_time_and_bounds_threads() {
+    let (_tmp, registry) = registry();
+    let inner = &registry.inner;
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Arc::new(std::sync::Mutex::new(released));
+    let mut hung = Vec::new();
+    for _ in 0..MAX_IO_TASKS {
+        let released = Arc::clone(&released);
+        let inner = Arc::clone(inner);
+        hung.push(tokio::spawn(async move {
+            inner
+                .blocking_within(Duration::from_millis(50), move || {
+                    // Blocks until the test releases it, like a read on a hung mount.
+                    let _ = released.lock().unwrap().recv();
+                    Ok(())
+                })
+                .await
+        }));
+    }
+    for task in hung {
+        let err = task.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("did not finish within"), "{err}");
+    }
+    assert_eq!(
+        inner.io_permits.available_permits(),
+        0,
+        "hung tasks keep their turns"
+    );
+
+    // A call now waits for a turn, then fails in time, naming the directory.
+    let err = inner
+        .blocking_within(Duration::from_millis(50), || Ok(()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("did not finish within"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&registry.dir().display().to_string()),
+        "{err}"
+    );
+
+    // The I/O returns: everything works again.
+    for _ in 0..MAX_IO_TASKS {
+        release.send(()).unwrap();
+    }
+    let s = service("svc", "1", &[node("n", "127.0.0.1:1")]);
+    registry.register(&s, long()).await.unwrap();
+    assert_eq!(registry.get_service("svc").await.unwrap(), vec![s]);
 }

@@ -41,7 +41,7 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(5);
 
 /// What the filesystem watcher saw, as broadcast to every watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Change {
+pub(super) enum Change {
     /// Something in this service's directory changed.
     Service(String),
     /// Unsure what changed (an overflowed or failed notification): rescan everything.
@@ -71,7 +71,7 @@ impl fmt::Debug for Hub {
 
 impl Hub {
     /// The registry's hub, started if no watch holds one.
-    fn get(inner: &LocalInner) -> Result<Arc<Self>, RegistryError> {
+    pub(super) fn get(inner: &LocalInner) -> Result<Arc<Self>, RegistryError> {
         let mut slot = inner
             .hub
             .lock()
@@ -88,11 +88,16 @@ impl Hub {
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         let root = inner.dir.clone();
         let sender = changes.clone();
-        let mut fs_watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // A symlink in the directory must not pull the whole tree it points to into the
+        // watch (a link to `/` would add a watch per directory of the machine).
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let mut fs_watcher = notify::RecommendedWatcher::new(
+            move |res: notify::Result<notify::Event>| {
                 on_fs_event(&root, &sender, res);
-            })
-            .map_err(|e| inner.error(format!("cannot watch {}", inner.dir.display()), e))?;
+            },
+            config,
+        )
+        .map_err(|e| inner.error(format!("cannot watch {}", inner.dir.display()), e))?;
         fs_watcher
             .watch(&inner.dir, RecursiveMode::Recursive)
             .map_err(|e| inner.error(format!("cannot watch {}", inner.dir.display()), e))?;
@@ -100,6 +105,14 @@ impl Hub {
             changes,
             _fs_watcher: fs_watcher,
         })
+    }
+}
+
+#[cfg(test)]
+impl Hub {
+    /// What the filesystem watcher reports from now on.
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 }
 
@@ -193,6 +206,10 @@ fn on_fs_event(
     let mut dirty = BTreeSet::new();
     let mut all = false;
     match res {
+        // Opening or reading a file changes nothing, and every rescan opens the records:
+        // reacting to those would make each rescan trigger the next one, in this process
+        // and in every other one watching the directory.
+        Ok(event) if !changes_content(&event.kind) => return,
         Ok(event) if !event.need_rescan() => {
             for path in &event.paths {
                 match service_of(root, path) {
@@ -217,6 +234,22 @@ fn on_fs_event(
         for name in dirty {
             let _ = changes.send(Change::Service(name));
         }
+    }
+}
+
+/// Whether an event can mean a record was created, replaced, changed or removed. Only
+/// creates, writes, renames, deletes, metadata changes (a chmod can make a record
+/// unreadable) and a close after writing do; opens and reads never.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Any
+        | EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Other => true,
     }
 }
 
