@@ -193,3 +193,63 @@ async fn warm_client_reads_no_registry_files() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Threads and resident memory of process `pid`, from /proc.
+fn threads_and_rss(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("Threads:"), field("VmRSS:") * 1024)
+}
+
+/// A FIFO and a symlink to `/dev/zero` as node records: `micro services` answers, and
+/// `micro server` answers hundreds of ListServices calls without piling up threads or
+/// memory, and keeps serving kv writes. (The FIFO used to hang every reader and take the
+/// server to 516 threads; `/dev/zero` took it to 3.3 GB.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_registry_entries_never_hang_the_platform() {
+    use futures_util::StreamExt;
+    use micro::registry::Registry;
+
+    let registry = RegistryDir::new();
+    let evil = registry.dir.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    nix::unistd::mkfifo(&evil.join("n.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", evil.join("zero.json")).unwrap();
+    let server = MicroServer::builder().registry(&registry).start().await;
+
+    let (code, out, err) = server.micro(&["services"], &[], None).await;
+    assert_eq!(code, 0, "micro services failed: {err}");
+    assert!(out.contains("micro.kv"), "{out}");
+    assert!(!out.contains("evil"), "{out}");
+
+    let client = micro::platform::registry::RegistryClient::connect(&server.addr).unwrap();
+    let calls = futures_util::stream::iter(0..600)
+        .map(|_| {
+            let client = client.clone();
+            async move { client.list_services().await }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>();
+    let results = tokio::time::timeout(Duration::from_secs(120), calls)
+        .await
+        .expect("ListServices calls hung");
+    for result in results {
+        let services = result.expect("ListServices");
+        assert!(services.iter().any(|s| s.name == "micro.kv"));
+    }
+    let (threads, rss) = threads_and_rss(server.process.pid());
+    assert!(threads < 64, "micro server has {threads} threads");
+    assert!(rss < 512 << 20, "micro server holds {} MB", rss >> 20);
+
+    let (code, _, err) = server
+        .micro(&["kv", "put", "greeting", "hello"], &[], None)
+        .await;
+    assert_eq!(code, 0, "kv put failed: {err}");
+}
