@@ -500,3 +500,84 @@ async fn in_memory_connector() {
         assert_eq!(reply.into_inner().message, format!("Hello, mem{i}!"));
     }
 }
+
+/// A registry whose watch events wait behind a gate that opens at the third `get_service`
+/// (the cache's first read, then one re-read per call that found no node): a client's
+/// cache that has not yet heard of a registration.
+#[derive(Debug, Clone)]
+struct LaggingWatch {
+    inner: SharedRegistry,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[tonic::async_trait]
+impl micro::registry::Registry for LaggingWatch {
+    fn name(&self) -> &str {
+        "lagging"
+    }
+    async fn register(
+        &self,
+        service: &Record,
+        options: RegisterOptions,
+    ) -> Result<(), micro::registry::RegistryError> {
+        self.inner.register(service, options).await
+    }
+    async fn deregister(&self, service: &Record) -> Result<(), micro::registry::RegistryError> {
+        self.inner.deregister(service).await
+    }
+    async fn get_service(&self, name: &str) -> Result<Vec<Record>, micro::registry::RegistryError> {
+        if self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+            self.gate.add_permits(1);
+        }
+        self.inner.get_service(name).await
+    }
+    async fn list_services(&self) -> Result<Vec<Record>, micro::registry::RegistryError> {
+        self.inner.list_services().await
+    }
+    async fn watch(
+        &self,
+        options: micro::registry::WatchOptions,
+    ) -> Result<micro::registry::Watcher, micro::registry::RegistryError> {
+        let events = self.inner.watch(options).await?;
+        let gate = Arc::clone(&self.gate);
+        Ok(Box::pin(events.then(move |event| {
+            let gate = Arc::clone(&gate);
+            async move {
+                // Held until the gate opens; then everything flows.
+                let _ = gate
+                    .acquire()
+                    .await
+                    .map(tokio::sync::SemaphorePermit::forget);
+                gate.add_permits(1);
+                event
+            }
+        })))
+    }
+}
+
+/// A service registered a moment ago, not yet in the client's cache: the call finds it
+/// (the registry lists it, so the call waits for the cache to catch up) instead of failing
+/// with "not found". A service the registry does not list still fails at once.
+#[tokio::test]
+async fn a_registration_the_cache_has_not_seen_yet_is_found() {
+    let backend = memory();
+    let registry: SharedRegistry = Arc::new(LaggingWatch {
+        inner: backend.clone(),
+        reads: Arc::default(),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+    });
+    let client = Client::new(registry);
+    let mut caller = GreeterClient::new(client.channel("greeter"));
+    // First lookup: nothing registered, and the registry agrees.
+    let status = caller.say_hello(hello("x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("not found"), "{status:?}");
+
+    let _running = greeter(&backend).build().unwrap().start().await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), caller.say_hello(hello("x")))
+        .await
+        .expect("the call hung")
+        .expect("a registered service was not found");
+    assert_eq!(reply.get_ref().message, "Hello, x!");
+}

@@ -76,7 +76,10 @@ impl Shared {
         options: &CallOptions,
         deadline: Instant,
     ) -> Result<Response<Incoming>, Status> {
-        let set = self.node_set().await?;
+        let mut set = self.node_set().await?;
+        if set.nodes.is_empty() {
+            set = self.catch_up().await?;
+        }
         if set.nodes.is_empty() {
             return Err(Status::unavailable(format!(
                 "service {} not found in registry {}",

@@ -7,6 +7,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -30,6 +31,10 @@ use crate::{
 };
 
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// How long a call waits for the registry cache to show nodes that the registry itself
+/// already lists: a registration the cache's watch has not delivered yet.
+const CATCH_UP: Duration = Duration::from_secs(1);
 
 /// A channel to every node of one named service; any tonic-generated client runs on it.
 ///
@@ -256,6 +261,40 @@ impl Shared {
             }
         }
         Ok(self.nodes.load_full())
+    }
+
+    /// The node set after [`node_set`](Self::node_set) came back empty. The cache learns of
+    /// a registration a moment after it happened (when its watch delivers it), so a call
+    /// right after a service started could find no node although the node is registered:
+    /// the registry itself is asked, and when it lists nodes the call waits (up to
+    /// [`CATCH_UP`]) for the cache to show them. When it lists none, the empty set stands at
+    /// once. Only calls that would fail anyway pay for the read.
+    pub(super) async fn catch_up(&self) -> Result<Arc<NodeSet>, Status> {
+        let registered = match self
+            .client
+            .registry
+            .inner()
+            .get_service(&self.service)
+            .await
+        {
+            Ok(services) => services.iter().any(|s| !s.nodes.is_empty()),
+            Err(err) => {
+                tracing::debug!(service = %self.service, error = %err, "cannot re-read an empty service");
+                false
+            }
+        };
+        let updates = self.updates.get().map(|updates| {
+            updates
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        });
+        if let (true, Some(mut updates)) = (registered, updates) {
+            let shown = updates.wait_for(|services| services.iter().any(|s| !s.nodes.is_empty()));
+            // A cache that does not catch up within the bound serves what it has.
+            let _ = tokio::time::timeout(CATCH_UP, shown).await;
+        }
+        self.node_set().await
     }
 
     fn update(&self, services: &[Service]) {
