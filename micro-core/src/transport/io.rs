@@ -95,10 +95,12 @@ impl Listener {
 // === impl Raw ===
 
 impl Raw {
-    /// Completes when the peer sent something (or closed, or the socket failed).
-    pub(crate) async fn readable(&self) -> io::Result<()> {
+    /// Completes when the peer sent a byte (left unread), closed, or the socket failed.
+    /// On a Unix socket (a local peer, behind file permissions) readiness is taken as is.
+    pub(crate) async fn first_byte(&self) -> io::Result<()> {
         match self {
-            Self::Tcp(stream) => stream.readable().await,
+            // Readiness alone may be spurious: wait for a byte, or the end of the stream.
+            Self::Tcp(stream) => stream.peek(&mut [0u8; 1]).await.map(drop),
             Self::Unix(stream) => stream.readable().await,
         }
     }

@@ -175,7 +175,7 @@ async fn connection<S, B>(
         biased;
         _ = closing.wait_for(|closing| *closing) => return,
         () = slot.shed() => return,
-        readable = raw.readable() => if readable.is_err() { return },
+        spoke = raw.first_byte() => if spoke.is_err() { return },
         () = sleep(first_byte) => {
             tracing::debug!(timeout = ?first_byte, "closed a connection that sent nothing");
             return;
