@@ -168,7 +168,7 @@ async fn at_the_connection_limit_the_connection_idle_longest_is_shed() {
             }
         })
         .await
-        .expect("the server admits the connection");
+        .unwrap_or_else(|_| panic!("the server admits connection {open}: {limit:?}"));
     }
 
     // A fifth connection, a real client's: the oldest silent one makes room.

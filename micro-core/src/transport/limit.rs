@@ -52,6 +52,8 @@ struct Inner {
     epoch: Instant,
     next_id: AtomicU64,
     state: Mutex<State>,
+    /// Notified whenever a connection leaves the budget.
+    released: Notify,
 }
 
 #[derive(Default)]
@@ -67,6 +69,9 @@ pub(crate) struct Slot {
     id: u64,
     epoch: Instant,
     in_flight: AtomicUsize,
+    /// Whether a request ever started: a connection that never served one is shed
+    /// without ceremony.
+    served: AtomicBool,
     /// Milliseconds from the epoch at which the last request ended (or the connection
     /// was accepted).
     idle_since: AtomicU64,
@@ -97,6 +102,7 @@ impl ConnectionLimit {
                 epoch: Instant::now(),
                 next_id: AtomicU64::new(0),
                 state: Mutex::new(State::default()),
+                released: Notify::new(),
             }),
         }
     }
@@ -140,45 +146,59 @@ impl ConnectionLimit {
         self.lock().slots.len()
     }
 
-    /// Admits a new connection, shedding the connection idle the longest when the budget
-    /// is full; `None` when every open connection is busy (the new one must be closed).
-    pub(crate) fn admit(&self) -> Option<Admitted> {
-        let mut state = self.lock();
-        if state.active >= self.inner.max {
-            let victim = state
-                .slots
-                .values()
-                .filter(|slot| {
-                    !slot.shedding.load(Ordering::Relaxed)
-                        && slot.in_flight.load(Ordering::Relaxed) == 0
-                })
-                .min_by_key(|slot| (slot.idle_since.load(Ordering::Relaxed), slot.id))?
-                .clone();
-            victim.shedding.store(true, Ordering::Relaxed);
-            victim.shed.notify_one();
-            state.active -= 1;
+    /// Waits until one more connection fits in the budget, shedding the connection idle
+    /// the longest to make room; `false` at once when the budget is full and every
+    /// connection is busy.
+    pub(crate) async fn room(&self) -> bool {
+        loop {
+            let released = self.inner.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            {
+                let mut state = self.lock();
+                let open = state.slots.len();
+                if open < self.inner.max {
+                    return true;
+                }
+                // One at a time: exactly the idlest connections make room; while one is
+                // closing, the next arrival waits for it.
+                let shedding = open - state.active;
+                if shedding == 0 && !Self::shed_locked(&mut state) {
+                    return false;
+                }
+            }
+            released.await;
         }
+    }
+
+    /// Counts a new connection in (after [`room`](Self::room), or over the budget).
+    pub(crate) fn admit(&self) -> Admitted {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot {
             id,
             epoch: self.inner.epoch,
             in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
             idle_since: AtomicU64::new(millis_since(self.inner.epoch)),
             shedding: AtomicBool::new(false),
             shed: Notify::new(),
         });
+        let mut state = self.lock();
         state.slots.insert(id, slot.clone());
         state.active += 1;
-        Some(Admitted {
+        Admitted {
             slot,
             limit: self.clone(),
-        })
+        }
     }
 
     /// Sheds the connection idle the longest, to free a file descriptor; `false` when
-    /// every open connection is busy.
+    /// every open connection is busy or being shed.
     pub(crate) fn shed_idlest(&self) -> bool {
-        let mut state = self.lock();
+        Self::shed_locked(&mut self.lock())
+    }
+
+    fn shed_locked(state: &mut State) -> bool {
         let victim = state
             .slots
             .values()
@@ -200,10 +220,13 @@ impl ConnectionLimit {
     }
 
     fn release(&self, slot: &Slot) {
-        let mut state = self.lock();
-        if state.slots.remove(&slot.id).is_some() && !slot.shedding.load(Ordering::Relaxed) {
-            state.active -= 1;
+        {
+            let mut state = self.lock();
+            if state.slots.remove(&slot.id).is_some() && !slot.shedding.load(Ordering::Relaxed) {
+                state.active -= 1;
+            }
         }
+        self.inner.released.notify_waiters();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -275,7 +298,9 @@ fn millis_since(epoch: Instant) -> u64 {
 impl Slot {
     /// A request starts.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.served.store(true, Ordering::Relaxed);
+        }
         InFlight { slot: self.clone() }
     }
 
@@ -287,6 +312,11 @@ impl Slot {
     /// When the connection last became idle (its accept, or the end of its last request).
     pub(crate) fn idle_since(&self) -> Instant {
         self.epoch + std::time::Duration::from_millis(self.idle_since.load(Ordering::Relaxed))
+    }
+
+    /// Whether the connection ever had a request.
+    pub(crate) fn served(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// Completes when the limit sheds this connection.
@@ -344,39 +374,46 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn over_the_budget_the_connection_idle_longest_is_shed() {
         let limit = ConnectionLimit::new(3);
-        let a = limit.admit().unwrap();
+        assert!(limit.room().await);
+        let a = limit.admit();
         tokio::time::advance(Duration::from_secs(1)).await;
-        let b = limit.admit().unwrap();
+        let b = limit.admit();
         tokio::time::advance(Duration::from_secs(1)).await;
-        let c = limit.admit().unwrap();
+        let c = limit.admit();
         // `a` is the oldest, but busy; `b` finished a request after `c` was accepted.
         let _call = a.slot().begin();
         let b_call = b.slot().begin();
         tokio::time::advance(Duration::from_secs(1)).await;
         drop(b_call);
 
-        let d = limit.admit().unwrap();
-        assert!(c.slot().shedding.load(Ordering::Relaxed), "c idle longest");
-        assert!(!b.slot().shedding.load(Ordering::Relaxed));
-        assert!(!a.slot().shedding.load(Ordering::Relaxed));
-        // The shed one is notified (a permit is stored for its task).
+        // Full: making room sheds `c`, and waits until it is gone.
+        let room = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.room().await }
+        });
         tokio::time::timeout(Duration::from_millis(1), c.slot().shed())
             .await
-            .expect("shed notified");
-        assert_eq!(limit.open(), 4, "c counts until it is closed");
-
+            .expect("c, idle longest, is shed");
+        assert!(!b.slot().shedding.load(Ordering::Relaxed));
+        assert!(!a.slot().shedding.load(Ordering::Relaxed));
+        assert!(!room.is_finished(), "no room while c is open");
         drop(c);
+        assert!(room.await.unwrap());
+        let d = limit.admit();
         assert_eq!(limit.open(), 3);
-        let e = limit.admit().unwrap();
-        assert!(b.slot().shedding.load(Ordering::Relaxed), "then b");
-        drop((b, e));
 
-        // Every one busy: the newcomer is refused.
+        // Then `b` (served a request, idle since), before `d` (accepted later).
+        assert!(limit.shed_idlest());
+        assert!(b.slot().shedding.load(Ordering::Relaxed));
+        assert!(b.slot().served() && !d.slot().served());
+        drop(b);
+
+        // Every one busy: no room, at once.
         let _d_call = d.slot().begin();
-        let f = limit.admit().unwrap();
-        let _f_call = f.slot().begin();
+        let e = limit.admit();
+        let _e_call = e.slot().begin();
         assert_eq!(limit.open(), 3);
-        assert!(limit.admit().is_none(), "no idle connection to shed");
+        assert!(!limit.room().await, "no idle connection to shed");
         assert!(!limit.shed_idlest());
     }
 

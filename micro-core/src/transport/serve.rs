@@ -28,6 +28,8 @@ use crate::tls::ServerTls;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// How long a shed connection (idle, at the limit) may take to pass its GOAWAY on.
+const SHED_GRACE: Duration = Duration::from_millis(100);
 /// How often a refused connection (budget full, every connection busy) is logged at most.
 const REFUSED_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -131,10 +133,21 @@ where
                 }
             }
         };
-        let Some(admitted) = limit.admit() else {
-            refused.count(&name, limit.max());
-            continue;
+        // Over the budget, the idlest connections make room before this one is served
+        // (and before another is accepted), so connections never hold more descriptors
+        // than the budget and one per listener.
+        let room = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            room = limit.room() => room,
         };
+        if !room {
+            // Full, and every connection busy: this one is closed at once.
+            refused.count(&name, limit.max());
+            drop(raw);
+            continue;
+        }
+        let admitted = limit.admit();
         let service = make_service(&info);
         connections.spawn(connection(
             raw,
@@ -239,8 +252,12 @@ async fn connection<S, B>(
             }
             () = slot.shed(), if graceful => {
                 tracing::debug!("shedding an idle connection: connection limit reached");
+                if !slot.served() {
+                    // No request ever: nothing to tell the peer.
+                    return;
+                }
                 conn.as_mut().graceful_shutdown();
-                close_by = Some(Instant::now() + CLOSE_GRACE);
+                close_by = Some(Instant::now() + SHED_GRACE);
             }
             _ = closing.wait_for(|closing| *closing), if graceful => {
                 conn.as_mut().graceful_shutdown();
