@@ -4,7 +4,9 @@
 //! - an HTTP/2 connection with a stream in flight stays open past the idle timeout, and
 //!   gets a GOAWAY (NO_ERROR) once it has been idle that long;
 //! - at the connection limit, the connection idle the longest is shed and a new call
-//!   succeeds.
+//!   succeeds;
+//! - HTTP/2 Rapid Reset (streams opened and reset at once) still gets GOAWAY
+//!   ENHANCE_YOUR_CALM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -192,5 +194,45 @@ async fn at_the_connection_limit_the_connection_idle_longest_is_shed() {
     })
     .await
     .expect("the shed connection leaves the budget");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_gets_goaway_enhance_your_calm() {
+    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let running = start("conn-reset", &registry, ConnectionConfig::new()).await;
+    let tcp = TcpStream::connect(running.local_address()).await.unwrap();
+    let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let attack = async {
+        for _ in 0..10_000 {
+            let request = http::Request::post(format!(
+                "http://{}/grpc.health.v1.Health/Check",
+                running.local_address()
+            ))
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+            let ready = std::future::poll_fn(|cx| h2.poll_ready(cx)).await;
+            let Ok(()) = ready else { return ready };
+            match h2.send_request(request, false) {
+                Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+                Err(err) => return Err(err),
+            }
+            // Lets the connection task write the HEADERS and RST_STREAM frames.
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    };
+    let err = tokio::time::timeout(PATIENCE, attack)
+        .await
+        .expect("the attack ends in time")
+        .expect_err("the server stops the attack");
+    let ended = tokio::time::timeout(PATIENCE, connection)
+        .await
+        .expect("the connection ends")
+        .unwrap();
+    let reason = ended.err().and_then(|err| err.reason()).or(err.reason());
+    assert_eq!(reason, Some(h2::Reason::ENHANCE_YOUR_CALM), "{err:?}");
     running.shutdown().await.unwrap();
 }
