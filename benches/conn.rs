@@ -32,7 +32,7 @@ use std::{
     process::Stdio,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -210,19 +210,20 @@ async fn gateway_calls(api: &str, secs: Duration) -> Latencies {
 }
 
 /// Opens `count` connections to `addr` that send nothing; each is reopened `reopen` after
-/// the server closed it (never, with `None`). Counts the closes seen.
+/// the server closed it (never, with `None`), until `stop` turns true. Counts the closes
+/// seen.
 fn flood(
     addr: &str,
     count: usize,
     reopen: Option<Duration>,
-    stop: &Arc<AtomicBool>,
+    stop: &tokio::sync::watch::Receiver<bool>,
     closed: &Arc<AtomicU64>,
 ) {
     for _ in 0..count {
-        let (addr, stop, closed) = (addr.to_owned(), stop.clone(), closed.clone());
+        let (addr, mut stop, closed) = (addr.to_owned(), stop.clone(), closed.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 16];
-            while !stop.load(Ordering::Relaxed) {
+            loop {
                 let Ok(mut stream) = TcpStream::connect(&addr).await else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
@@ -234,11 +235,7 @@ fn flood(
                             Ok(0) | Err(_) => break,
                             Ok(_) => {}
                         },
-                        () = tokio::time::sleep(Duration::from_millis(200)) => {
-                            if stop.load(Ordering::Relaxed) {
-                                return;
-                            }
-                        }
+                        _ = stop.wait_for(|stop| *stop) => return,
                     }
                 }
                 closed.fetch_add(1, Ordering::Relaxed);
@@ -288,15 +285,15 @@ async fn latency_under_flood(secs: Duration) {
         both(&kv, &ns, &server.api, Duration::from_millis(500)).await;
         let (base_grpc, base_api) = both(&kv, &ns, &server.api, secs).await;
 
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let closed = Arc::new(AtomicU64::new(0));
         let opened = Instant::now();
-        flood(&server.grpc, SILENT, reopen, &stop, &closed);
-        flood(&server.api, SILENT, reopen, &stop, &closed);
+        flood(&server.grpc, SILENT, reopen, &stopped, &closed);
+        flood(&server.api, SILENT, reopen, &stopped, &closed);
         // The flood's first connections are accepted (or queued) by now.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (flood_grpc, flood_api) = both(&kv, &ns, &server.api, secs).await;
-        stop.store(true, Ordering::Relaxed);
+        let _ = stop.send(true);
         println!(
             "| **{mode}**: {} closes by the server in {:.1?} | | | | | | |",
             closed.load(Ordering::Relaxed),
