@@ -274,7 +274,10 @@ async fn latency_under_flood(secs: Duration) {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (mode, reopen) in [
         ("held (opened once)", None),
-        ("reopened 1 s after each close", Some(Duration::from_secs(1))),
+        (
+            "reopened 1 s after each close",
+            Some(Duration::from_secs(1)),
+        ),
         ("reopened at once", Some(Duration::ZERO)),
     ] {
         let server = Server::start(Some(1024)).await;
@@ -299,8 +302,16 @@ async fn latency_under_flood(secs: Duration) {
             closed.load(Ordering::Relaxed),
             opened.elapsed()
         );
-        row("gRPC kv Get, one long-lived client", &base_grpc, &flood_grpc);
-        row("gateway kv Get, a new connection each", &base_api, &flood_api);
+        row(
+            "gRPC kv Get, one long-lived client",
+            &base_grpc,
+            &flood_grpc,
+        );
+        row(
+            "gateway kv Get, a new connection each",
+            &base_api,
+            &flood_api,
+        );
     }
 }
 
