@@ -112,7 +112,9 @@ impl ConnectionConfig {
     }
 
     /// Counts the connections against a limit of their own, `max` open at once (see
-    /// [`ConnectionLimit::new`]). Default is [`ConnectionLimit::process`].
+    /// [`ConnectionLimit::new`]). Keep it under the open-file limit less what the process
+    /// needs for itself, or accepts fail for want of descriptors (they are then retried with
+    /// back-off). Default is [`ConnectionLimit::process`].
     pub fn max_connections(self, max: usize) -> Self {
         self.limit(ConnectionLimit::new(max))
     }
