@@ -105,7 +105,7 @@ pub mod api;
 pub use micro_core::{
     Channel, Client, ClientBuilder, Connector, NodeInfo, Registry, RegistryError, Selector,
     Service, ServiceBuilder, ServiceError, Store, StoreError, auth, balance, broker, client,
-    config, context, middleware, registry, selector, service, store, sync, tls,
+    config, context, middleware, registry, selector, service, store, sync, tls, transport,
 };
 
 pub use setup::install;

@@ -15,6 +15,9 @@
 //!   and [`sync::MemorySync`].
 //! - [`auth`] holds accounts, access rules ([`auth::RuleSet`]) and signed access tokens
 //!   ([`auth::Issuer`], [`auth::Verifier`], [`auth::KeySet`]).
+//! - [`transport`] holds the rules for accepted connections (first-byte and idle
+//!   timeouts, keep-alive, a connection limit shedding the idlest) that every server
+//!   follows.
 //! - [`tls`] holds TLS and mutual TLS for services and clients ([`tls::ServerTls`],
 //!   [`tls::ClientTls`]), with certificates reloaded from disk.
 //!
@@ -41,6 +44,7 @@ pub mod service;
 pub mod store;
 pub mod sync;
 pub mod tls;
+pub mod transport;
 
 pub use client::{Channel, Client, ClientBuilder, Connector, NodeInfo};
 pub use registry::{Registry, RegistryError};

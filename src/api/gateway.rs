@@ -4,8 +4,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue, Method};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
     service::TowerToHyperService,
 };
 use micro_core::{
@@ -13,6 +13,7 @@ use micro_core::{
     auth::AuthLayer,
     broker::SharedBroker,
     registry::{self, SharedRegistry},
+    transport::{self, ConnectionConfig, ConnectionInfo},
 };
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -102,6 +103,7 @@ pub(crate) struct Config {
     pub(crate) cors_origins: Vec<String>,
     pub(crate) title: String,
     pub(crate) public_openapi: bool,
+    pub(crate) connections: ConnectionConfig,
 }
 
 /// Configures a [`Gateway`]. Made by [`Gateway::builder`].
@@ -121,6 +123,7 @@ pub struct GatewayBuilder {
     title: String,
     auth: Option<AuthLayer>,
     public_openapi: bool,
+    connections: ConnectionConfig,
 }
 
 // === impl Gateway ===
@@ -159,7 +162,9 @@ impl Gateway {
     ///
     /// Serves HTTP/1.1 and HTTP/2 without TLS (h2c, by prior knowledge); a request head
     /// larger than [`GatewayBuilder::max_header_size`] gets 431, one not sent within
-    /// [`GatewayBuilder::header_read_timeout`] has its connection closed.
+    /// [`GatewayBuilder::header_read_timeout`] has its connection closed. Connections
+    /// follow [`GatewayBuilder::connections`]: a silent one is closed after the first-byte
+    /// timeout, an idle one after the idle timeout, the idlest one is shed at the limit.
     ///
     /// # Errors
     /// Never, today: connection errors are logged and the gateway keeps serving.
@@ -184,51 +189,43 @@ impl Gateway {
             .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
         let preload = tokio::spawn(preload(self.inner.clone()));
         let router = self.into_router();
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(signal);
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = &mut signal => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        // Out of file descriptors and the like: wait a little for some to
-                        // be freed rather than spin.
-                        tracing::warn!(error = %err, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
+        let make_service = move |info: &ConnectionInfo| {
             // Calls tell services who is asking: `x-forwarded-for` is this peer's address.
-            let service = tower::ServiceExt::map_request(
+            let peer = info.remote_addr();
+            TowerToHyperService::new(tower::ServiceExt::map_request(
                 router.clone(),
                 move |mut request: http::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(Peer(peer));
+                    if let Some(peer) = peer {
+                        request.extensions_mut().insert(Peer(peer));
+                    }
                     request
                 },
-            );
-            let service = TowerToHyperService::new(service);
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
+            ))
+        };
+        // The drain after `signal` is bounded: dropping the serving future closes the
+        // connections still open.
+        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            signal.await;
+            let _ = draining.send(());
+        };
+        let serving = transport::serve(listener, builder, config.connections, make_service, signal);
+        tokio::pin!(serving);
+        let drain_timeout = async move {
+            match drain_started.await {
+                Ok(()) => tokio::time::sleep(DRAIN_TIMEOUT).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = &mut serving => result,
+            () = drain_timeout => {
+                tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
+                Ok(())
+            }
+        };
         preload.abort();
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
-        }
-        Ok(())
+        result
     }
 }
 
@@ -291,6 +288,7 @@ impl Default for GatewayBuilder {
             title: "micro API".to_owned(),
             auth: None,
             public_openapi: true,
+            connections: ConnectionConfig::default(),
         }
     }
 }
@@ -407,6 +405,17 @@ impl GatewayBuilder {
         self
     }
 
+    /// Sets the rules for the connections the gateway accepts: how long a new one may stay
+    /// silent, how long one may stay idle between requests (the HTTP/1.1 keep-alive limit;
+    /// HTTP/2 gets a GOAWAY), HTTP/2 keep-alive, and the connection limit they count
+    /// against; see [`micro_core::transport`]. Default is [`ConnectionConfig::default`]:
+    /// 5 s to the first byte, 2 min idle, and the process' connection limit (the
+    /// open-file limit less a reserve), shared with the process' services.
+    pub fn connections(mut self, config: ConnectionConfig) -> Self {
+        self.connections = config;
+        self
+    }
+
     /// Builds the gateway.
     ///
     /// # Errors
@@ -449,6 +458,7 @@ impl GatewayBuilder {
             cors_origins: self.cors_origins,
             title: self.title,
             public_openapi: self.public_openapi,
+            connections: self.connections,
         };
         Ok(Gateway {
             inner: Arc::new(Inner {

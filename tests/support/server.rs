@@ -39,9 +39,16 @@ pub struct MicroServerBuilder {
     api: bool,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    nofile: Option<u64>,
 }
 
 impl MicroServerBuilder {
+    /// Runs the server with soft and hard open-file limits of `limit` (`ulimit -n`).
+    pub fn nofile(mut self, limit: u64) -> Self {
+        self.nofile = Some(limit);
+        self
+    }
+
     /// Keeps the data under `dir` (e.g. to restart on the same data).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_owned());
@@ -106,7 +113,17 @@ impl MicroServerBuilder {
         args.extend(self.args.iter().map(String::as_str));
         let mut env: Vec<(&str, &str)> = CLEARED_ENV.iter().map(|&k| (k, "")).collect();
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let mut process = Proc::spawn(micro_bin(), &args, &env);
+        let mut process = match self.nofile {
+            None => Proc::spawn(micro_bin(), &args, &env),
+            Some(limit) => {
+                // dash's and bash's `ulimit -n` set both limits; exec keeps the pid.
+                let script = format!("ulimit -n {limit} && exec \"$0\" \"$@\"");
+                let bin = micro_bin().display().to_string();
+                let mut wrapped = vec!["-c", script.as_str(), bin.as_str()];
+                wrapped.extend(args.iter().copied());
+                Proc::spawn(Path::new("/bin/sh"), &wrapped, &env)
+            }
+        };
 
         let mut lines = Vec::new();
         let addr = loop {

@@ -56,6 +56,7 @@
 
 mod env;
 mod error;
+mod grpc;
 mod health;
 mod reflection;
 mod running;
@@ -81,6 +82,7 @@ use crate::{
     middleware::stack::UserLayer,
     registry::{self, SharedRegistry},
     tls::{ClientTls, ServerTls},
+    transport::ConnectionConfig,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -158,6 +160,7 @@ struct Config {
     grace_period: Duration,
     shutdown_delay: Duration,
     tls: Option<ServerTls>,
+    connections: ConnectionConfig,
 }
 
 // === impl Service ===
@@ -178,6 +181,7 @@ impl Service {
                 grace_period: DEFAULT_GRACE_PERIOD,
                 shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
                 tls: None,
+                connections: ConnectionConfig::default(),
             },
             registry: None,
             routes: RoutesBuilder::default(),
@@ -328,6 +332,19 @@ impl ServiceBuilder {
     /// else plaintext.
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.config.tls = Some(tls);
+        self
+    }
+
+    /// Sets the rules for the connections the service accepts: how long a new one may stay
+    /// silent, how long one may stay idle, HTTP/2 keep-alive, and the connection limit they
+    /// count against; see [`crate::transport`] for what each does. Default is
+    /// [`ConnectionConfig::default`]: 5 s to the first byte, 2 min idle, a PING after 1 min
+    /// of silence answered within 20 s, and the process' [`ConnectionLimit`] (the open-file
+    /// limit less a reserve, shared by every server of the process).
+    ///
+    /// [`ConnectionLimit`]: crate::transport::ConnectionLimit
+    pub fn connections(mut self, config: ConnectionConfig) -> Self {
+        self.config.connections = config;
         self
     }
 

@@ -8,12 +8,12 @@ use tokio::{
     sync::oneshot,
     task::JoinHandle,
 };
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::{Server, server::TcpIncoming};
+use tower::Layer;
 
-use super::{Service, ServiceError, health::HealthState, reflection, subscribe};
+use super::{Service, ServiceError, grpc, health::HealthState, reflection, subscribe};
 use crate::middleware::stack::ServerStack;
 use crate::registry::{Endpoint, Node, RegisterOptions, Service as Record, SharedRegistry};
+use crate::transport::{self, ConnectionInfo, Listener};
 
 /// A service that is serving and registered; made by [`Service::start`].
 ///
@@ -28,11 +28,10 @@ pub struct RunningService {
     grace_period: Duration,
     shutdown_delay: Duration,
     stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The accept loop and, owned by it, every connection: aborting it closes them all.
+    server: JoinHandle<std::io::Result<()>>,
     heartbeat: JoinHandle<()>,
     heartbeat_stop: Option<oneshot::Sender<()>>,
-    /// The TLS accept loop, when serving TLS: stopped with the server.
-    acceptor: Option<JoinHandle<()>>,
     subscriptions: subscribe::Running,
     signals: Signals,
 }
@@ -74,19 +73,15 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     let shutdown = async {
         let _ = stopped.await;
     };
-    let server_builder = Server::builder()
-        .layer(ServerStack::new(default_layers, layers))
-        .add_routes(routes);
-    let mut acceptor = None;
-    let (local_address, server) = if let Some(path) = address.strip_prefix("unix:") {
+    let stack = ServerStack::new(default_layers, layers).layer(routes.prepare());
+    let make_service = move |info: &ConnectionInfo| grpc::connection_service(stack.clone(), info);
+    let (local_address, listener) = if let Some(path) = address.strip_prefix("unix:") {
         remove_stale_socket(path).await;
         let listener = UnixListener::bind(path).map_err(|source| ServiceError::Bind {
             address: address.clone(),
             source,
         })?;
-        let incoming = UnixListenerStream::new(listener);
-        let server = tokio::spawn(server_builder.serve_with_incoming_shutdown(incoming, shutdown));
-        (address.clone(), server)
+        (address.clone(), Listener::Unix(listener))
     } else {
         let socket: SocketAddr = address.parse().map_err(|err: std::net::AddrParseError| {
             ServiceError::InvalidAddress {
@@ -104,19 +99,16 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
             address: address.clone(),
             source,
         })?;
-        let server = match config.tls.clone() {
-            Some(tls) => {
-                let (incoming, accept) = crate::tls::spawn_acceptor(listener, tls);
-                acceptor = Some(accept);
-                tokio::spawn(server_builder.serve_with_incoming_shutdown(incoming, shutdown))
-            }
-            None => {
-                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                tokio::spawn(server_builder.serve_with_incoming_shutdown(incoming, shutdown))
-            }
-        };
-        (advertisable(bound), server)
+        (advertisable(bound), Listener::Tcp(listener))
     };
+    let server = tokio::spawn(transport::run(
+        listener,
+        grpc::http(),
+        config.connections.clone(),
+        config.tls.clone(),
+        make_service,
+        shutdown,
+    ));
 
     let advertised = config
         .advertise
@@ -144,9 +136,6 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     let subscriptions = match subscribe::start(broker.as_ref(), subscriptions).await {
         Ok(subscriptions) => subscriptions,
         Err(err) => {
-            if let Some(acceptor) = &acceptor {
-                acceptor.abort();
-            }
             let _ = stop.send(());
             return Err(err.into());
         }
@@ -155,9 +144,6 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     let interval = config.interval.unwrap_or(super::DEFAULT_REGISTER_INTERVAL);
     let options = RegisterOptions { ttl };
     if let Err(err) = registry.register(&record, options).await {
-        if let Some(acceptor) = &acceptor {
-            acceptor.abort();
-        }
         let _ = stop.send(());
         let mut subscriptions = subscriptions;
         subscriptions.abort();
@@ -191,7 +177,6 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         server,
         heartbeat,
         heartbeat_stop: Some(heartbeat_stop),
-        acceptor,
         subscriptions,
         signals,
     })
@@ -290,11 +275,6 @@ impl RunningService {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        // Stop accepting: new TLS connections are refused, as plaintext ones are once the
-        // server stops polling its listener.
-        if let Some(acceptor) = &self.acceptor {
-            acceptor.abort();
-        }
         let drained = tokio::select! {
             drained = tokio::time::timeout(self.grace_period, &mut self.server) => drained,
             () = cut_short => {
@@ -331,9 +311,6 @@ impl Drop for RunningService {
     fn drop(&mut self) {
         self.heartbeat.abort();
         self.server.abort();
-        if let Some(acceptor) = &self.acceptor {
-            acceptor.abort();
-        }
         self.subscriptions.abort();
     }
 }

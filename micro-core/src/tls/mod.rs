@@ -69,14 +69,12 @@
 
 mod client;
 mod error;
-mod incoming;
 mod pem;
 mod reload;
 mod server;
 
 pub use client::{ClientTls, ClientTlsBuilder};
 pub use error::TlsError;
-pub(crate) use incoming::spawn_acceptor;
 pub use server::{ServerTls, ServerTlsBuilder};
 
 use std::{ffi::OsString, sync::Arc, time::Duration};
