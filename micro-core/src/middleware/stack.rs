@@ -14,7 +14,13 @@ use tonic::{body::Body, service::Routes};
 use tower::{Layer, ServiceExt};
 use tower_service::Service;
 
-use super::{context::SetContext, defaults::Defaults, metrics::MetricsLayer, trace::TraceLayer};
+use super::{
+    conformance::{Conformance, SingleRequest},
+    context::SetContext,
+    defaults::Defaults,
+    metrics::MetricsLayer,
+    trace::TraceLayer,
+};
 use crate::service::BoxRoutes;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -23,13 +29,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub(crate) type UserLayer = Arc<dyn Fn(BoxRoutes) -> BoxRoutes + Send + Sync>;
 
 /// The service every call of a [`Service`](crate::Service) goes through.
-pub(crate) type ServerService = SetContext<Defaults<Inner>>;
+pub(crate) type ServerService = SetContext<Defaults<Conformance<Inner>>>;
 
-/// ContextLayer → TraceLayer::server → MetricsLayer::server → user layers → routes.
+/// ContextLayer → TraceLayer::server → MetricsLayer::server → Conformance → user layers →
+/// routes.
 #[derive(Clone)]
 pub(crate) struct ServerStack {
     defaults: bool,
     layers: Arc<[UserLayer]>,
+    single: SingleRequest,
 }
 
 /// The routes, behind the user layers if there are any: without, no boxing.
@@ -53,11 +61,12 @@ pin_project! {
 // === impl ServerStack ===
 
 impl ServerStack {
-    /// `layers` outermost first.
-    pub(crate) fn new(defaults: bool, layers: Vec<UserLayer>) -> Self {
+    /// `layers` outermost first; `single` names the methods that take one request message.
+    pub(crate) fn new(defaults: bool, layers: Vec<UserLayer>, single: SingleRequest) -> Self {
         Self {
             defaults,
             layers: layers.into(),
+            single,
         }
     }
 }
@@ -85,6 +94,7 @@ impl Layer<Routes> for ServerStack {
         } else {
             (TraceLayer::server_disabled(), MetricsLayer::disabled())
         };
+        let inner = Conformance::new(inner, self.single.clone());
         SetContext::new(Defaults::new(inner, trace, metrics))
     }
 }

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Server, server::TcpIncoming};
 
 use super::{Service, ServiceError, health::HealthState, reflection, subscribe};
-use crate::middleware::stack::ServerStack;
+use crate::middleware::{conformance::SingleRequest, stack::ServerStack};
 use crate::registry::{Endpoint, Node, RegisterOptions, Service as Record, SharedRegistry};
 
 /// A service that is serving and registered; made by [`Service::start`].
@@ -75,7 +75,11 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         let _ = stopped.await;
     };
     let server_builder = Server::builder()
-        .layer(ServerStack::new(default_layers, layers))
+        .layer(ServerStack::new(
+            default_layers,
+            layers,
+            SingleRequest::new(descriptors.iter().copied()),
+        ))
         .add_routes(routes);
     let mut acceptor = None;
     let (local_address, server) = if let Some(path) = address.strip_prefix("unix:") {
