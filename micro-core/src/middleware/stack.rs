@@ -15,7 +15,7 @@ use tower::{Layer, ServiceExt};
 use tower_service::Service;
 
 use super::{
-    conformance::{Conformance, SingleRequest},
+    conformance::{Conformance, Rules},
     context::SetContext,
     defaults::Defaults,
     metrics::MetricsLayer,
@@ -37,7 +37,7 @@ pub(crate) type ServerService = SetContext<Defaults<Conformance<Inner>>>;
 pub(crate) struct ServerStack {
     defaults: bool,
     layers: Arc<[UserLayer]>,
-    single: SingleRequest,
+    rules: Rules,
 }
 
 /// The routes, behind the user layers if there are any: without, no boxing.
@@ -61,12 +61,12 @@ pin_project! {
 // === impl ServerStack ===
 
 impl ServerStack {
-    /// `layers` outermost first; `single` names the methods that take one request message.
-    pub(crate) fn new(defaults: bool, layers: Vec<UserLayer>, single: SingleRequest) -> Self {
+    /// `layers` outermost first; `rules` for the conformance check.
+    pub(crate) fn new(defaults: bool, layers: Vec<UserLayer>, rules: Rules) -> Self {
         Self {
             defaults,
             layers: layers.into(),
-            single,
+            rules,
         }
     }
 }
@@ -94,7 +94,7 @@ impl Layer<Routes> for ServerStack {
         } else {
             (TraceLayer::server_disabled(), MetricsLayer::disabled())
         };
-        let inner = Conformance::new(inner, self.single.clone());
+        let inner = Conformance::new(inner, self.rules.clone());
         SetContext::new(Defaults::new(inner, trace, metrics))
     }
 }

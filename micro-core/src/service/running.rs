@@ -12,7 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Server, server::TcpIncoming};
 
 use super::{Service, ServiceError, health::HealthState, reflection, subscribe};
-use crate::middleware::{conformance::SingleRequest, stack::ServerStack};
+use crate::middleware::{conformance::Rules, stack::ServerStack};
 use crate::registry::{Endpoint, Node, RegisterOptions, Service as Record, SharedRegistry};
 
 /// A service that is serving and registered; made by [`Service::start`].
@@ -78,7 +78,7 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         .layer(ServerStack::new(
             default_layers,
             layers,
-            SingleRequest::new(descriptors.iter().copied()),
+            Rules::new(descriptors.iter().copied(), config.message_budget.flatten()),
         ))
         .add_routes(routes);
     let mut acceptor = None;

@@ -9,13 +9,13 @@ use std::{
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::ResponseBody;
+use super::{Held, ResponseBody};
 
 pin_project! {
     /// The inner service's response, or the answer to a call rejected from its headers.
     #[project = ResponseFutureProj]
     pub(crate) enum ResponseFuture<F> {
-        Inner { #[pin] future: F },
+        Inner { #[pin] future: F, held: Option<Held> },
         Rejected { response: Option<Response<()>> },
     }
 }
@@ -23,8 +23,8 @@ pin_project! {
 // === impl ResponseFuture ===
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn inner(future: F) -> Self {
-        Self::Inner { future }
+    pub(super) fn inner(future: F, held: Option<Held>) -> Self {
+        Self::Inner { future, held }
     }
 
     pub(super) fn rejected(response: Response<()>) -> Self {
@@ -42,9 +42,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ResponseFutureProj::Inner { future } => {
+            ResponseFutureProj::Inner { future, held } => {
                 let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(response.map(|body| ResponseBody::Inner { body })))
+                let held = held.take();
+                Poll::Ready(Ok(response.map(|body| ResponseBody::Inner { body, held })))
             }
             ResponseFutureProj::Rejected { response } => {
                 // Polled again after Ready would be a caller's bug: answer the same way.

@@ -15,13 +15,20 @@
 //!   tonic reads a unary request to its end before the handler runs, so the handler never
 //!   sees such a call; without this check it ran with the first message.
 //!
-//! HTTP level: it reads headers, and watches the 5-byte message headers of single-request
-//! bodies as they stream by (no copy, no buffering).
+//! - Each request message of 64 KiB or more takes its length from the service's
+//!   [`MessageBudget`] when its 5-byte prefix arrives, before tonic buffers it, until the
+//!   call's answer is done; one that does not fit fails with RESOURCE_EXHAUSTED. This bounds
+//!   the memory of concurrent large messages (100 concurrent 3.9 MiB puts peaked at 435 MB).
+//!
+//! HTTP level: it reads headers, and watches the 5-byte message prefixes of request bodies
+//! as they stream by (no copy, no buffering).
 
 mod body;
+pub(crate) mod budget;
 mod future;
 
-pub(crate) use body::{ResponseBody, SingleMessage};
+pub(crate) use body::{Held, RequestBody, ResponseBody};
+pub(crate) use budget::MessageBudget;
 pub(crate) use future::ResponseFuture;
 
 use std::{
@@ -43,24 +50,30 @@ const HEALTH_SINGLE_REQUEST: [&str; 2] = [
     "/grpc.health.v1.Health/Watch",
 ];
 
-/// The paths (`/pkg.Service/Method`) of the methods that take exactly one request message.
+/// What [`Conformance`] checks: the paths (`/pkg.Service/Method`) of the methods that take
+/// exactly one request message, and the budget for large messages.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SingleRequest {
-    paths: Arc<HashSet<Box<str>>>,
+pub(crate) struct Rules {
+    single: Arc<HashSet<Box<str>>>,
+    budget: Option<MessageBudget>,
 }
 
 /// Checks each call against the gRPC specification; see [the module docs](self).
 #[derive(Debug, Clone)]
 pub(crate) struct Conformance<S> {
     inner: S,
-    single: SingleRequest,
+    rules: Rules,
 }
 
-// === impl SingleRequest ===
+// === impl Rules ===
 
-impl SingleRequest {
-    /// The single-request methods of `descriptors`, and those of the health service.
-    pub(crate) fn new<'a>(descriptors: impl IntoIterator<Item = &'a ServiceDescriptor>) -> Self {
+impl Rules {
+    /// The single-request methods of `descriptors` and of the health service; a budget of
+    /// `budget` bytes for large messages (`None`: no limit).
+    pub(crate) fn new<'a>(
+        descriptors: impl IntoIterator<Item = &'a ServiceDescriptor>,
+        budget: Option<usize>,
+    ) -> Self {
         let mut paths: HashSet<Box<str>> = HEALTH_SINGLE_REQUEST
             .iter()
             .map(|&path| path.into())
@@ -73,20 +86,21 @@ impl SingleRequest {
             }
         }
         Self {
-            paths: Arc::new(paths),
+            single: Arc::new(paths),
+            budget: budget.map(MessageBudget::new),
         }
     }
 
-    fn contains(&self, path: &str) -> bool {
-        self.paths.contains(path)
+    fn is_single(&self, path: &str) -> bool {
+        self.single.contains(path)
     }
 }
 
 // === impl Conformance ===
 
 impl<S> Conformance<S> {
-    pub(crate) fn new(inner: S, single: SingleRequest) -> Self {
-        Self { inner, single }
+    pub(crate) fn new(inner: S, rules: Rules) -> Self {
+        Self { inner, rules }
     }
 }
 
@@ -106,12 +120,19 @@ where
         if let Some(rejected) = reject(&request) {
             return ResponseFuture::rejected(rejected);
         }
-        let request = if self.single.contains(request.uri().path()) {
-            request.map(|body| Body::new(SingleMessage::new(body)))
+        let single = self.rules.is_single(request.uri().path());
+        let budget = self
+            .rules
+            .budget
+            .as_ref()
+            .map(|budget| (budget.clone(), Held::default()));
+        let held = budget.as_ref().map(|(_, held)| held.clone());
+        let request = if single || budget.is_some() {
+            request.map(|body| Body::new(RequestBody::new(body, single, budget)))
         } else {
             request
         };
-        ResponseFuture::inner(self.inner.call(request))
+        ResponseFuture::inner(self.inner.call(request), held)
     }
 }
 

@@ -33,7 +33,7 @@ fn chunked(chunks: Vec<Vec<u8>>) -> Body {
 
 /// Reads `body` through [`SingleMessage`]: the bytes, or the status it failed with.
 async fn read_single(body: Body) -> Result<Bytes, Status> {
-    SingleMessage::new(body)
+    RequestBody::new(body, true, None)
         .collect()
         .await
         .map(|collected| collected.to_bytes())
@@ -153,8 +153,7 @@ fn grpc_status(response: &Response<ResponseBody<Body>>) -> Option<&str> {
 #[tokio::test]
 async fn headers_that_break_the_spec_never_reach_the_handler() {
     let handler = Handler::default();
-    let single = SingleRequest::new([]);
-    let service = Conformance::new(handler.clone(), single);
+    let service = Conformance::new(handler.clone(), Rules::new([], None));
     let path = "/grpc.health.v1.Health/Check";
 
     for content_type in [Some("text/plain"), Some("application/json"), None] {
@@ -196,7 +195,7 @@ async fn headers_that_break_the_spec_never_reach_the_handler() {
 #[tokio::test]
 async fn only_single_request_methods_are_held_to_one_message() {
     let handler = Handler::default();
-    let service = Conformance::new(handler.clone(), SingleRequest::new([]));
+    let service = Conformance::new(handler.clone(), Rules::new([], None));
     let mut two = message(b"a");
     two.extend(message(b"b"));
 
@@ -224,4 +223,44 @@ async fn only_single_request_methods_are_held_to_one_message() {
         .unwrap();
     assert_eq!(grpc_status(&response), Some("0"));
     assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn large_messages_share_a_budget_until_their_answer_is_done() {
+    let handler = Handler::default();
+    let service = Conformance::new(handler.clone(), Rules::new([], Some(200 * 1024)));
+    let large = || message(&vec![7; 120 * 1024]);
+    let call = |body: Vec<u8>| {
+        service.clone().oneshot(grpc_request(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            Some("application/grpc"),
+            body,
+        ))
+    };
+
+    // The first holds 120 KiB of 200 until its answer's body is done.
+    let first = call(large()).await.unwrap();
+    assert_eq!(grpc_status(&first), Some("0"));
+    let refused = call(large()).await.unwrap();
+    assert_eq!(grpc_status(&refused), Some("8"), "{:?}", refused.headers());
+    // Small messages do not count.
+    let small = call(message(&vec![7; 60 * 1024])).await.unwrap();
+    assert_eq!(grpc_status(&small), Some("0"));
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 2);
+
+    first.into_body().collect().await.unwrap();
+    let again = call(large()).await.unwrap();
+    assert_eq!(grpc_status(&again), Some("0"));
+    // A dropped answer gives its share back too.
+    drop(again);
+    let mut two = large();
+    two.extend(large());
+    // In one stream, a message gives its share back when the next one starts.
+    let stream = call(two).await.unwrap();
+    assert_eq!(grpc_status(&stream), Some("0"));
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 4);
+
+    // One larger than the whole budget can never fit.
+    let huge = call(message(&vec![7; 300 * 1024])).await.unwrap();
+    assert_eq!(grpc_status(&huge), Some("8"));
 }
