@@ -14,11 +14,11 @@
 //!   request but client sent some other number of requests) | UNIMPLEMENTED | Server").
 //!   tonic reads a unary request to its end before the handler runs, so the handler never
 //!   sees such a call; without this check it ran with the first message.
-//!
 //! - Each request message of 64 KiB or more takes its length from the service's
 //!   [`MessageBudget`] when its 5-byte prefix arrives, before tonic buffers it, until the
 //!   call's answer is done; one that does not fit fails with RESOURCE_EXHAUSTED. This bounds
-//!   the memory of concurrent large messages (100 concurrent 3.9 MiB puts peaked at 435 MB).
+//!   the memory of concurrent large messages (100 concurrent 3.9 MB puts peaked at 435 MB; the
+//!   length of a compressed message is its compressed length).
 //!
 //! HTTP level: it reads headers, and watches the 5-byte message prefixes of request bodies
 //! as they stream by (no copy, no buffering).
