@@ -27,8 +27,8 @@ use super::{
 };
 use crate::dynamic::{self, DynamicCodec};
 
-/// How many bytes of a refused body are read (and dropped) around its 413, so that the
-/// client, still sending, reads the answer instead of a reset connection.
+/// How many bytes past the limit are read (and dropped) around a 413, so that the client,
+/// still sending, reads the answer instead of a reset connection.
 const MAX_DRAIN: usize = 4 * 1024 * 1024;
 
 /// The route of the OpenAPI document.
@@ -421,9 +421,9 @@ fn declared_too_large(inner: &Inner, headers: &HeaderMap) -> Option<ApiError> {
     (declared > max as u64).then(|| too_large(max))
 }
 
-/// After an early answer on HTTP/1, reads and drops up to [`MAX_DRAIN`] bytes of the body in
-/// the background, within the body read timeout, so that a client still sending reads the
-/// answer instead of a reset connection. Not when the client waits for `100 Continue` (it
+/// After an early answer on HTTP/1, reads and drops the body in the background, up to
+/// [`MAX_DRAIN`] bytes past the limit and within the body read timeout, so that a client
+/// still sending reads the answer instead of a reset connection. Not when the client waits for `100 Continue` (it
 /// sends no body after a final answer) nor on HTTP/2 (the stream is reset on its own).
 fn drain(inner: &Inner, parts: &Parts, body: Body) {
     let expects_continue = parts
@@ -433,12 +433,13 @@ fn drain(inner: &Inner, parts: &Parts, body: Body) {
     if parts.version > http::Version::HTTP_11 || expects_continue {
         return;
     }
+    let most = inner.config.max_body.saturating_add(MAX_DRAIN);
     let read = async move {
         let mut stream = body.into_data_stream();
         let mut seen = 0usize;
         while let Some(Ok(data)) = stream.next().await {
             seen = seen.saturating_add(data.len());
-            if seen > MAX_DRAIN {
+            if seen > most {
                 break;
             }
         }
