@@ -33,8 +33,12 @@ const PARALLEL: usize = 4;
 /// milliseconds a failing command takes, for a loaded machine.
 const HANG_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long a command that runs until stopped (`subscribe --broker memory`, a server that
+/// did not print `ready`) is left running before it is stopped, not counted as hung.
+const RUN_LIMIT: Duration = Duration::from_secs(5);
+
 /// Commands that run until stopped when their arguments are good: killed at `ready`, or at
-/// the limit without counting as hung.
+/// [`RUN_LIMIT`] without counting as hung.
 const LONG_RUNNING: &[&str] = &["server", "api", "subscribe", "watch"];
 
 /// The flags of every client command.
@@ -427,6 +431,10 @@ async fn run(args: &[OsString], dir: &Path) -> (Outcome, String) {
     for name in ENV_CLEARED {
         command.env_remove(name);
     }
+    // A case that drops `--address` must not fall back to the fixed ports 7700 and 8080.
+    command
+        .env("MICRO_SERVER_ADDRESS", "127.0.0.1:0")
+        .env("MICRO_API_ADDRESS", "127.0.0.1:0");
     let mut child = command.spawn().expect("start micro");
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
@@ -463,7 +471,7 @@ async fn run(args: &[OsString], dir: &Path) -> (Outcome, String) {
             child.kill().await.expect("kill micro");
             Outcome::Stopped
         }
-        () = tokio::time::sleep(HANG_LIMIT) => {
+        () = tokio::time::sleep(if long_running { RUN_LIMIT } else { HANG_LIMIT }) => {
             child.kill().await.expect("kill micro");
             if long_running { Outcome::Stopped } else { Outcome::Hung }
         }
