@@ -423,8 +423,9 @@ fn declared_too_large(inner: &Inner, headers: &HeaderMap) -> Option<ApiError> {
 
 /// After an early answer on HTTP/1, reads and drops the body in the background, up to
 /// [`MAX_DRAIN`] bytes past the limit and within the body read timeout, so that a client
-/// still sending reads the answer instead of a reset connection. Not when the client waits for `100 Continue` (it
-/// sends no body after a final answer) nor on HTTP/2 (the stream is reset on its own).
+/// still sending reads the answer instead of a reset connection. Not when the client waits
+/// for `100 Continue` (it sends no body after a final answer), nor on HTTP/2 (the stream is
+/// reset on its own).
 fn drain(inner: &Inner, parts: &Parts, body: Body) {
     let expects_continue = parts
         .headers
