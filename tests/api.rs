@@ -564,3 +564,90 @@ async fn micro_server_serves_the_gateway_with_kv_and_events() {
     assert_eq!(document.status, StatusCode::OK);
     assert!(document.json()["openapi"].is_string());
 }
+
+/// Sends `head` (a request without its body) on a fresh connection and reads the first
+/// answer: its status line, and its body when it has a `content-length`.
+async fn first_answer(addr: &str, head: &str) -> (String, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tcp = tokio::io::BufReader::new(tcp);
+    tcp.get_mut().write_all(head.as_bytes()).await.unwrap();
+    tokio::time::timeout(CALL_TIMEOUT, async {
+        use tokio::io::AsyncBufReadExt;
+        let mut status = String::new();
+        tcp.read_line(&mut status).await.unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            tcp.read_line(&mut line).await.unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        tcp.read_exact(&mut body).await.unwrap();
+        (status.trim().to_owned(), String::from_utf8(body).unwrap())
+    })
+    .await
+    .expect("an answer while the body is still unsent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_content_length_gets_413_from_the_headers() {
+    let registry = RegistryDir::new();
+    let (_api, addr) = start_micro_api(&registry.url, &["--max-body", "4M"]).await;
+    let eight_mib = 8 * 1024 * 1024;
+
+    // The body is never sent: the answer must come from the headers alone.
+    for path in ["/greeter/SayHello", "/event/orders.created", "/nowhere"] {
+        let (status, body) = first_answer(
+            &addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                 content-length: {eight_mib}\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, "HTTP/1.1 413 Payload Too Large", "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["code"], "RESOURCE_EXHAUSTED", "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("4194304"),
+            "{body}"
+        );
+        assert!(body["details"].is_array(), "{body}");
+    }
+
+    // A client that waits for 100 Continue gets the 413 instead.
+    let (status, body) = first_answer(
+        &addr,
+        &format!(
+            "POST /greeter/SayHello HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             expect: 100-continue\r\ncontent-length: {eight_mib}\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large", "{body}");
+
+    // Within the limit it gets 100 Continue, then is read as usual.
+    let (status, _) = first_answer(
+        &addr,
+        "POST /event/orders.created HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         expect: 100-continue\r\ncontent-length: 2\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 100 Continue");
+
+    // Exactly at the limit is not too large (the body is not sent; the 408 comes later).
+    let (status, _) = first_answer(
+        &addr,
+        "POST /event/orders.created HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         expect: 100-continue\r\ncontent-length: 4194304\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 100 Continue");
+}

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::dynamic::{self, DynamicCodec};
 
-/// How many bytes past the limit are read (and dropped) before a 413, so that the client,
+/// How many bytes past the limit are read (and dropped) around a 413, so that the client,
 /// still sending, reads the answer instead of a reset connection.
 const MAX_DRAIN: usize = 4 * 1024 * 1024;
 
@@ -58,6 +58,10 @@ pub(crate) async fn handle(
     request: http::Request<Body>,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    if let Some(error) = declared_too_large(&inner, &parts.headers) {
+        drain(&inner, &parts, body);
+        return error.into_response();
+    }
     match route(&inner, parts, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -398,24 +402,59 @@ fn negotiate(headers: &HeaderMap, streaming: bool) -> Result<Format, ApiError> {
     ))
 }
 
-/// The request body: at most the limit (413), within the body read timeout (408), JSON
-/// when there is one (415).
-async fn read_body(inner: &Inner, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+fn too_large(max: usize) -> ApiError {
+    ApiError::with_status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Code::ResourceExhausted,
+        format!("the request body is larger than the limit of {max} bytes"),
+    )
+}
+
+/// The 413 of a request whose `Content-Length` is over the limit: answered from the headers,
+/// before any of the body is read (and so before hyper sends `100 Continue`).
+fn declared_too_large(inner: &Inner, headers: &HeaderMap) -> Option<ApiError> {
     let max = inner.config.max_body;
-    let too_large = || {
-        ApiError::with_status(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Code::ResourceExhausted,
-            format!("the request body is larger than the limit of {max} bytes"),
-        )
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > (max + MAX_DRAIN) as u64) {
-        return Err(too_large());
+        .and_then(|value| value.trim().parse::<u64>().ok())?;
+    (declared > max as u64).then(|| too_large(max))
+}
+
+/// After an early answer on HTTP/1, reads and drops the body in the background, up to
+/// [`MAX_DRAIN`] bytes past the limit and within the body read timeout, so that a client
+/// still sending reads the answer instead of a reset connection. Not when the client waits
+/// for `100 Continue` (it sends no body after a final answer), nor on HTTP/2 (the stream is
+/// reset on its own).
+fn drain(inner: &Inner, parts: &Parts, body: Body) {
+    let expects_continue = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if parts.version > http::Version::HTTP_11 || expects_continue {
+        return;
     }
+    let most = inner.config.max_body.saturating_add(MAX_DRAIN);
+    let read = async move {
+        let mut stream = body.into_data_stream();
+        let mut seen = 0usize;
+        while let Some(Ok(data)) = stream.next().await {
+            seen = seen.saturating_add(data.len());
+            if seen > most {
+                break;
+            }
+        }
+    };
+    let timeout = inner.config.body_read_timeout;
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(timeout, read).await;
+    });
+}
+
+/// The request body: at most the limit (413), within the body read timeout (408), JSON
+/// when there is one (415). A `Content-Length` over the limit was refused before.
+async fn read_body(inner: &Inner, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let max = inner.config.max_body;
     let read = async {
         let mut body = body;
         let mut buffer = BytesMut::new();
@@ -435,7 +474,7 @@ async fn read_body(inner: &Inner, headers: &HeaderMap, body: Body) -> Result<Byt
             }
         }
         if seen > max {
-            return Err(too_large());
+            return Err(too_large(max));
         }
         Ok(buffer.freeze())
     };

@@ -30,6 +30,20 @@ const CLEARED_ENV: &[&str] = &[
     "MICRO_TLS_CA",
 ];
 
+/// Variables a client command must not inherit from a test runner's environment.
+pub const CLIENT_ENV: &[&str] = &[
+    "MICRO_STORE",
+    "MICRO_BROKER",
+    "MICRO_ENV",
+    "MICRO_AUTH_TOKEN",
+    "MICRO_AUTH_ID",
+    "MICRO_AUTH_SECRET",
+    "MICRO_TLS_CA",
+    "MICRO_TLS_CLIENT_CERT",
+    "MICRO_TLS_CLIENT_KEY",
+    "MICRO_TLS_SERVER_NAME",
+];
+
 /// How to start a [`MicroServer`]: by default on a free loopback port, the gateway off,
 /// with a private data directory and registry owned by the server.
 #[derive(Debug, Default)]
@@ -225,25 +239,7 @@ impl MicroServer {
         env: &[(&str, &str)],
         stdin: Option<&[u8]>,
     ) -> (i32, String, String) {
-        run_micro(
-            &self.registry_url,
-            args,
-            &[
-                "MICRO_STORE",
-                "MICRO_BROKER",
-                "MICRO_ENV",
-                "MICRO_AUTH_TOKEN",
-                "MICRO_AUTH_ID",
-                "MICRO_AUTH_SECRET",
-                "MICRO_TLS_CA",
-                "MICRO_TLS_CLIENT_CERT",
-                "MICRO_TLS_CLIENT_KEY",
-                "MICRO_TLS_SERVER_NAME",
-            ],
-            env,
-            stdin,
-        )
-        .await
+        run_micro(&self.registry_url, args, CLIENT_ENV, env, stdin).await
     }
 
     /// SIGTERM, then asserts a clean exit within 30 s.

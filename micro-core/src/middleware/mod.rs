@@ -1,5 +1,6 @@
 #![doc = include_str!("README.md")]
 
+pub(crate) mod conformance;
 pub mod context;
 pub(crate) mod defaults;
 pub mod interceptor;

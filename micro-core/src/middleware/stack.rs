@@ -14,7 +14,13 @@ use tonic::{body::Body, service::Routes};
 use tower::{Layer, ServiceExt};
 use tower_service::Service;
 
-use super::{context::SetContext, defaults::Defaults, metrics::MetricsLayer, trace::TraceLayer};
+use super::{
+    conformance::{Conformance, Rules},
+    context::SetContext,
+    defaults::Defaults,
+    metrics::MetricsLayer,
+    trace::TraceLayer,
+};
 use crate::service::BoxRoutes;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -23,13 +29,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub(crate) type UserLayer = Arc<dyn Fn(BoxRoutes) -> BoxRoutes + Send + Sync>;
 
 /// The service every call of a [`Service`](crate::Service) goes through.
-pub(crate) type ServerService = SetContext<Defaults<Inner>>;
+pub(crate) type ServerService = SetContext<Defaults<Conformance<Inner>>>;
 
-/// ContextLayer → TraceLayer::server → MetricsLayer::server → user layers → routes.
+/// ContextLayer → TraceLayer::server → MetricsLayer::server → Conformance → user layers →
+/// routes.
 #[derive(Clone)]
 pub(crate) struct ServerStack {
     defaults: bool,
     layers: Arc<[UserLayer]>,
+    rules: Rules,
 }
 
 /// The routes, behind the user layers if there are any: without, no boxing.
@@ -53,11 +61,12 @@ pin_project! {
 // === impl ServerStack ===
 
 impl ServerStack {
-    /// `layers` outermost first.
-    pub(crate) fn new(defaults: bool, layers: Vec<UserLayer>) -> Self {
+    /// `layers` outermost first; `rules` for the conformance check.
+    pub(crate) fn new(defaults: bool, layers: Vec<UserLayer>, rules: Rules) -> Self {
         Self {
             defaults,
             layers: layers.into(),
+            rules,
         }
     }
 }
@@ -85,6 +94,7 @@ impl Layer<Routes> for ServerStack {
         } else {
             (TraceLayer::server_disabled(), MetricsLayer::disabled())
         };
+        let inner = Conformance::new(inner, self.rules.clone());
         SetContext::new(Defaults::new(inner, trace, metrics))
     }
 }

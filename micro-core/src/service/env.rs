@@ -13,6 +13,9 @@ pub const REGISTER_TTL_ENV: &str = "MICRO_REGISTER_TTL";
 /// The re-registration interval, in the same format as the TTL.
 pub const REGISTER_INTERVAL_ENV: &str = "MICRO_REGISTER_INTERVAL";
 
+/// The budget for large request messages: bytes (`67108864`, `64M`, `1G`) or `off`.
+pub const MESSAGE_BUDGET_ENV: &str = "MICRO_MESSAGE_BUDGET";
+
 pub(super) fn string(var: &'static str) -> Result<Option<String>, ServiceError> {
     match std::env::var(var) {
         Ok(value) if value.trim().is_empty() => Ok(None),
@@ -33,6 +36,42 @@ pub(super) fn duration(var: &'static str) -> Result<Option<Duration>, ServiceErr
     parse_duration(&value)
         .map(Some)
         .map_err(|reason| ServiceError::InvalidEnv { var, value, reason })
+}
+
+/// `Some(None)` for `off`, `Some(Some(bytes))` for a size, `None` when unset.
+pub(super) fn budget(var: &'static str) -> Result<Option<Option<usize>>, ServiceError> {
+    let Some(value) = string(var)? else {
+        return Ok(None);
+    };
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(Some(None));
+    }
+    parse_size(&value)
+        .map(|bytes| Some(Some(bytes)))
+        .map_err(|reason| ServiceError::InvalidEnv { var, value, reason })
+}
+
+/// Parses `65536`, `64K`, `64M`, `1G` (powers of 1024): a positive size.
+fn parse_size(value: &str) -> Result<usize, String> {
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let amount: usize = digits
+        .parse()
+        .map_err(|_| "expected a whole number of bytes, or with K, M or G (e.g. 64M)".to_owned())?;
+    let factor: usize = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}: use K, M or G")),
+    };
+    match amount.checked_mul(factor) {
+        Some(0) => Err("must be greater than zero (or off)".to_owned()),
+        Some(bytes) => Ok(bytes),
+        None => Err("too large".to_owned()),
+    }
 }
 
 /// Parses `1500ms`, `30s`, `2m`, `1h` or plain seconds (`30`).
@@ -69,5 +108,16 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3d").unwrap_err().contains("\"d\""));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert!(parse_size("3T").unwrap_err().contains("\"T\""));
     }
 }

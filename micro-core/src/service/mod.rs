@@ -63,7 +63,10 @@ mod running;
 mod subscribe;
 
 pub(crate) use env::parse_duration;
-pub use env::{REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, SERVER_ADDRESS_ENV, SERVER_ADVERTISE_ENV};
+pub use env::{
+    MESSAGE_BUDGET_ENV, REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, SERVER_ADDRESS_ENV,
+    SERVER_ADVERTISE_ENV,
+};
 pub use error::ServiceError;
 pub use running::RunningService;
 
@@ -103,6 +106,9 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// How long a shutting-down service keeps accepting calls after it reported NOT_SERVING and
 /// deregistered, so clients stop sending before it stops listening. Default is 100 ms.
 pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_millis(100);
+/// The bytes of large request messages (64 KiB or more each) a service buffers at once: 64 MiB,
+/// sixteen messages of tonic's 4 MiB limit. See [`ServiceBuilder::message_budget`].
+pub const DEFAULT_MESSAGE_BUDGET: usize = 64 * 1024 * 1024;
 
 /// A micro service: tonic services plus health, reflection and registration.
 ///
@@ -161,6 +167,8 @@ struct Config {
     shutdown_delay: Duration,
     tls: Option<ServerTls>,
     connections: ConnectionConfig,
+    /// Set by code (`Some`), else resolved from the environment at build.
+    message_budget: Option<Option<usize>>,
 }
 
 // === impl Service ===
@@ -182,6 +190,7 @@ impl Service {
                 shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
                 tls: None,
                 connections: ConnectionConfig::default(),
+                message_budget: None,
             },
             registry: None,
             routes: RoutesBuilder::default(),
@@ -322,6 +331,18 @@ impl ServiceBuilder {
     /// deregistering at shutdown. Default is [`DEFAULT_SHUTDOWN_DELAY`].
     pub fn shutdown_delay(mut self, delay: Duration) -> Self {
         self.config.shutdown_delay = delay;
+        self
+    }
+
+    /// Sets the bytes of large request messages (64 KiB or more each) the service buffers at
+    /// once, over all its connections; `None` for no limit. A message takes its length when
+    /// its 5-byte prefix arrives, before it is buffered, and gives it back when its call's
+    /// answer is done; one that does not fit fails at once with RESOURCE_EXHAUSTED (it is
+    /// not queued: a queued message's unread bytes would hold the HTTP/2 connection window
+    /// that the messages holding the budget need). Default is `MICRO_MESSAGE_BUDGET` (bytes,
+    /// `64M`, `1G`, or `off`) when set, else [`DEFAULT_MESSAGE_BUDGET`] (64 MiB).
+    pub fn message_budget(mut self, bytes: impl Into<Option<usize>>) -> Self {
+        self.config.message_budget = Some(bytes.into());
         self
     }
 
@@ -508,6 +529,10 @@ impl ServiceBuilder {
         }
         config.ttl = Some(ttl);
         config.interval = Some(interval);
+        if config.message_budget.is_none() {
+            config.message_budget =
+                Some(env::budget(MESSAGE_BUDGET_ENV)?.unwrap_or(Some(DEFAULT_MESSAGE_BUDGET)));
+        }
         config
             .node_metadata
             .entry("protocol".to_owned())

@@ -11,7 +11,7 @@ use tokio::{
 use tower::Layer;
 
 use super::{Service, ServiceError, grpc, health::HealthState, reflection, subscribe};
-use crate::middleware::stack::ServerStack;
+use crate::middleware::{conformance::Rules, stack::ServerStack};
 use crate::registry::{Endpoint, Node, RegisterOptions, Service as Record, SharedRegistry};
 use crate::transport::{self, ConnectionInfo, Listener};
 
@@ -73,7 +73,12 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
     let shutdown = async {
         let _ = stopped.await;
     };
-    let stack = ServerStack::new(default_layers, layers).layer(routes.prepare());
+    let stack = ServerStack::new(
+        default_layers,
+        layers,
+        Rules::new(descriptors.iter().copied(), config.message_budget.flatten()),
+    )
+    .layer(routes.prepare());
     let make_service = move |info: &ConnectionInfo| grpc::connection_service(stack.clone(), info);
     let (local_address, listener) = if let Some(path) = address.strip_prefix("unix:") {
         remove_stale_socket(path).await;

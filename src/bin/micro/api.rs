@@ -15,7 +15,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use crate::tool::parse_duration;
+use crate::duration::parse as parse_duration;
 
 type BoxError = Box<dyn Error + Send + Sync + 'static>;
 

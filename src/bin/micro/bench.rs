@@ -45,7 +45,7 @@ pub(crate) struct BenchArgs {
     #[arg(short = 'n', long, value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
     /// Call for this long instead of a number of calls: `10s`, `2m`
-    #[arg(short = 'z', long, value_name = "DURATION", value_parser = tool::parse_duration, conflicts_with = "requests")]
+    #[arg(short = 'z', long, value_name = "DURATION", value_parser = crate::duration::parse, conflicts_with = "requests")]
     duration: Option<Duration>,
     #[command(flatten)]
     client: ClientArgs,

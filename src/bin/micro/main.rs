@@ -12,6 +12,7 @@ mod api;
 mod bench;
 mod completion;
 mod dev_tls;
+mod duration;
 mod new;
 mod platform_cmds;
 mod server;

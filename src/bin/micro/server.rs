@@ -85,7 +85,8 @@ NOT_SERVING, deregisters, drains calls in flight and exits 0.
 
 Registration follows micro's service settings: MICRO_SERVER_ADVERTISE (address to
 register instead of the bound one), MICRO_REGISTER_TTL and MICRO_REGISTER_INTERVAL (the
-`micro.server` record). Logs go to stderr; RUST_LOG sets the level (default info).";
+`micro.server` record), MICRO_MESSAGE_BUDGET (bytes of large request messages buffered at
+once, default 64M; `off` for no limit). Logs go to stderr; RUST_LOG sets the level (default info).";
 
 /// Flags of `micro server`.
 #[derive(Debug, clap::Args)]

@@ -74,8 +74,8 @@ pub(crate) struct ClientArgs {
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub(crate) output: Output,
 
-    /// Time limit of each call: `500ms`, `10s`, `2m`
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    /// Time limit of each call: `500ms`, `10s`, `2m`, `1h30m`
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::duration::parse)]
     pub(crate) timeout: Duration,
 }
 
@@ -174,28 +174,6 @@ impl std::fmt::Display for ToolError {
             }
         }
     }
-}
-
-/// `500ms`, `10s`, `2m`, or plain seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 10s or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use ms, s or m")),
-    };
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return Err(format!("{text:?}: the timeout must be positive"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// The registry and a client on it.

@@ -82,8 +82,8 @@ struct KvPutArgs {
         conflicts_with = "value"
     )]
     data: Option<String>,
-    /// Expire the key this long after the write: `500ms`, `10s`, `2m`
-    #[arg(long, value_name = "DURATION", value_parser = tool::parse_duration)]
+    /// Expire the key this long after the write: `500ms`, `10s`, `2m`, `1h`, `1h30m`
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     ttl: Option<Duration>,
     #[command(flatten)]
     common: KvCommon,
@@ -179,9 +179,10 @@ async fn kv_get(args: KvKeyArgs) -> Result<(), ToolError> {
                 Err(_) => (base64(&record.value), "base64"),
             };
             let expiry = record.ttl.map(|ttl| {
-                let at = SystemTime::now() + ttl;
-                let unix_ms = at
-                    .duration_since(UNIX_EPOCH)
+                // The TTL comes from the store: a huge one must not overflow the clock.
+                let unix_ms = SystemTime::now()
+                    .checked_add(ttl)
+                    .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |since| since.as_millis());
                 json!({"ttl_ms": ttl.as_millis(), "unix_ms": unix_ms})
             });
