@@ -661,9 +661,12 @@ async fn s08_not_serving_node_leaves_the_picks() {
     eprintln!("s08: {}", report.summary());
 
     let baseline = share(&report.share_per_node_between(start, switched), &nodes[0]);
-    // Enough traffic before the switch that calls after it would show; the default
-    // selector spreads by load, not evenly.
-    assert!(baseline > 0.05, "baseline share {baseline:.3}");
+    // In the picks before the switch (1 % of ~500 calls: a handful), so that calls after it
+    // would show. Not "a third", nor even 5 %: with calls this short and rarely
+    // overlapping, peak-EWMA with two random choices sends little to a node that answers a
+    // hair slower than the other two (here the node whose control stream the test holds);
+    // 3.0 % was seen on a loaded run, while such a node still takes ~15 calls a second.
+    assert!(baseline > 0.01, "baseline share {baseline:.3}");
     let late = report.answered_by_after(&nodes[0], switched + Duration::from_millis(200));
     assert!(
         late.is_empty(),
