@@ -11,7 +11,7 @@ use std::{
     collections::{BTreeMap, HashSet},
     fs::{self, DirBuilder, File, OpenOptions},
     io::{self, Read, Write},
-    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::Mutex,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -102,9 +102,11 @@ pub(super) fn write_record(dir: &Path, record: &Service, expires_at_ms: u64) -> 
         rand::random::<u64>()
     ));
     // The service directory may be missing (first node) or removed by a cleaner.
+    let mut created_dir = false;
     let mut file = match open_new(&tmp) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_private_dir(&service_dir)?;
+            created_dir = true;
             open_new(&tmp)?
         }
         other => other?,
@@ -115,6 +117,11 @@ pub(super) fn write_record(dir: &Path, record: &Service, expires_at_ms: u64) -> 
     });
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
+    } else if created_dir {
+        // Watchers add a watch on a new directory only once they hear of it, so the
+        // rename into it may go unseen; a metadata change of the directory itself is
+        // reported by the watch on its parent, after the record is in place.
+        let _ = fs::set_permissions(&service_dir, fs::Permissions::from_mode(0o700));
     }
     written
 }

@@ -469,3 +469,28 @@ async fn hung_file_io_fails_calls_in_time_and_bounds_threads() {
     registry.register(&s, long()).await.unwrap();
     assert_eq!(registry.get_service("svc").await.unwrap(), vec![s]);
 }
+
+/// A writer that creates a service's directory changes the directory's metadata after
+/// renaming the first record into it: watchers add a watch on a new directory only once
+/// they hear of it, so the rename itself can go unseen, but the metadata change is reported
+/// by the watch on the parent. This checks that such a change reaches the watch.
+#[tokio::test]
+async fn a_metadata_change_of_a_service_directory_is_a_change() {
+    let (_tmp, registry) = registry();
+    let s = service("svc", "1", &[node("n", "127.0.0.1:1")]);
+    registry.register(&s, long()).await.unwrap();
+    let _watcher = registry.watch(WatchOptions::default()).await.unwrap();
+    let hub = watch::Hub::get(&registry.inner).unwrap();
+    let mut changes = hub.subscribe();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        registry.dir().join("svc"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let change = tokio::time::timeout(EVENT_TIMEOUT, changes.recv())
+        .await
+        .expect("no change reported")
+        .unwrap();
+    assert_eq!(change, watch::Change::Service("svc".into()));
+}
