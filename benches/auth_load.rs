@@ -22,13 +22,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use micro::{
-    Client,
-    auth::{
-        Access, Account, AccountKind, Algorithm, AuthLayer, Credentials, Issuer, KeySet, Resource,
-        Rule, RuleSet, SigningKey, Verifier,
-    },
-    registry::MemoryRegistry,
+use micro::{Client, registry::MemoryRegistry};
+// micro-core's auth directly: the root package's own `auth` feature is not on for its benches.
+use micro_core::auth::{
+    Access, Account, AccountKind, Algorithm, AuthLayer, Credentials, Issuer, KeySet, Resource,
+    Rule, RuleSet, SigningKey, Verifier,
 };
 
 #[path = "support/greeter.rs"]

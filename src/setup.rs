@@ -3,11 +3,13 @@
 /// Lets [`registry::from_url`](crate::registry::from_url) and everything built on it
 /// (`MICRO_REGISTRY`, [`Service::builder`](crate::Service::builder),
 /// [`Client::from_env`](crate::Client::from_env)) open the registries of the engines this
-/// build enables (`etcd://…` with feature `etcd`, `mdns://…` with feature `mdns`) and the
-/// platform's services (`service://host:port` for `MICRO_REGISTRY` and `MICRO_STORE`).
+/// build enables (`etcd://…` with feature `etcd`, `mdns://…` with feature `mdns`) and, with
+/// feature `platform`, the platform's services (`service://host:port` for
+/// `MICRO_REGISTRY`, `service` for `MICRO_STORE`, `MICRO_SYNC` and `MICRO_BROKER`).
 ///
 /// Call it once at the start of `main`, before building a service or client. It is
-/// idempotent, and does nothing without engine features, so a program can always call it.
+/// idempotent, and does nothing without engine or `platform` features, so a program can
+/// always call it.
 ///
 /// # Examples
 ///
@@ -22,6 +24,7 @@
 /// }
 /// ```
 pub fn install() {
+    #[cfg(feature = "platform")]
     micro_platform::install();
     #[cfg(any(
         feature = "etcd",

@@ -36,7 +36,7 @@ impl Greeter for Hello {
 /// id (for its CPU time).
 pub(crate) fn serve_on_thread(
     registry: micro::registry::SharedRegistry,
-    services: Vec<(&'static str, Option<micro::auth::AuthLayer>)>,
+    services: Vec<(&'static str, Option<micro_core::auth::AuthLayer>)>,
 ) -> (Vec<String>, i32) {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: child processes with readiness and cleanup,
-//! and the greeter stubs.
+//! and the greeter stubs. micro-cli's tests include this file too
+//! (`micro-cli/tests/support/mod.rs`), adding the `micro` binary's helpers.
 
 #![allow(
     dead_code,
@@ -19,9 +20,6 @@ use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
     process::{Child, ChildStdout, Command},
 };
-
-pub mod http;
-pub mod server;
 
 #[allow(unreachable_pub, missing_docs)]
 pub mod pb {

@@ -92,11 +92,16 @@ impl NodeConn {
             match tls {
                 Some(tls) => Some(tls),
                 None => {
+                    #[cfg(feature = "tls")]
+                    let how = "configure it with ClientBuilder::tls(ClientTls), e.g. from \
+                               MICRO_TLS_CA";
+                    #[cfg(not(feature = "tls"))]
+                    let how = "this build of micro has no TLS: enable the \"tls\" feature \
+                               of micro (micro = { features = [\"tls\"] }) and set MICRO_TLS_CA";
                     return Err(ConnectError(
                         format!(
                             "node {} at {} requires TLS (registry metadata transport=tls) \
-                             and this client has none: configure it with \
-                             ClientBuilder::tls(ClientTls), e.g. from MICRO_TLS_CA",
+                             and this client has none: {how}",
                             self.node.id, self.node.address
                         ),
                         None,

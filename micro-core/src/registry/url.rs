@@ -13,10 +13,11 @@ pub const REGISTRY_ENV: &str = "MICRO_REGISTRY";
 
 const KNOWN: &str = "local, local:///<dir>, memory";
 
-/// Schemes of registries that live in `micro-plugins`, with the cargo feature that holds
-/// each: a URL with one of them that no crate registered gets an error naming the feature.
+/// Schemes of registries that live in `micro-plugins` (and `service`, the registry service's
+/// client in `micro-platform`), with the cargo feature of `micro` that holds each: a URL with one of them that no crate registered gets an error naming the feature.
 /// A new engine adds its scheme here when its feature lands.
-const PLUGIN_SCHEMES: &[(&str, &str)] = &[("etcd", "etcd"), ("mdns", "mdns")];
+const PLUGIN_SCHEMES: &[(&str, &str)] =
+    &[("etcd", "etcd"), ("mdns", "mdns"), ("service", "platform")];
 
 /// Opens a registry from its full URL (scheme included), for [`register_scheme`].
 pub type Opener = fn(&str) -> Result<SharedRegistry, RegistryError>;

@@ -62,6 +62,7 @@ mod reflection;
 mod running;
 mod subscribe;
 
+#[cfg(feature = "tls")]
 pub(crate) use env::parse_duration;
 pub use env::{
     MESSAGE_BUDGET_ENV, REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, SERVER_ADDRESS_ENV,

@@ -84,6 +84,17 @@ pub enum TlsError {
     },
 
     /// rustls refused the configuration.
+    #[cfg(feature = "tls")]
     #[error("TLS configuration failed: {0}")]
     Config(#[source] rustls::Error),
+
+    /// A `MICRO_TLS_*` variable is set, but this build has no TLS (cargo feature `tls`).
+    #[error(
+        "{var} is set, but this build of micro has no TLS: enable the \"tls\" feature of micro \
+         (micro = {{ features = [\"tls\"] }}), or unset {var}"
+    )]
+    NotCompiled {
+        /// The variable that asks for TLS.
+        var: &'static str,
+    },
 }

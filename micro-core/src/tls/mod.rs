@@ -1,7 +1,10 @@
 //! Transport security: TLS and mutual TLS for [`Service`](crate::Service)s and
 //! [`Client`](crate::Client)s, with certificates reloaded from disk without a restart.
 //!
-//! rustls with the `ring` provider; TLS 1.2 and 1.3; ALPN `h2`.
+//! rustls with the `ring` provider; TLS 1.2 and 1.3; ALPN `h2`. The builders need the cargo
+//! feature `tls`; without it [`ServerTls`] and [`ClientTls`] exist but cannot be built,
+//! their `from_env` refuses any `MICRO_TLS_*` variable with [`TlsError::NotCompiled`], and a
+//! node registered with `transport=tls` cannot be called.
 //!
 //! - [`ServerTls`]: the server's certificate chain and key, and optionally a CA whose
 //!   client certificates are accepted ([`ClientAuth::Required`] for mutual TLS). Give it to
@@ -67,17 +70,27 @@
 //! # }
 //! ```
 
+#[cfg(feature = "tls")]
 mod client;
+#[cfg(not(feature = "tls"))]
+mod disabled;
 mod error;
+#[cfg(feature = "tls")]
 mod pem;
+#[cfg(feature = "tls")]
 mod reload;
+#[cfg(feature = "tls")]
 mod server;
 
+#[cfg(feature = "tls")]
 pub use client::{ClientTls, ClientTlsBuilder};
+#[cfg(not(feature = "tls"))]
+pub use disabled::{ClientTls, ServerTls};
 pub use error::TlsError;
+#[cfg(feature = "tls")]
 pub use server::{ServerTls, ServerTlsBuilder};
 
-use std::{ffi::OsString, sync::Arc, time::Duration};
+use std::{ffi::OsString, time::Duration};
 
 /// The node metadata key that says how to connect to a node.
 pub const TRANSPORT_KEY: &str = "transport";
@@ -125,8 +138,9 @@ pub fn is_tls_node(metadata: &std::collections::BTreeMap<String, String>) -> boo
     metadata.get(TRANSPORT_KEY).map(String::as_str) == Some(TRANSPORT_TLS)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+#[cfg(feature = "tls")]
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Reads environment variables; tests pass a map instead of the process' environment.
@@ -166,6 +180,7 @@ fn env_string(env: &dyn Lookup, var: &'static str) -> Result<Option<String>, Tls
 }
 
 /// `MICRO_TLS_RELOAD_INTERVAL`: `None` when unset, zero to turn polling off.
+#[cfg(feature = "tls")]
 fn env_reload_interval(env: &dyn Lookup) -> Result<Option<Duration>, TlsError> {
     let Some(value) = env_string(env, RELOAD_INTERVAL_ENV)? else {
         return Ok(None);

@@ -195,6 +195,9 @@ async fn connection<S, B>(
         }
     }
     let io = match (raw, tls) {
+        #[cfg(not(feature = "tls"))]
+        (Raw::Tcp(_), Some(tls)) => tls.unreachable(),
+        #[cfg(feature = "tls")]
         (Raw::Tcp(tcp), Some(tls)) => {
             let timeout = tls.handshake_timeout();
             let remote = tcp.peer_addr().ok();

@@ -1,9 +1,10 @@
-//! The HTTP API gateway (`micro api`): JSON over HTTP to any micro service, with schemas
-//! read by gRPC reflection, no compiled stubs.
+//! micro-api: the HTTP API gateway (`micro api`): JSON over HTTP to any micro service, with
+//! schemas read by gRPC reflection, no compiled stubs. `micro` re-exports it as `micro::api`
+//! with feature `api`; the `micro` CLI (package `micro-cli`) serves it.
 //!
 //! [`Gateway`] finds services in a registry, fetches each one's schemas once by gRPC
 //! reflection (again when the versions it registered change), and turns HTTP requests into
-//! gRPC calls through a [`Client`](crate::Client):
+//! gRPC calls through a [`Client`](micro_core::Client):
 //!
 //! | request | does |
 //! |---|---|
@@ -16,7 +17,7 @@
 //! | `GET /.well-known/jwks.json` | the auth service's public keys (JWK Set) |
 //!
 //! With [`GatewayBuilder::auth`] every request that would call a service is decided by an
-//! [`AuthLayer`](crate::auth::AuthLayer) first (401 / 403 with a JSON body and
+//! [`AuthLayer`](micro_core::auth::AuthLayer) first (401 / 403 with a JSON body and
 //! `WWW-Authenticate: Bearer`), before its body is read; only the two OAuth2 paths, CORS
 //! preflights and (unless turned off) `/openapi.json` are open.
 //!
@@ -31,8 +32,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let registry = micro::registry::from_url("local")?;
-//! let gateway = micro::api::Gateway::builder()
+//! let registry = micro_core::registry::from_url("local")?;
+//! let gateway = micro_api::Gateway::builder()
 //!     .registry(registry)
 //!     .timeout(std::time::Duration::from_secs(5))
 //!     .cors_origin("https://app.example")
@@ -47,6 +48,7 @@
 //! ```
 
 mod auth;
+pub mod dynamic;
 mod error;
 mod gateway;
 mod handler;

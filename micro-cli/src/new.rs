@@ -32,7 +32,7 @@ micro call <name> <Service>.Hello '{\"name\": \"Alice\"}'.";
 
 /// The workspace manifest this binary was built from: its dependency versions go into
 /// the new crate's Cargo.toml.
-const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");
+const WORKSPACE_MANIFEST: &str = include_str!("../../Cargo.toml");
 
 /// The template files and where they go; `{{crate}}` in a path is replaced too.
 const TEMPLATES: &[(&str, &str)] = &[

@@ -30,7 +30,7 @@ use hyper_util::{
 use micro::{api::Gateway, registry::MemoryRegistry};
 use tokio::time::Instant;
 
-#[path = "support/greeter.rs"]
+#[path = "../../benches/support/greeter.rs"]
 mod greeter;
 
 use greeter::pb;

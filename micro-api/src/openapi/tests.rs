@@ -6,7 +6,7 @@ use prost_reflect::DescriptorPool;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::api::rest::RestRoutes;
+use crate::rest::RestRoutes;
 
 const A: &str = r#"
 syntax = "proto3";
@@ -111,7 +111,7 @@ fn schema() -> Arc<ServiceSchema> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.proto"), A).unwrap();
     std::fs::write(dir.path().join("b.proto"), B).unwrap();
-    let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
     let mut compiler = protox::Compiler::new([dir.path(), std::path::Path::new(protos)]).unwrap();
     compiler.include_imports(true).include_source_info(true);
     compiler.open_files(["a.proto", "b.proto"]).unwrap();

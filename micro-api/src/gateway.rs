@@ -64,8 +64,8 @@ pub enum GatewayError {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let registry = micro::registry::from_url("local")?;
-/// let gateway = micro::api::Gateway::builder().registry(registry).build()?;
+/// let registry = micro_core::registry::from_url("local")?;
+/// let gateway = micro_api::Gateway::builder().registry(registry).build()?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 /// gateway.serve(listener).await?;
 /// # Ok(()) }

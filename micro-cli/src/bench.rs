@@ -15,7 +15,7 @@ use std::{
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use micro::dynamic::DynamicCodec;
+use micro::api::dynamic::DynamicCodec;
 use micro_core::Channel;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! REST route templates as OpenAPI paths.
 
-use crate::api::rest::template::{Segment, Template};
+use crate::rest::template::{Segment, Template};
 
 /// A path parameter of a REST route in the document.
 #[derive(Debug, Clone)]

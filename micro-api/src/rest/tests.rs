@@ -130,7 +130,7 @@ message Empty {}
 fn encoded_set() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("library.proto"), LIBRARY).unwrap();
-    let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
     let mut compiler = protox::Compiler::new([dir.path(), std::path::Path::new(protos)]).unwrap();
     compiler.include_imports(true);
     compiler.open_file("library.proto").unwrap();

@@ -60,8 +60,9 @@ struct Line {
 
 /// The commands of the README's `sh` blocks, in order.
 fn readme_lines() -> Vec<Line> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
     let mut lines = Vec::new();
     let mut in_sh = false;
     let mut pending = String::new();

@@ -60,7 +60,8 @@ async fn cargo(dir: &Path, args: &[&str]) {
 async fn new_crate_builds_and_passes_its_test() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("demo");
-    let workspace = env!("CARGO_MANIFEST_DIR");
+    // The micro checkout: micro-cli's parent.
+    let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let output = micro_new(&[
         "demo",
         "--dir",

@@ -17,7 +17,7 @@ const FLOAT_PATTERN: &str = r"^(NaN|-?Infinity|[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([
 const BASE64_PATTERN: &str = r"^[A-Za-z0-9+/_-]*={0,2}$";
 const DURATION_PATTERN: &str = r"^[+-]?[0-9]+(\.[0-9]{0,9})?s$";
 
-pub(super) use crate::api::rest::is_string_message;
+pub(super) use crate::rest::is_string_message;
 
 /// The schemas under `components/schemas`, by full name.
 #[derive(Debug, Default)]

@@ -18,7 +18,7 @@ use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor};
 use serde_json::json;
 use tonic::{Code, Status};
 
-use micro::dynamic::{self, DynamicCodec, ReflectionError};
+use micro::api::dynamic::{self, DynamicCodec, ReflectionError};
 
 pub(crate) use micro_core::middleware::code_name;
 
