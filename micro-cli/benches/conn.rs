@@ -15,9 +15,9 @@
 //!    the last/baseline ratio (goal ≤ 1.2).
 //!
 //! ```text
-//! cargo bench -p micro --bench conn                  # 5 s per latency phase
-//! MICRO_BENCH_SECS=10 cargo bench -p micro --bench conn
-//! MICRO_BENCH_ONLY=latency|rss cargo bench -p micro --bench conn
+//! cargo bench -p micro-cli --bench conn                  # 5 s per latency phase
+//! MICRO_BENCH_SECS=10 cargo bench -p micro-cli --bench conn
+//! MICRO_BENCH_ONLY=latency|rss cargo bench -p micro-cli --bench conn
 //! ```
 
 #![allow(

@@ -5,8 +5,8 @@
 //! throughput ratio and the latency the gateway adds at p50 and p99.
 //!
 //! ```text
-//! cargo bench -p micro --bench gateway              # 3 s per measurement
-//! MICRO_BENCH_SECS=10 cargo bench -p micro --bench gateway
+//! cargo bench -p micro-cli --bench gateway              # 3 s per measurement
+//! MICRO_BENCH_SECS=10 cargo bench -p micro-cli --bench gateway
 //! ```
 //!
 //! The greeter server, the gateway and the load each run on their own single-threaded

@@ -8,8 +8,8 @@
 //! handler or were refused by the budget (RESOURCE_EXHAUSTED).
 //!
 //! ```text
-//! cargo bench --bench large_messages
-//! MICRO_BENCH_CALLS=100 MICRO_BENCH_CONNS=4 MICRO_BENCH_ROUNDS=3 cargo bench --bench large_messages
+//! cargo bench -p micro-cli --bench large_messages
+//! MICRO_BENCH_CALLS=100 MICRO_BENCH_CONNS=4 MICRO_BENCH_ROUNDS=3 cargo bench -p micro-cli --bench large_messages
 //! ```
 
 #![allow(

@@ -561,7 +561,7 @@ async fn open_broker(url: &str, registry: SharedRegistry) -> Result<SharedBroker
         #[cfg(not(feature = "nats"))]
         return Err(format!(
             "--broker {url}: this build has no NATS support; build micro with feature `nats` \
-             (cargo run --features nats --bin micro -- server --broker {url})"
+             (cargo run -p micro-cli --features nats -- server --broker {url})"
         )
         .into());
     }

@@ -159,11 +159,11 @@ impl Setup {
         }
     }
 
-    /// The README's command as it runs here: `cargo run … --bin micro --` is `micro`, the
+    /// The README's command as it runs here: `cargo run … -p micro-cli --` is `micro`, the
     /// README's ports are the server's.
     fn localize(&self, command: &str, secret: &str) -> String {
         let mut command = command.to_owned();
-        for cargo in ["cargo run -q --bin micro --", "cargo run --bin micro --"] {
+        for cargo in ["cargo run -q -p micro-cli --", "cargo run -p micro-cli --"] {
             command = command.replace(cargo, "micro");
         }
         command
