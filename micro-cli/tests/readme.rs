@@ -36,7 +36,7 @@ const LONG_RUNNING: &[(&str, &str)] = &[
 /// Outputs to check beyond `→` comments: a README line containing the first text must
 /// print the second. Each must match a line, so the table cannot drift from the README.
 const EXPECTED: &[(&str, &str)] = &[
-    ("micro -- kv get hello", "world"),
+    ("micro-cli -- kv get hello", "world"),
     ("micro kv put greeting hello --ttl 1h", ""),
     ("micro kv get greeting", "hello"),
     ("micro kv list --prefix gr", "greeting"),
