@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::{BrokerError, LocalBroker, MemoryBroker, SharedBroker};
+use crate::lock::lock;
 use crate::registry::{self, SharedRegistry};
 
 /// The environment variable that selects the broker: `local` (the default), `memory`, or a
@@ -24,9 +25,7 @@ static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
 /// Registering a scheme again replaces its opener; `local` and `memory` cannot be
 /// replaced.
 pub fn register_scheme(scheme: &'static str, opener: Opener) {
-    let mut schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut schemes = lock(&SCHEMES);
     match schemes.iter_mut().find(|(known, _)| *known == scheme) {
         Some(entry) => entry.1 = opener,
         None => schemes.push((scheme, opener)),
@@ -103,9 +102,7 @@ fn open(
         _ => {}
     }
     let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    let opener = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    let opener = lock(&SCHEMES)
         .iter()
         .find(|(known, _)| *known == scheme)
         .map(|(_, opener)| *opener);
@@ -116,9 +113,7 @@ fn open(
 }
 
 fn unknown(url: &str) -> BrokerError {
-    let added = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    let added = lock(&SCHEMES)
         .iter()
         .map(|(scheme, _)| format!(", {scheme}://…"))
         .collect::<String>();

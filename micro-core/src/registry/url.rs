@@ -6,6 +6,7 @@ use std::{
 };
 
 use super::{LocalRegistry, MemoryRegistry, RegistryError, SharedRegistry};
+use crate::lock::lock;
 
 /// The environment variable that selects the registry: `local` (the default), `memory`, or
 /// `local:///path/to/dir`.
@@ -36,9 +37,7 @@ static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
 /// Registering a scheme again replaces its opener; the built-in names (`local`, `memory`)
 /// cannot be replaced.
 pub fn register_scheme(scheme: &'static str, opener: Opener) {
-    let mut schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut schemes = lock(&SCHEMES);
     match schemes.iter_mut().find(|(known, _)| *known == scheme) {
         Some(entry) => entry.1 = opener,
         None => schemes.push((scheme, opener)),
@@ -53,9 +52,7 @@ fn scheme_of(url: &str) -> &str {
 /// The opener registered for the scheme of `url`, if any.
 fn registered(url: &str) -> Option<Opener> {
     let scheme = scheme_of(url);
-    let schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let schemes = lock(&SCHEMES);
     schemes
         .iter()
         .find(|(known, _)| *known == scheme)
@@ -64,9 +61,7 @@ fn registered(url: &str) -> Option<Opener> {
 
 /// The registries this process knows, for error messages.
 fn known() -> String {
-    let schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let schemes = lock(&SCHEMES);
     let mut known = KNOWN.to_owned();
     for (scheme, _) in schemes.iter() {
         known.push_str(", ");

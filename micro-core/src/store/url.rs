@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::{MemoryStore, SharedStore, StoreError};
+use crate::lock::lock;
 
 /// The environment variable that selects the store: `memory` (the default), `file:///path`
 /// (feature `redb`) or a scheme added with [`register_scheme`].
@@ -18,9 +19,7 @@ static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
 /// `from_url("redis://127.0.0.1:6379")` calls `open` with the whole URL. Registering a
 /// scheme again replaces its opener; `memory` cannot be replaced.
 pub fn register_scheme(scheme: &'static str, opener: Opener) {
-    let mut schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut schemes = lock(&SCHEMES);
     match schemes.iter_mut().find(|(known, _)| *known == scheme) {
         Some(entry) => entry.1 = opener,
         None => schemes.push((scheme, opener)),
@@ -44,9 +43,7 @@ pub fn from_url(url: &str) -> Result<SharedStore, StoreError> {
         return super::FileStore::open_url(url);
     }
     let (opener, known) = {
-        let schemes = SCHEMES
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let schemes = lock(&SCHEMES);
         let opener = schemes
             .iter()
             .find(|(known, _)| *known == scheme)

@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::{MemorySync, SharedSync, SyncError};
+use crate::lock::lock;
 
 /// The environment variable that selects the backend: `memory` (the default) or a scheme
 /// added with [`register_scheme`] (`etcd://host:port` once `micro_plugins::install()` ran).
@@ -21,9 +22,7 @@ static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
 /// Teaches [`from_url`] and [`from_env`] a backend from another crate; registering a scheme
 /// again replaces its opener.
 pub fn register_scheme(scheme: &'static str, opener: Opener) {
-    let mut schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut schemes = lock(&SCHEMES);
     match schemes.iter_mut().find(|(known, _)| *known == scheme) {
         Some(entry) => entry.1 = opener,
         None => schemes.push((scheme, opener)),
@@ -43,9 +42,7 @@ pub async fn from_url(url: &str) -> Result<SharedSync, SyncError> {
     }
     let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
     let (opener, known) = {
-        let schemes = SCHEMES
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let schemes = lock(&SCHEMES);
         let opener = schemes
             .iter()
             .find(|(known, _)| *known == scheme)
