@@ -37,6 +37,7 @@ pub mod client;
 pub mod codegen;
 pub mod config;
 pub mod context;
+pub mod engine;
 pub mod lock;
 pub mod middleware;
 pub mod registry;

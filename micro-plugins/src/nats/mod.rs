@@ -130,9 +130,14 @@ mod confirm;
 mod core;
 mod error;
 mod jetstream;
+mod url;
 mod wire;
 
-pub use self::{builder::NatsBrokerBuilder, core::NatsBroker};
+pub use self::{
+    builder::NatsBrokerBuilder,
+    core::NatsBroker,
+    url::{SCHEME, builder_from_url, install},
+};
 
 /// The default subject prefix: topic `t` is subject `micro.t`.
 pub const DEFAULT_PREFIX: &str = "micro";
