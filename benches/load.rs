@@ -206,14 +206,22 @@ fn run(
             "p99 ratio",
             "cpu ratio"
         );
-        // For profiling one path alone: MICRO_BENCH_ONLY=micro (or raw) runs just that one.
+        // For profiling one path alone: MICRO_BENCH_ONLY=micro (or raw) runs just that one,
+        // at MICRO_BENCH_CONCURRENCY calls in flight (64).
         if let Ok(only) = std::env::var("MICRO_BENCH_ONLY") {
+            let concurrency = std::env::var("MICRO_BENCH_CONCURRENCY")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(64);
             let figures = if only == "raw" {
-                measure(raw.clone(), 64, duration).await
+                measure(raw.clone(), concurrency, duration).await
             } else {
-                measure(micro.clone(), 64, duration).await
+                measure(micro.clone(), concurrency, duration).await
             };
-            println!("{only} at 64: {:.0} rps, p50 {:?}", figures.rps, figures.p50);
+            println!(
+                "{only} at {concurrency}: {:.0} rps, p50 {:?}",
+                figures.rps, figures.p50
+            );
             return;
         }
         for concurrency in [1, 64] {

@@ -22,6 +22,14 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+/// jemalloc, with its background purging thread on: memory freed after a burst (a thousand
+/// connections closed, a round of large messages) goes back to the OS within jemalloc's decay
+/// time (10 s) even when the process then stays idle. glibc's malloc keeps it in its arenas
+/// until `malloc_trim`, so an idle `micro server` stayed at ~1.9× its baseline RSS after
+/// connection churn (BENCHMARKS.md, issue 12 §3).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The micro toolkit: run the platform, talk to services.
 #[derive(Debug, Parser)]
 #[command(name = "micro", version, about, long_about = None, after_help = tool::EXIT_CODES)]

@@ -49,6 +49,8 @@ pub mod codegen;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod context;
+pub mod engine;
+pub mod lock;
 pub mod middleware;
 pub mod registry;
 pub mod selector;

@@ -204,6 +204,7 @@ async fn rapid_reset_gets_goaway_enhance_your_calm() {
     let tcp = TcpStream::connect(running.local_address()).await.unwrap();
     let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
     let connection = tokio::spawn(connection);
+    let mut sent = 0u32;
     let attack = async {
         for _ in 0..10_000 {
             let request = http::Request::post(format!(
@@ -219,6 +220,7 @@ async fn rapid_reset_gets_goaway_enhance_your_calm() {
                 Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
                 Err(err) => return Err(err),
             }
+            sent += 1;
             // Lets the connection task write the HEADERS and RST_STREAM frames.
             tokio::task::yield_now().await;
         }
@@ -228,11 +230,23 @@ async fn rapid_reset_gets_goaway_enhance_your_calm() {
         .await
         .expect("the attack ends in time")
         .expect_err("the server stops the attack");
+    // Without the limit all 10,000 go through; with it the server ends the connection after
+    // a few dozen (h2 allows 20 pending resets) plus what was in flight.
+    assert!(sent < 2_000, "the server let {sent} reset streams through");
     let ended = tokio::time::timeout(PATIENCE, connection)
         .await
         .expect("the connection ends")
         .unwrap();
+    // The server sends GOAWAY(ENHANCE_YOUR_CALM), then closes with the attacker's later
+    // frames unread, so its kernel answers them with a TCP reset. The client reads the
+    // GOAWAY first, but h2's client reports whichever it handles last: the reason, or the
+    // reset as an I/O error with no reason (seen on a loaded machine). A reason, when
+    // reported, must be that one.
     let reason = ended.err().and_then(|err| err.reason()).or(err.reason());
-    assert_eq!(reason, Some(h2::Reason::ENHANCE_YOUR_CALM), "{err:?}");
+    if let Some(reason) = reason {
+        assert_eq!(reason, h2::Reason::ENHANCE_YOUR_CALM, "{err:?}");
+    } else {
+        assert!(err.is_io(), "neither a GOAWAY reason nor a reset: {err:?}");
+    }
     running.shutdown().await.unwrap();
 }

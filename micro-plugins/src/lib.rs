@@ -32,7 +32,9 @@ pub mod redis;
 /// `etcd`) and `mdns://` (feature `mdns`) with
 /// [`registry::from_url`](micro_core::registry::from_url), so `MICRO_REGISTRY` can select
 /// them; `redis://` (feature `redis`) and `memcached://` (feature `memcached`) with
-/// [`store::from_url`](micro_core::store::from_url), so `MICRO_STORE` can. Idempotent; does nothing without features.
+/// [`store::from_url`](micro_core::store::from_url), so `MICRO_STORE` can; `nats://`
+/// (feature `nats`) with [`broker::from_url`](micro_core::broker::from_url), so
+/// `MICRO_BROKER` can. Idempotent; does nothing without features.
 pub fn install() {
     #[cfg(feature = "etcd")]
     etcd::install();
@@ -40,6 +42,8 @@ pub fn install() {
     mdns::install();
     #[cfg(feature = "memcached")]
     memcached::install();
+    #[cfg(feature = "nats")]
+    nats::install();
     #[cfg(feature = "redis")]
     redis::install();
 }

@@ -140,7 +140,9 @@ async fn a_timed_out_wait_leaves_nothing_behind() {
         Err(err) => Err(err),
     };
     match result {
-        Err(SyncError::Unavailable { backend, message }) => {
+        Err(SyncError::Unavailable {
+            backend, message, ..
+        }) => {
             assert_eq!(backend, "etcd");
             assert!(
                 message.contains(&endpoint) || message.contains("etcd"),

@@ -92,9 +92,16 @@ async fn a_restart_is_unavailable_then_recovers() {
 
     server.stop().await;
     match store.get(&ns, "a").await {
-        Err(StoreError::Unavailable { store, message }) => {
+        Err(StoreError::Unavailable {
+            store,
+            message,
+            source,
+        }) => {
             assert_eq!(store, "memcached");
             assert!(message.contains(&server.url()), "{message}");
+            // The broken connection's I/O error, for callers that look at the cause.
+            let cause = source.as_deref().map(|s| s.is::<std::io::Error>());
+            assert_eq!(cause, Some(true), "{message}");
         }
         other => panic!("memcached stopped: {other:?}"),
     }
@@ -117,4 +124,37 @@ async fn a_restart_is_unavailable_then_recovers() {
         None,
         "memcached forgot it"
     );
+}
+
+/// `request_timeout` takes effect on a store that has clones (it used to change nothing
+/// once the store was shared), and the clones made before keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_applies_after_a_clone() {
+    init_tracing();
+    let server = MemcachedServer::start().await;
+    let ns = Namespace::default();
+    let store = MemcachedStore::new(&server.url()).unwrap();
+    let earlier = store.clone();
+    earlier.put(&ns, Put::new("k", "v")).await.unwrap();
+    let quick = store.request_timeout(Duration::from_millis(200));
+    assert!(quick.get(&ns, "k").await.unwrap().is_some());
+
+    server.pause();
+    let started = Instant::now();
+    let result = quick.get(&ns, "k").await;
+    let waited = started.elapsed();
+    server.resume();
+    match result {
+        Err(StoreError::Unavailable { message, .. }) => {
+            assert!(message.contains(&server.url()), "{message}");
+        }
+        other => panic!("memcached paused: {other:?}"),
+    }
+    assert!(
+        waited < MemcachedStore::DEFAULT_REQUEST_TIMEOUT,
+        "failed after {waited:?}: the default timeout, not the 200 ms set"
+    );
+    let (earlier, quick) = (format!("{earlier:?}"), format!("{quick:?}"));
+    assert!(earlier.contains("request_timeout: 5s"), "{earlier}");
+    assert!(quick.contains("request_timeout: 200ms"), "{quick}");
 }

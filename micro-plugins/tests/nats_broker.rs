@@ -705,3 +705,35 @@ async fn python_interop_both_ways() {
     }
     assert!(child.wait().await.unwrap().success());
 }
+
+/// `MICRO_BROKER=nats://…` opens the NATS broker once `install` ran: through micro-core's
+/// one URL table, connecting on first use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_url_opens_the_nats_broker() {
+    let server = NatsServer::start().await;
+    let url = server.url();
+    let before = micro_core::broker::from_url(&url).expect_err("nats:// before install");
+    assert!(
+        before.to_string().contains("enable the `nats` feature"),
+        "{before}"
+    );
+    micro_plugins::install();
+    let broker = micro_core::broker::from_url(&url).unwrap();
+    assert_eq!(broker.name(), "nats");
+    let mut subscription = broker
+        .subscribe("url.test", SubscribeOptions::default())
+        .await
+        .unwrap();
+    broker.publish("url.test", msg("by url")).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("delivered in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.message.body, "by url");
+    // A bad parameter is named before any connection is tried.
+    let Err(err) = micro_core::broker::from_url(&format!("{url}?color=blue")) else {
+        panic!("a bad parameter accepted");
+    };
+    assert!(err.to_string().contains("color"), "{err}");
+}

@@ -68,7 +68,7 @@ async fn a_restart_is_unavailable_then_recovers() {
 
     server.stop().await;
     match store.get(&ns, "a").await {
-        Err(StoreError::Unavailable { store, message }) => {
+        Err(StoreError::Unavailable { store, message, .. }) => {
             assert_eq!(store, "redis");
             assert!(message.contains(&server.url()), "{message}");
         }
@@ -147,4 +147,37 @@ async fn layout_and_lazy_index_cleanup() {
         .await
         .unwrap();
     assert_eq!(members, ["kept"], "listing removed the expired member");
+}
+
+/// `request_timeout` takes effect on a store that has clones (it used to change nothing
+/// once the store was shared), and the clones made before keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_applies_after_a_clone() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let ns = Namespace::default();
+    let store = RedisStore::new(&server.url()).unwrap();
+    let earlier = store.clone();
+    earlier.put(&ns, Put::new("k", "v")).await.unwrap();
+    let quick = store.request_timeout(Duration::from_millis(200));
+    assert!(quick.get(&ns, "k").await.unwrap().is_some());
+
+    server.pause();
+    let started = Instant::now();
+    let result = quick.get(&ns, "k").await;
+    let waited = started.elapsed();
+    server.resume();
+    match result {
+        Err(StoreError::Unavailable { message, .. }) => {
+            assert!(message.contains(&server.url()), "{message}");
+        }
+        other => panic!("redis-server paused: {other:?}"),
+    }
+    assert!(
+        waited < RedisStore::DEFAULT_REQUEST_TIMEOUT,
+        "failed after {waited:?}: the default timeout, not the 200 ms set"
+    );
+    let (earlier, quick) = (format!("{earlier:?}"), format!("{quick:?}"));
+    assert!(earlier.contains("request_timeout: 5s"), "{earlier}");
+    assert!(quick.contains("request_timeout: 200ms"), "{quick}");
 }

@@ -151,6 +151,7 @@ fn store_error(err: StoreError) -> ToolError {
         }
         StoreError::ConditionFailed { .. } => ToolError::Failed(err.to_string()),
         StoreError::Unavailable { .. } => ToolError::NotFound(err.to_string()),
+        _ => ToolError::Failed(err.to_string()),
     }
 }
 

@@ -20,6 +20,7 @@ use super::{
     rules::Account,
     token::{Issuer, unix},
 };
+use crate::lock::lock;
 
 /// The environment variable [`Credentials::from_env`] reads a service's token from.
 pub const ENV_TOKEN: &str = "MICRO_AUTH_TOKEN";
@@ -122,7 +123,7 @@ impl IssuerSource {
 
     fn current(&self) -> Result<String, CredentialsError> {
         let now = (self.clock)();
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = lock(&self.current);
         if let Some(minted) = current.as_ref()
             && unix(now) < minted.refresh_at
         {

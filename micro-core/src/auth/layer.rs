@@ -21,6 +21,7 @@ use super::{
     rules::{Account, Denied, Resource, RuleSet},
     token::{TokenError, Verifier},
 };
+use crate::lock::lock;
 
 /// Most tokens the verification cache of an [`AuthLayer`] holds. Default of
 /// [`AuthLayer::cache_capacity`].
@@ -456,7 +457,7 @@ impl TokenCache {
         if self.capacity == 0 {
             return None;
         }
-        let shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
+        let shard = lock(self.shard(token));
         shard.get(token).cloned()
     }
 
@@ -464,7 +465,7 @@ impl TokenCache {
         if self.capacity == 0 {
             return;
         }
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = lock(self.shard(token));
         if shard.len() >= self.per_shard {
             shard.clear();
         }
@@ -472,7 +473,7 @@ impl TokenCache {
     }
 
     fn remove(&self, token: &str) {
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = lock(self.shard(token));
         shard.remove(token);
     }
 }

@@ -16,6 +16,7 @@ use super::{
     jwks::{Algorithm, KeyError, KeySet, SigningKey},
     rules::{Account, AccountKind},
 };
+use crate::lock::{read, write};
 
 /// The lifetime of an access token unless [`Issuer::with_lifetime`] says otherwise: 15 min.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -279,7 +280,7 @@ impl MemoryRevocations {
     /// Revokes `jti`; `expires` is the token's `exp` (seconds since the epoch), after which
     /// [`MemoryRevocations::purge`] forgets the entry.
     pub fn revoke(&self, jti: impl Into<String>, expires: i64) {
-        let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        let mut revoked = write(&self.revoked);
         revoked.tokens.insert(jti.into(), expires);
     }
 
@@ -289,7 +290,7 @@ impl MemoryRevocations {
     /// [`MemoryRevocations::purge`] forgets the entry. A later revocation of the same
     /// account replaces an earlier one when it reaches further.
     pub fn revoke_account(&self, sub: impl Into<String>, issued_before: i64, expires: i64) {
-        let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        let mut revoked = write(&self.revoked);
         let entry = revoked
             .accounts
             .entry(sub.into())
@@ -312,14 +313,14 @@ impl MemoryRevocations {
                 .map(|(sub, before, expires)| (sub, (before, expires)))
                 .collect(),
         };
-        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = next;
+        *write(&self.revoked) = next;
     }
 
     /// Forgets revocations of tokens that expired more than `leeway` before `now`: such
     /// tokens fail verification anyway.
     pub fn purge(&self, now: SystemTime, leeway: Duration) {
         let horizon = unix(now).saturating_sub(secs(leeway));
-        let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        let mut revoked = write(&self.revoked);
         revoked.tokens.retain(|_, expires| *expires >= horizon);
         revoked
             .accounts
@@ -328,7 +329,7 @@ impl MemoryRevocations {
 
     /// The number of entries held (token ids and accounts).
     pub fn len(&self) -> usize {
-        let revoked = self.revoked.read().unwrap_or_else(|e| e.into_inner());
+        let revoked = read(&self.revoked);
         revoked.tokens.len() + revoked.accounts.len()
     }
 
@@ -340,7 +341,7 @@ impl MemoryRevocations {
 
 impl Revocations for MemoryRevocations {
     fn is_revoked(&self, jti: &str, sub: &str, issued_at: Option<i64>) -> bool {
-        let revoked = self.revoked.read().unwrap_or_else(|e| e.into_inner());
+        let revoked = read(&self.revoked);
         revoked.tokens.contains_key(jti)
             || revoked
                 .accounts

@@ -18,6 +18,8 @@ use std::{
 
 use tokio::time::Instant;
 
+use crate::lock::lock;
+
 // `estimate_ns` holds no sample until the first `end(Some(_))`.
 const NO_SAMPLE: u64 = u64::MAX;
 
@@ -186,10 +188,7 @@ impl Load {
 
     fn observe(&self, now: Instant, rtt: Duration) {
         let rtt = nanos(rtt);
-        let mut ewma = self
-            .ewma
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ewma = lock(&self.ewma);
         if !ewma.sampled {
             ewma.estimate_ns = rtt;
         } else if rtt > ewma.estimate_ns {

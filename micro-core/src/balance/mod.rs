@@ -16,6 +16,7 @@ use hyper::client::conn::http2::SendRequest;
 use tokio::task::AbortHandle;
 use tonic::body::Body;
 
+use crate::lock::{get_mut, lock};
 use crate::{
     client::{
         Connector,
@@ -70,11 +71,7 @@ impl NodeHandle {
                 sender.clone(),
                 self.conn.authority.clone(),
             ));
-            let previous = self
-                .health_watch
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .replace(task.abort_handle());
+            let previous = lock(&self.health_watch).replace(task.abort_handle());
             if let Some(previous) = previous {
                 previous.abort();
             }
@@ -131,11 +128,7 @@ impl NodeHandle {
 impl Drop for NodeHandle {
     fn drop(&mut self) {
         // The watch holds a sender, which would keep the connection open.
-        let watch = self
-            .health_watch
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let watch = get_mut(&mut self.health_watch).take();
         if let Some(watch) = watch {
             watch.abort();
         }

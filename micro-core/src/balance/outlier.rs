@@ -21,6 +21,8 @@ use std::{
 
 use tokio::time::Instant;
 
+use crate::lock::lock;
+
 /// Outlier-detection settings.
 ///
 /// # Examples
@@ -348,10 +350,7 @@ impl Outlier {
     fn lock(&self) -> Guard<'_> {
         // The state is a few integers, consistent after every statement: a panic elsewhere
         // cannot leave it half-written.
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = lock(&self.state);
         Guard {
             state,
             healthy: &self.healthy,

@@ -4,7 +4,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -19,6 +19,7 @@ use super::{
     AckMode, Broker, BrokerError, Delivery, Message, SubscribeOptions, Subscription,
     validate_queue, validate_topic,
 };
+use crate::lock::lock;
 
 /// How many messages a subscription buffers before publishers wait. Default is 1024.
 pub const DEFAULT_BUFFER: usize = 1024;
@@ -270,7 +271,7 @@ async fn deliver(
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
-        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.topics)
     }
 }
 

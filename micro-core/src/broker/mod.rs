@@ -36,6 +36,7 @@
 //! each delivery of a topic for as long as the service runs.
 
 mod handler;
+mod lazy;
 pub mod local;
 pub mod memory;
 pub mod proto;
@@ -43,6 +44,7 @@ mod typed;
 mod url;
 
 pub use handler::{Handler, HandlerFuture};
+pub use lazy::{Connect, LazyBroker};
 pub use local::{LocalBroker, LocalBrokerBuilder};
 pub use memory::MemoryBroker;
 pub use typed::{

@@ -1,8 +1,9 @@
 //! Choosing a broker by URL, from code or from `MICRO_BROKER`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::{BrokerError, LocalBroker, MemoryBroker, SharedBroker};
+use crate::engine::{self, Kind, Schemes};
 use crate::registry::{self, SharedRegistry};
 
 /// The environment variable that selects the broker: `local` (the default), `memory`, or a
@@ -15,7 +16,7 @@ pub const BROKER_ENV: &str = "MICRO_BROKER";
 pub type Opener = fn(&str, Option<SharedRegistry>) -> Result<SharedBroker, BrokerError>;
 
 /// Schemes added by other crates with [`register_scheme`], in the order they were added.
-static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
+static SCHEMES: Schemes<Opener> = Schemes::new();
 
 /// Teaches [`from_url`] and [`from_env`] (and their `_with_registry` forms) a broker that
 /// lives outside micro-core (the event service, NATS…): after
@@ -24,13 +25,7 @@ static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
 /// Registering a scheme again replaces its opener; `local` and `memory` cannot be
 /// replaced.
 pub fn register_scheme(scheme: &'static str, opener: Opener) {
-    let mut schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match schemes.iter_mut().find(|(known, _)| *known == scheme) {
-        Some(entry) => entry.1 = opener,
-        None => schemes.push((scheme, opener)),
-    }
+    SCHEMES.register(scheme, opener);
 }
 
 /// Opens the broker named by `url`; the local broker uses the registry named by
@@ -102,32 +97,20 @@ fn open(
         "memory" => return Ok(Arc::new(MemoryBroker::new())),
         _ => {}
     }
-    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    let opener = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .find(|(known, _)| *known == scheme)
-        .map(|(_, opener)| *opener);
-    match opener {
+    match SCHEMES.opener(url) {
         Some(open) => open(url, given),
         None => Err(unknown(url)),
     }
 }
 
 fn unknown(url: &str) -> BrokerError {
-    let added = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .map(|(scheme, _)| format!(", {scheme}://…"))
-        .collect::<String>();
     BrokerError::Invalid {
         what: "broker",
         value: url.to_owned(),
         reason: format!(
-            "unknown broker; expected one of local, memory{added} (engines such as nats:// \
-             come from micro-plugins; set {BROKER_ENV})"
+            "unknown broker; expected one of {} (set {BROKER_ENV}){}",
+            SCHEMES.known(&["local", "memory"]),
+            engine::not_installed_hint(Kind::Broker, url)
         ),
     }
 }

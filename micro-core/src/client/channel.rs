@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{
     balance::NodeHandle,
+    lock::lock,
     middleware::defaults::Defaults,
     registry::{Registry, RegistryError, Service},
     selector::Selector,
@@ -250,9 +251,7 @@ impl Shared {
             })
             .await?;
         {
-            let mut updates = updates
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut updates = lock(updates);
             // An error means the cache is gone; keep serving the last known nodes.
             if updates.has_changed().unwrap_or(false) || self.nodes.load().generation == 0 {
                 let services = Arc::clone(&updates.borrow_and_update());
@@ -283,12 +282,7 @@ impl Shared {
                 false
             }
         };
-        let updates = self.updates.get().map(|updates| {
-            updates
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone()
-        });
+        let updates = self.updates.get().map(|updates| lock(updates).clone());
         if let (true, Some(mut updates)) = (registered, updates) {
             let shown = updates.wait_for(|services| services.iter().any(|s| !s.nodes.is_empty()));
             // A cache that does not catch up within the bound serves what it has.

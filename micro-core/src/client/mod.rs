@@ -204,11 +204,7 @@ impl Client {
     /// A channel to the service registered as `service`. Channels to the same name share
     /// their connections.
     pub fn channel(&self, service: &str) -> Channel {
-        let mut channels = self
-            .inner
-            .channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = crate::lock::lock(&self.inner.channels);
         channels
             .entry(service.to_owned())
             .or_insert_with(|| Channel::new(service, Arc::clone(&self.inner.core)))

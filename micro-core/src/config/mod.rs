@@ -56,6 +56,8 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::{sync::watch, task::JoinHandle};
 
+use crate::lock::lock;
+
 /// A configuration tree.
 pub type Value = serde_json::Value;
 
@@ -252,12 +254,6 @@ impl fmt::Debug for ConfigBuilder {
             .field("environment", &self.environment)
             .finish()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn default_environment() -> String {

@@ -18,6 +18,7 @@ use super::{
     Event, EventKind, RegisterOptions, Registry, RegistryError, Service, SharedRegistry,
     WatchOptions, Watcher, common,
 };
+use crate::lock::lock;
 
 /// First delay before re-watching a failed backend.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -84,11 +85,7 @@ impl CacheRegistry {
     /// next call tries again.
     pub async fn subscribe(&self, name: &str) -> Result<Records, RegistryError> {
         let cell = {
-            let mut entries = self
-                .shared
-                .entries
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut entries = lock(&self.shared.entries);
             entries.entry(name.to_owned()).or_default().clone()
         };
         if let Some(records) = cell.get() {

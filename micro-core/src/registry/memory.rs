@@ -18,6 +18,7 @@ use super::{
     Event, EventKind, RegisterOptions, Registry, RegistryError, Service, WatchOptions, Watcher,
     common,
 };
+use crate::lock::lock;
 
 const NAME: &str = "memory";
 
@@ -243,9 +244,7 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave `State` half-updated in a way that
         // matters more than losing the registry, so keep going.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
     }
 
     fn emit(&self, kind: EventKind, service: Service) {

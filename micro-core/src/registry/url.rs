@@ -1,29 +1,21 @@
 //! Choosing a registry by URL, from code or from `MICRO_REGISTRY`.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+use std::{path::PathBuf, sync::Arc};
 
 use super::{LocalRegistry, MemoryRegistry, RegistryError, SharedRegistry};
+use crate::engine::{self, Kind, Schemes};
 
 /// The environment variable that selects the registry: `local` (the default), `memory`, or
 /// `local:///path/to/dir`.
 pub const REGISTRY_ENV: &str = "MICRO_REGISTRY";
 
-const KNOWN: &str = "local, local:///<dir>, memory";
-
-/// Schemes of registries that live in `micro-plugins` (and `service`, the registry service's
-/// client in `micro-platform`), with the cargo feature of `micro` that holds each: a URL with one of them that no crate registered gets an error naming the feature.
-/// A new engine adds its scheme here when its feature lands.
-const PLUGIN_SCHEMES: &[(&str, &str)] =
-    &[("etcd", "etcd"), ("mdns", "mdns"), ("service", "platform")];
+const BUILTIN: &[&str] = &["local", "local:///<dir>", "memory"];
 
 /// Opens a registry from its full URL (scheme included), for [`register_scheme`].
 pub type Opener = fn(&str) -> Result<SharedRegistry, RegistryError>;
 
 /// Schemes added by other crates with [`register_scheme`], in the order they were added.
-static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
+static SCHEMES: Schemes<Opener> = Schemes::new();
 
 /// Teaches [`from_url`] and [`from_env`] a registry that lives outside micro-core.
 ///
@@ -37,44 +29,7 @@ static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
 /// Registering a scheme again replaces its opener; the built-in names (`local`, `memory`)
 /// cannot be replaced.
 pub fn register_scheme(scheme: &'static str, opener: Opener) {
-    let mut schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match schemes.iter_mut().find(|(known, _)| *known == scheme) {
-        Some(entry) => entry.1 = opener,
-        None => schemes.push((scheme, opener)),
-    }
-}
-
-/// The scheme of `url`: before `://`, or the whole value (`etcd`).
-fn scheme_of(url: &str) -> &str {
-    url.split_once("://").map_or(url, |(scheme, _)| scheme)
-}
-
-/// The opener registered for the scheme of `url`, if any.
-fn registered(url: &str) -> Option<Opener> {
-    let scheme = scheme_of(url);
-    let schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    schemes
-        .iter()
-        .find(|(known, _)| *known == scheme)
-        .map(|(_, opener)| *opener)
-}
-
-/// The registries this process knows, for error messages.
-fn known() -> String {
-    let schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut known = KNOWN.to_owned();
-    for (scheme, _) in schemes.iter() {
-        known.push_str(", ");
-        known.push_str(scheme);
-        known.push_str("://…");
-    }
-    known
+    SCHEMES.register(scheme, opener);
 }
 
 /// Opens the registry named by `url`.
@@ -126,11 +81,10 @@ pub fn from_url(url: &str) -> Result<SharedRegistry, RegistryError> {
             {
                 return Ok(Arc::new(LocalRegistry::with_dir(PathBuf::from(dir))?));
             }
-            if let Some(open) = registered(url) {
+            if let Some(open) = SCHEMES.opener(url) {
                 return open(url);
             }
-            let scheme = scheme_of(url);
-            if let Some((_, feature)) = PLUGIN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+            if let Some(feature) = engine::feature_for(Kind::Registry, url) {
                 return Err(RegistryError::EngineNotInstalled {
                     url: url.to_owned(),
                     feature,
@@ -138,7 +92,7 @@ pub fn from_url(url: &str) -> Result<SharedRegistry, RegistryError> {
             }
             Err(RegistryError::UnknownRegistry {
                 url: url.to_owned(),
-                expected: known(),
+                expected: SCHEMES.known(BUILTIN),
             })
         }
     }
@@ -159,7 +113,7 @@ pub fn from_env() -> Result<SharedRegistry, RegistryError> {
         Err(std::env::VarError::NotPresent) => from_url("local"),
         Err(std::env::VarError::NotUnicode(value)) => Err(RegistryError::UnknownRegistry {
             url: value.to_string_lossy().into_owned(),
-            expected: known(),
+            expected: SCHEMES.known(BUILTIN),
         }),
     }
 }

@@ -8,6 +8,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 use super::{CallInfo, Candidates, MAX_EXPLICIT, PeakEwma, Picks, Selector};
+use crate::lock::lock;
 use crate::registry::Node;
 
 /// Sends calls with the same key to the same node: consistent hashing on
@@ -162,10 +163,7 @@ impl Selector for ConsistentHash {
             Some(found) => found,
             None => {
                 // A poisoned lock only means another build panicked; building is still safe.
-                let _building = self
-                    .building
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let _building = lock(&self.building);
                 match self.cached(candidates, hash, &mut first) {
                     Some(found) => found,
                     None => self.build(candidates).walk(hash, &mut first),

@@ -20,6 +20,8 @@ use tonic_health::pb::{
     health_server::{Health, HealthServer},
 };
 
+use crate::lock::lock;
+
 /// The serving status of the server (`""`) and each of its services.
 #[derive(Debug, Clone)]
 pub(super) struct HealthState {
@@ -74,10 +76,7 @@ impl HealthState {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<ServingStatus>>> {
-        self.inner
-            .statuses
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.statuses)
     }
 
     fn status(&self, service: &str) -> Option<ServingStatus> {

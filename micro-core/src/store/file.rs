@@ -87,13 +87,14 @@ impl FileStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let db = Database::create(path).map_err(|e| {
-            StoreError::unavailable(
+            StoreError::unavailable_with(
                 NAME,
                 format!(
                     "cannot open store file {}: {e}; check that its directory exists and is \
                      writable",
                     path.display()
                 ),
+                e,
             )
         })?;
         tracing::debug!(path = %path.display(), "file store opened");
@@ -131,14 +132,14 @@ impl FileStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| StoreError::unavailable(NAME, format!("store task failed: {e}")))?
+            .map_err(|e| StoreError::unavailable_with(NAME, format!("store task failed: {e}"), e))?
     }
 }
 
 fn db_error(error: impl Into<redb::Error>) -> StoreError {
     let error: redb::Error = error.into();
     tracing::warn!(%error, "file store failed");
-    StoreError::unavailable(NAME, error)
+    StoreError::unavailable_with(NAME, error.to_string(), error)
 }
 
 fn table_name(namespace: &Namespace) -> String {

@@ -13,6 +13,7 @@ use super::{
     Condition, ListOptions, Namespace, Page, Put, Record, Store, StoreError, condition_holds,
     validate_delete, validate_keys, validate_list, validate_put, validate_puts,
 };
+use crate::lock::lock;
 
 /// Records in a map in this process: fast, gone when the process ends. Batches are atomic.
 ///
@@ -59,10 +60,7 @@ impl MemoryStore {
         namespace: &Namespace,
         f: impl FnOnce(&mut BTreeMap<String, Entry>, Instant) -> R,
     ) -> R {
-        let mut tables = self
-            .tables
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tables = lock(&self.tables);
         let table = tables.entry(namespace.clone()).or_default();
         f(table, Instant::now())
     }

@@ -63,6 +63,9 @@ use std::{fmt, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+/// The underlying error of a [`StoreError`].
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A shared, type-erased store.
 pub type SharedStore = Arc<dyn Store>;
 
@@ -149,7 +152,8 @@ pub struct Page {
 }
 
 /// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The request itself is wrong: a bad key, value, name, TTL or limit. Nothing was
     /// written.
@@ -172,6 +176,9 @@ pub enum StoreError {
         store: String,
         /// What went wrong.
         message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Source>,
     },
     /// No store is known by this URL.
     #[error("unknown store {url:?}; known: {known}")]
@@ -198,11 +205,27 @@ impl StoreError {
         }
     }
 
-    /// The backend `store` failed with `message`.
+    /// The backend `store` failed with `message`, no underlying error.
     pub fn unavailable(store: &str, message: impl fmt::Display) -> Self {
         Self::Unavailable {
             store: store.to_owned(),
             message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// The backend `store` failed with `message` because of `source`, which
+    /// [`Error::source`](std::error::Error::source) returns. The message is what the
+    /// error displays (and what crosses the wire), so let it name the cause too.
+    pub fn unavailable_with(
+        store: &str,
+        message: impl fmt::Display,
+        source: impl Into<Source>,
+    ) -> Self {
+        Self::Unavailable {
+            store: store.to_owned(),
+            message: message.to_string(),
+            source: Some(source.into()),
         }
     }
 }
@@ -517,5 +540,28 @@ pub fn condition_holds(condition: Condition, current: Option<u64>) -> bool {
         Condition::None => true,
         Condition::Absent => current.is_none(),
         Condition::Version(version) => current == Some(version),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{error::Error as _, io};
+
+    use super::*;
+
+    #[test]
+    fn unavailable_keeps_its_cause() {
+        let cause = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        let error = StoreError::unavailable_with("redis", "cannot connect: refused", cause);
+        assert_eq!(
+            error.to_string(),
+            "store redis unavailable: cannot connect: refused"
+        );
+        let cause = error.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(
+            cause.map(io::Error::kind),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
+        assert!(StoreError::unavailable("redis", "down").source().is_none());
     }
 }

@@ -15,6 +15,7 @@ use tokio::{
 use super::{
     Leader, Leadership, Lock, LockOptions, Release, Sync, SyncError, validate_name, validate_ttl,
 };
+use crate::lock::lock;
 
 /// Locks and elections shared by the clones of one value in one process; leases are renewed
 /// by a task while held. For tests and single-process services: use a distributed backend
@@ -89,10 +90,7 @@ impl MemorySync {
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
-        self.inner
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner.slots)
     }
 
     async fn acquire(

@@ -44,6 +44,9 @@ use std::{fmt, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+/// The underlying error of a [`SyncError`].
+type Source = Box<dyn std::error::Error + Send + std::marker::Sync + 'static>;
+
 /// A shared, type-erased [`Sync`].
 pub type SharedSync = Arc<dyn Sync>;
 
@@ -81,7 +84,8 @@ pub struct Leader {
 }
 
 /// Why a coordination call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SyncError {
     /// A bad name or option.
     #[error("invalid argument: {0}")]
@@ -103,7 +107,36 @@ pub enum SyncError {
         backend: String,
         /// What went wrong.
         message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Source>,
     },
+}
+
+impl SyncError {
+    /// The backend failed with `message`, no underlying error.
+    pub fn unavailable(backend: &str, message: impl fmt::Display) -> Self {
+        Self::Unavailable {
+            backend: backend.to_owned(),
+            message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// The backend failed with `message` because of `source`, which
+    /// [`Error::source`](std::error::Error::source) returns. The message is what the
+    /// error displays (and what crosses the wire), so let it name the cause too.
+    pub fn unavailable_with(
+        backend: &str,
+        message: impl fmt::Display,
+        source: impl Into<Source>,
+    ) -> Self {
+        Self::Unavailable {
+            backend: backend.to_owned(),
+            message: message.to_string(),
+            source: Some(source.into()),
+        }
+    }
 }
 
 impl From<SyncError> for tonic::Status {
@@ -325,4 +358,27 @@ pub fn validate_ttl(ttl: Duration) -> Result<(), SyncError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{error::Error as _, io};
+
+    use super::*;
+
+    #[test]
+    fn unavailable_keeps_its_cause() {
+        let cause = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        let error = SyncError::unavailable_with("etcd", "cannot connect: refused", cause);
+        assert_eq!(
+            error.to_string(),
+            "sync etcd unavailable: cannot connect: refused"
+        );
+        let cause = error.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(
+            cause.map(io::Error::kind),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
+        assert!(SyncError::unavailable("etcd", "down").source().is_none());
+    }
 }

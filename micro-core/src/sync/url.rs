@@ -1,12 +1,9 @@
 //! Choosing a [`Sync`](super::Sync) backend by URL, from code or from `MICRO_SYNC`.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::{Arc, Mutex},
-};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use super::{MemorySync, SharedSync, SyncError};
+use crate::engine::{self, Kind, Schemes};
 
 /// The environment variable that selects the backend: `memory` (the default) or a scheme
 /// added with [`register_scheme`] (`etcd://host:port` once `micro_plugins::install()` ran).
@@ -16,18 +13,12 @@ pub const SYNC_ENV: &str = "MICRO_SYNC";
 pub type Opener =
     fn(String) -> Pin<Box<dyn Future<Output = Result<SharedSync, SyncError>> + Send + 'static>>;
 
-static SCHEMES: Mutex<Vec<(&'static str, Opener)>> = Mutex::new(Vec::new());
+static SCHEMES: Schemes<Opener> = Schemes::new();
 
 /// Teaches [`from_url`] and [`from_env`] a backend from another crate; registering a scheme
 /// again replaces its opener.
 pub fn register_scheme(scheme: &'static str, opener: Opener) {
-    let mut schemes = SCHEMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match schemes.iter_mut().find(|(known, _)| *known == scheme) {
-        Some(entry) => entry.1 = opener,
-        None => schemes.push((scheme, opener)),
-    }
+    SCHEMES.register(scheme, opener);
 }
 
 /// Opens the backend named by `url`: `memory` (or empty) for a new [`MemorySync`], or a
@@ -41,25 +32,12 @@ pub async fn from_url(url: &str) -> Result<SharedSync, SyncError> {
     if url.is_empty() || url == "memory" {
         return Ok(Arc::new(MemorySync::new()));
     }
-    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    let (opener, known) = {
-        let schemes = SCHEMES
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let opener = schemes
-            .iter()
-            .find(|(known, _)| *known == scheme)
-            .map(|(_, opener)| *opener);
-        let known = std::iter::once("memory".to_owned())
-            .chain(schemes.iter().map(|(scheme, _)| format!("{scheme}://…")))
-            .collect::<Vec<_>>()
-            .join(", ");
-        (opener, known)
-    };
-    match opener {
+    match SCHEMES.opener(url) {
         Some(open) => open(url.to_owned()).await,
         None => Err(SyncError::InvalidArgument(format!(
-            "unknown sync backend {url:?}; known: {known}"
+            "unknown sync backend {url:?}; known: {}{}",
+            SCHEMES.known(&["memory"]),
+            engine::not_installed_hint(Kind::Sync, url)
         ))),
     }
 }

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::{TlsError, pem};
+use crate::lock::lock;
 
 /// Builds a configuration from the contents of its files, in the order they were given.
 pub(super) type Build<T> = dyn Fn(&[Vec<u8>]) -> Result<T, TlsError> + Send + Sync;
@@ -145,9 +146,7 @@ impl<T> fmt::Debug for Reloading<T> {
 
 impl<T> Inner<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
-        self.seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.seen)
     }
 
     fn swap(&self, config: T) {

@@ -12,6 +12,8 @@ use std::{
 
 use tokio::{sync::Notify, time::Instant};
 
+use crate::lock::lock;
+
 /// File descriptors kept out of the connection budget for the process' own files and
 /// outgoing connections (registry and store files, clients, the runtime's own): at least
 /// this many, or an eighth of the limit when that is more.
@@ -231,10 +233,7 @@ impl ConnectionLimit {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state stays consistent across a panic (plain counters and a map).
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner.state)
     }
 }
 

@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use micro_core::lock::lock;
+
 use super::BruteForce;
 
 /// Counts failed credential checks; see the module docs of [`auth`](super).
@@ -46,7 +48,7 @@ impl Limiter {
         address: Option<IpAddr>,
         now: Instant,
     ) -> Result<(), Duration> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = lock(&self.state);
         let window = self.limits.window;
         let locked = |w: Option<&Window>, limit: u32| {
             w.filter(|w| w.failures >= limit && now < w.start + window)
@@ -63,7 +65,7 @@ impl Limiter {
 
     /// Counts a failure for `id` and `address`.
     pub(crate) fn fail(&self, id: Option<&str>, address: Option<IpAddr>, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(&self.state);
         let (window, max) = (self.limits.window, self.limits.max_tracked);
         if let Some(id) = id {
             count(&mut state.ids, id, |id| id.to_owned(), now, window, max);
@@ -75,7 +77,7 @@ impl Limiter {
 
     /// Clears the count of `id` after a successful login.
     pub(crate) fn succeed(&self, id: &str) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(&self.state);
         state.ids.remove(id);
     }
 }

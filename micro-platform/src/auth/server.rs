@@ -13,6 +13,7 @@ use argon2::{
     Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, password_hash::SaltString,
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use micro_core::lock::lock;
 use micro_core::{
     auth::{
         Account, AccountKind, Algorithm, AuthLayer, DEFAULT_LEEWAY, Issuer, KeySet,
@@ -191,11 +192,7 @@ impl AuthService {
     /// not one per call.
     pub fn layer(&self, name: impl Into<String>) -> AuthLayer {
         let layer = AuthLayer::new(name, self.inner.verifier.clone(), (*self.rules()).clone());
-        self.inner
-            .layers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(layer.clone());
+        lock(&self.inner.layers).push(layer.clone());
         layer
     }
 

@@ -75,7 +75,8 @@ impl KvClient {
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
         let url = url.trim();
         if url == SCHEME {
-            let client = Client::from_env().map_err(|err| StoreError::unavailable(SCHEME, err))?;
+            let client = Client::from_env()
+                .map_err(|err| StoreError::unavailable_with(SCHEME, err.to_string(), err))?;
             return Ok(Self::from_client(&client));
         }
         match url.strip_prefix("service://") {

@@ -21,7 +21,7 @@
 //! |---|---|---|
 //! | `InvalidArgument(m)` | INVALID_ARGUMENT, message `invalid argument: m` | `InvalidArgument(m)` |
 //! | `ConditionFailed { key, expected, found }` | ABORTED, with the fields in the details | the same, field for field |
-//! | `Unavailable { store, message }` | UNAVAILABLE | `Unavailable` naming the client and the server's message |
+//! | `Unavailable { store, message, .. }` | UNAVAILABLE | `Unavailable` naming the client and the server's message |
 //! | any other status (DEADLINE_EXCEEDED, a transport error, …) | | `Unavailable` with the code and message |
 //!
 //! A failed condition travels losslessly in the status details (`grpc-status-details-bin`):

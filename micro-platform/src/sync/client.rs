@@ -93,10 +93,8 @@ impl SyncClient {
     pub fn from_url(url: &str) -> Result<Self, SyncError> {
         let url = url.trim();
         if url == SCHEME {
-            let client = Client::from_env().map_err(|error| SyncError::Unavailable {
-                backend: SCHEME.to_owned(),
-                message: error.to_string(),
-            })?;
+            let client = Client::from_env()
+                .map_err(|error| SyncError::unavailable_with(SCHEME, error.to_string(), error))?;
             return Ok(Self::from_client(&client));
         }
         match url.strip_prefix("service://") {
@@ -138,10 +136,11 @@ fn error_from_status(status: &Status, backend: &str) -> SyncError {
                     .to_owned(),
             )
         }
-        code => SyncError::Unavailable {
-            backend: backend.to_owned(),
-            message: format!("{code:?}: {}", status.message()),
-        },
+        code => SyncError::unavailable_with(
+            backend,
+            format!("{code:?}: {}", status.message()),
+            status.clone(),
+        ),
     }
 }
 
@@ -217,10 +216,8 @@ impl SyncClient {
                 return Err(timeout(&status).unwrap_or_else(|| error_from_status(&status, &name)));
             }
             Err(error) => {
-                return Err(SyncError::Unavailable {
-                    backend: name.to_string(),
-                    message: format!("the call's task failed: {error}"),
-                });
+                let message = format!("the call's task failed: {error}");
+                return Err(SyncError::unavailable_with(&name, message, error));
             }
         };
         let (held, held_receiver) = watch::channel(true);

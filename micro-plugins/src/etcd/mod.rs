@@ -128,6 +128,7 @@ pub struct EtcdRegistry {
 
 /// Builds an [`EtcdRegistry`]; from [`EtcdRegistry::builder`].
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct EtcdRegistryBuilder {
     endpoints: Vec<String>,
     namespace: String,

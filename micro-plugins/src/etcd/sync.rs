@@ -135,7 +135,7 @@ impl EtcdSync {
             tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(&endpoints, Some(options)))
                 .await
                 .map_err(|_| unavailable(&joined, "connecting", "timed out"))?
-                .map_err(|err| unavailable(&joined, "connecting", err))?;
+                .map_err(|err| failed(&joined, "connecting", err))?;
         Ok(Self::new(client, joined))
     }
 
@@ -154,6 +154,10 @@ impl EtcdSync {
         unavailable(&self.inner.endpoints, what, err)
     }
 
+    fn failed(&self, what: &str, err: etcd_client::Error) -> SyncError {
+        failed(&self.inner.endpoints, what, err)
+    }
+
     /// Runs one request with [`REQUEST_TIMEOUT`], mapping failures to `Unavailable`.
     async fn call<T>(
         &self,
@@ -162,7 +166,7 @@ impl EtcdSync {
     ) -> Result<T, SyncError> {
         match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(self.error(what, err)),
+            Ok(Err(err)) => Err(self.failed(what, err)),
             Err(_) => Err(self.error(what, format!("no answer within {REQUEST_TIMEOUT:?}"))),
         }
     }
@@ -247,7 +251,7 @@ impl EtcdSync {
                             }
                         }
                         Ok(None) => return Err(self.error("watching a lock queue", "ended")),
-                        Err(err) => return Err(self.error("watching a lock queue", err)),
+                        Err(err) => return Err(self.failed("watching a lock queue", err)),
                     }
                 }
             };
@@ -381,7 +385,7 @@ impl Sync for EtcdSync {
             Ok(mut response) => response.take_leader(),
             Err(err) => {
                 lease.revoke().await;
-                return Err(self.error("campaigning", err));
+                return Err(self.failed("campaigning", err));
             }
         };
         let Some(leader) = leader else {
@@ -607,13 +611,10 @@ impl Release for EtcdRelease {
                 tracing::debug!(error = %err, "resign failed; revoking the lease instead");
             }
         }
-        lease
-            .try_revoke()
-            .await
-            .map_err(|err| SyncError::Unavailable {
-                backend: BACKEND.to_owned(),
-                message: format!("revoking lease {:x}: {err}", lease.id),
-            })
+        lease.try_revoke().await.map_err(|err| {
+            let message = format!("revoking lease {:x}: {err}", lease.id);
+            SyncError::unavailable_with(BACKEND, message, err)
+        })
     }
 }
 
@@ -695,11 +696,14 @@ fn escape(name: &str) -> String {
     name.replace('%', "%25").replace('/', "%2F")
 }
 
-fn unavailable(endpoints: &str, what: &str, err: impl fmt::Display) -> SyncError {
-    SyncError::Unavailable {
-        backend: BACKEND.to_owned(),
-        message: format!("{what} on etcd at {endpoints}: {err}"),
-    }
+fn unavailable(endpoints: &str, what: &str, detail: impl fmt::Display) -> SyncError {
+    SyncError::unavailable(BACKEND, format!("{what} on etcd at {endpoints}: {detail}"))
+}
+
+/// As [`unavailable`], keeping `err` as the source.
+fn failed(endpoints: &str, what: &str, err: etcd_client::Error) -> SyncError {
+    let message = format!("{what} on etcd at {endpoints}: {err}");
+    SyncError::unavailable_with(BACKEND, message, err)
 }
 
 #[cfg(test)]

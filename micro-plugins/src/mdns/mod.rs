@@ -103,7 +103,7 @@ use std::{
     fmt,
     net::{IpAddr, SocketAddr},
     sync::{
-        Arc, Mutex, MutexGuard, Weak,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -111,6 +111,7 @@ use std::{
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, stream};
+use micro_core::lock::lock;
 use micro_core::registry::{
     Event, EventKind, RegisterOptions, Registry, RegistryError, Service, WatchOptions, Watcher,
     group, single, validate_deregister, validate_register,
@@ -574,13 +575,6 @@ impl Shared {
         // No receivers is fine: nobody watches.
         let _ = self.events.send(Event { kind, service });
     }
-}
-
-/// Locks a mutex, going on after a panic elsewhere: the maps stay usable.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Withdraws own nodes whose TTL ran out without a new `register`, until the registry is

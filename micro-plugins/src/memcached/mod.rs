@@ -81,13 +81,15 @@ const MAX_ATTEMPTS: usize = 100;
 #[derive(Clone, Debug)]
 pub struct MemcachedStore {
     inner: Arc<Inner>,
+    /// Per handle, not in `inner`: a clone may set its own, and setting it never depends on
+    /// whether other clones exist.
+    request_timeout: Duration,
 }
 
 #[derive(Debug)]
 struct Inner {
     url: String,
     pool: Pool,
-    request_timeout: Duration,
 }
 
 /// Why an operation stopped: the connection broke, or the store said no.
@@ -149,18 +151,18 @@ impl MemcachedStore {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
                 pool: Pool::new(addr),
-                request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             }),
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
         })
     }
 
     /// How long one operation may take before it fails with [`StoreError::Unavailable`].
-    /// Default is [`Self::DEFAULT_REQUEST_TIMEOUT`]. Call it before the first operation.
+    /// Default is [`Self::DEFAULT_REQUEST_TIMEOUT`]. Applies to the returned store (and
+    /// the clones made of it later), at any time; clones made before keep theirs. All of
+    /// them share one connection pool.
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.request_timeout = timeout;
-        }
+        self.request_timeout = timeout;
         self
     }
 
@@ -176,24 +178,23 @@ impl MemcachedStore {
     ) -> Result<T, StoreError> {
         let inner = &self.inner;
         let work = async {
-            let mut conn = inner.pool.get(inner.request_timeout).await?;
+            let mut conn = inner.pool.get(self.request_timeout).await?;
             let result = op(&mut conn).await;
             if result.is_ok() {
                 inner.pool.put(conn).await;
             }
             result
         };
-        match tokio::time::timeout(inner.request_timeout, work).await {
+        match tokio::time::timeout(self.request_timeout, work).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(Fail::Store(error))) => Err(error),
             Ok(Err(Fail::Io(error))) => {
                 inner.pool.clear().await;
                 tracing::debug!(%error, url = %inner.url, "memcached store operation failed");
-                Err(self.unavailable(error))
+                let message = format!("{}: {error}", inner.url);
+                Err(StoreError::unavailable_with(NAME, message, error))
             }
-            Err(_) => {
-                Err(self.unavailable(format!("no answer within {:?}", inner.request_timeout)))
-            }
+            Err(_) => Err(self.unavailable(format!("no answer within {:?}", self.request_timeout))),
         }
     }
 }

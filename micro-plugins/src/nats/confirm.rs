@@ -12,7 +12,7 @@ use std::{
     collections::VecDeque,
     future::Future as _,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -21,7 +21,7 @@ use std::{
 use async_nats::{Client, HeaderMap, Subject};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use micro_core::broker::BrokerError;
+use micro_core::{broker::BrokerError, lock::lock};
 use tokio::{
     sync::{Notify, Semaphore, TryAcquireError, oneshot},
     time::{Instant, sleep_until, timeout_at},
@@ -30,7 +30,10 @@ use tokio::{
 /// The shortest pause between two confirmation echoes while the window has room.
 const CONFIRM_PACE: Duration = Duration::from_millis(1);
 
-use super::{Deadline, backend, backend_msg, hand_over, ready_or_deadline, sent};
+use super::{
+    core::{Deadline, hand_over, ready_or_deadline, sent},
+    error::{backend, backend_msg},
+};
 
 /// Publishes a token on a private subject and waits to receive it back; see the module
 /// docs. Shared by [`PublishConfirm::Server`](super::PublishConfirm::Server) waiters and
@@ -213,7 +216,7 @@ impl Confirmer {
     ) -> Result<(), BrokerError> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut waiters = lock(&self.waiters);
             waiters.list.push((epoch, tx));
             !std::mem::replace(&mut waiters.running, true)
         };
@@ -235,7 +238,7 @@ impl Confirmer {
         let mut subscriber = self.subscriber.lock().await;
         loop {
             let batch = {
-                let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut waiters = lock(&self.waiters);
                 if waiters.list.is_empty() {
                     waiters.running = false;
                     return;
@@ -413,7 +416,7 @@ impl Window {
             return Err(e);
         }
         let start = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = lock(&self.state);
             entry.origin = state.next_seq;
             state.next_seq += 1;
             state.push(entry);
@@ -463,17 +466,13 @@ impl Window {
 
     /// Waits until every message published before this call is confirmed.
     pub(super) async fn flush(&self, deadline: Instant) -> Result<(), BrokerError> {
-        let target = self
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .next_seq;
+        let target = lock(&self.state).next_seq;
         loop {
             let progress = self.progress.notified();
             let mut progress = std::pin::pin!(progress);
             progress.as_mut().enable();
             let waiting = {
-                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let state = lock(&self.state);
                 if state.entries_min.min(state.in_flight_min) >= target {
                     return Ok(());
                 }
@@ -501,14 +500,14 @@ impl Window {
             // Pace the echoes: one per millisecond at most while the window is not filling
             // up, so a busy publisher pays one round trip for many messages.
             let filling = {
-                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let state = lock(&self.state);
                 state.entries.len() >= self.capacity / 4
             };
             if !filling {
                 tokio::time::sleep(CONFIRM_PACE).await;
             }
             let mut batch = {
-                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut state = lock(&self.state);
                 if state.entries.is_empty() {
                     state.running = false;
                     drop(state);
@@ -529,7 +528,7 @@ impl Window {
                 let confirmed = batch.len();
                 batch.clear();
                 {
-                    let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut state = lock(&self.state);
                     state.in_flight_min = u64::MAX;
                     state.in_flight = 0;
                     if state.spare.capacity() < batch.capacity() {
@@ -552,7 +551,7 @@ impl Window {
                     }
                 }
                 {
-                    let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut state = lock(&self.state);
                     // Unconfirmed on the current connection: first in the next cycle.
                     for entry in keep.into_iter().rev() {
                         state.entries_min = state.entries_min.min(entry.origin);
@@ -616,11 +615,11 @@ impl Window {
             } else {
                 entry.epoch = epoch;
             }
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = lock(&self.state);
             state.in_flight = state.in_flight.saturating_sub(1);
             state.push(entry);
         }
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = lock(&self.state);
         state.in_flight_min = u64::MAX;
         state.in_flight = 0;
     }

@@ -90,6 +90,23 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+// === impl Inner ===
+
+impl Inner {
+    fn new(url: String, client: Client, request_timeout: Duration) -> Self {
+        Self {
+            url,
+            client,
+            conn: OnceCell::new(),
+            request_timeout,
+            put: Script::new(scripts::PUT),
+            delete: Script::new(scripts::DELETE),
+            get: Script::new(scripts::GET),
+            list: Script::new(scripts::LIST),
+        }
+    }
+}
+
 /// Key names of one namespace.
 struct Keys {
     index: String,
@@ -114,31 +131,39 @@ impl RedisStore {
             ))
         })?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                url: url.to_owned(),
+            inner: Arc::new(Inner::new(
+                url.to_owned(),
                 client,
-                conn: OnceCell::new(),
-                request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
-                put: Script::new(scripts::PUT),
-                delete: Script::new(scripts::DELETE),
-                get: Script::new(scripts::GET),
-                list: Script::new(scripts::LIST),
-            }),
+                Self::DEFAULT_REQUEST_TIMEOUT,
+            )),
         })
     }
 
     /// How long one operation may take before it fails with [`StoreError::Unavailable`].
-    /// Default is [`Self::DEFAULT_REQUEST_TIMEOUT`]. Call it before the first operation.
+    /// Default is [`Self::DEFAULT_REQUEST_TIMEOUT`]. Applies to the returned store (and
+    /// the clones made of it later), at any time; clones made before keep theirs. The
+    /// connection is made with this timeout, so a store that shares its connection with
+    /// such clones, or has connected already, gets a connection of its own (made on its
+    /// first operation).
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.request_timeout = timeout;
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) if inner.conn.get().is_none() => inner.request_timeout = timeout,
+            _ => {
+                let inner = Inner::new(self.inner.url.clone(), self.inner.client.clone(), timeout);
+                self.inner = Arc::new(inner);
+            }
         }
         self
     }
 
     fn unavailable(&self, what: impl std::fmt::Display) -> StoreError {
         StoreError::unavailable(NAME, format!("{}: {what}", self.inner.url))
+    }
+
+    /// As [`unavailable`](Self::unavailable), keeping `error` as the source.
+    fn failed(&self, what: impl std::fmt::Display, error: ::redis::RedisError) -> StoreError {
+        StoreError::unavailable_with(NAME, format!("{}: {what}", self.inner.url), error)
     }
 
     /// Runs `op` on the shared connection within the request timeout.
@@ -160,7 +185,7 @@ impl RedisStore {
                     ConnectionManager::new_with_config(inner.client.clone(), config).await
                 })
                 .await
-                .map_err(|e| self.unavailable(format!("cannot connect: {e}")))?;
+                .map_err(|e| self.failed(format!("cannot connect: {e}"), e))?;
             op(conn.clone()).await
         };
         match tokio::time::timeout(inner.request_timeout, work).await {
@@ -173,7 +198,7 @@ impl RedisStore {
 
     fn redis_error(&self, error: ::redis::RedisError) -> StoreError {
         tracing::debug!(%error, url = %self.inner.url, "redis store operation failed");
-        self.unavailable(error)
+        self.failed(error.to_string(), error)
     }
 
     async fn write(&self, namespace: &Namespace, puts: &[Put]) -> Result<Vec<u64>, StoreError> {

@@ -1,12 +1,7 @@
 //! The broker endpoint: the gRPC server through which a process receives the messages of
 //! its subscriptions.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Mutex, PoisonError},
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Mutex, time::Duration};
 
 use std::sync::Arc;
 
@@ -28,6 +23,7 @@ use crate::broker::{
         broker_server::{Broker as DeliverService, BrokerServer},
     },
 };
+use crate::lock::lock;
 
 /// A running broker endpoint; dropping it stops the server.
 pub(super) struct Endpoint {
@@ -135,7 +131,7 @@ impl Routes {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Route>> {
-        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.routes)
     }
 }
 

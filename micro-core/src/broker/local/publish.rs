@@ -2,7 +2,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{PoisonError, atomic::Ordering},
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use tonic::{Code, transport::Channel};
 
 use super::{Inner, NAME, service_name};
+use crate::lock::lock;
 use crate::{
     broker::{BrokerError, Message, proto::DeliverRequest, proto::broker_client::BrokerClient},
     registry::{Node, Registry},
@@ -173,6 +174,6 @@ impl Inner {
     }
 
     fn clients_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Client>> {
-        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.clients)
     }
 }

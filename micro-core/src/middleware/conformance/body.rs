@@ -14,6 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
 use super::budget::MessageBudget;
+use crate::lock::lock;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -133,9 +134,7 @@ impl Follow<'_> {
         };
         // The previous message was decoded before this one's bytes are read: its share goes
         // back first.
-        let mut held = held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = lock(held);
         held.take();
         *held = budget.try_take(len)?;
         Ok(())

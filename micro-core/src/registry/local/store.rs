@@ -21,6 +21,7 @@ use nix::fcntl::OFlag;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lock::lock;
 use crate::registry::Service;
 
 /// Expired records are deleted by readers once they are this far past their expiry, so a
@@ -335,9 +336,7 @@ fn read_record(
 /// Logs a warning that a bad entry is ignored, once per entry (path and inode) and kind of
 /// problem.
 fn warn_once(path: &Path, inode: u64, problem: &'static str, detail: impl std::fmt::Display) {
-    let mut warned = WARNED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut warned = lock(&WARNED);
     let warned = warned.get_or_insert_with(HashSet::new);
     if warned.len() >= MAX_WARNED {
         // Something is filling the directory with junk: warn again rather than grow.

@@ -27,6 +27,7 @@ use super::{
     LocalInner,
     store::{self, Snapshot},
 };
+use crate::lock::lock;
 use crate::registry::{Event, EventKind, RegistryError, Watcher};
 
 /// Events buffered for a slow consumer before the diff loop waits for it.
@@ -72,10 +73,7 @@ impl fmt::Debug for Hub {
 impl Hub {
     /// The registry's hub, started if no watch holds one.
     pub(super) fn get(inner: &LocalInner) -> Result<Arc<Self>, RegistryError> {
-        let mut slot = inner
-            .hub
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = lock(&inner.hub);
         if let Some(hub) = slot.upgrade() {
             return Ok(hub);
         }

@@ -51,7 +51,7 @@ fn an_unusable_path_is_a_clear_error() {
         "/proc/micro-store.redb".into(),
     ] {
         match FileStore::open(&path) {
-            Err(StoreError::Unavailable { store, message }) => {
+            Err(StoreError::Unavailable { store, message, .. }) => {
                 assert_eq!(store, "file");
                 assert!(message.contains(&path.display().to_string()), "{message}");
             }

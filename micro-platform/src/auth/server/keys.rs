@@ -1,5 +1,7 @@
 //! Signing keys: the JWK Set, rotation and pruning.
 
+use micro_core::lock::{read, write};
+
 use super::*;
 
 impl AuthService {
@@ -9,15 +11,7 @@ impl AuthService {
         let keys = self.inner.verifier.keys();
         let json = serde_json::to_string(&keys.to_jwks())
             .map_err(|error| Status::internal(format!("auth: cannot encode the JWKS: {error}")))?;
-        let current = self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .issuer
-            .key()
-            .kid()
-            .to_owned();
+        let current = read(&self.inner.keys).issuer.key().kid().to_owned();
         Ok((json, current))
     }
 
@@ -36,13 +30,7 @@ impl AuthService {
         )
         .await?;
         let mut retired = Vec::new();
-        let records = self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .records
-            .clone();
+        let records = read(&self.inner.keys).records.clone();
         for mut old in records {
             if old.retired.is_none() {
                 old.retired = Some(now);
@@ -60,18 +48,14 @@ impl AuthService {
         }
         retired.push(record.clone());
         self.inner.verifier.set_keys(key_set(&retired)?);
-        *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = Keys {
+        *write(&self.inner.keys) = Keys {
             issuer,
             records: retired,
         };
         drop(_write);
         self.prune_keys().await?;
         tracing::info!(kid = %record.kid, "auth: signing key rotated");
-        let published = self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let published = read(&self.inner.keys)
             .records
             .iter()
             .map(|r| r.kid.clone())
@@ -86,11 +70,7 @@ impl AuthService {
     /// retirement) and publishes the rest.
     pub(super) async fn prune_keys(&self) -> Result<(), Status> {
         let horizon = self.now() - self.token_horizon();
-        let expired: Vec<String> = self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let expired: Vec<String> = read(&self.inner.keys)
             .records
             .iter()
             .filter(|r| r.retired.is_some_and(|retired| retired <= horizon))
@@ -105,7 +85,7 @@ impl AuthService {
             .delete_many(&namespace(KEYS), &expired)
             .await
             .map_err(store_status)?;
-        let mut keys = self.inner.keys.write().unwrap_or_else(|e| e.into_inner());
+        let mut keys = write(&self.inner.keys);
         keys.records.retain(|r| !expired.contains(&r.kid));
         self.inner.verifier.set_keys(key_set(&keys.records)?);
         tracing::info!(kids = ?expired, "auth: retired signing keys pruned");

@@ -1,5 +1,7 @@
 //! Access rules: create, delete, and handing them to the layers.
 
+use micro_core::lock::lock;
+
 use super::*;
 
 impl AuthService {
@@ -59,12 +61,7 @@ impl AuthService {
         let records: Vec<RuleRecord> = all_decoded(&self.inner.store, RULES).await?;
         let rules = RuleSet::new(records.iter().map(RuleRecord::to_rule))
             .map_err(|error| Status::data_loss(format!("auth store: stored rules: {error}")))?;
-        let layers = self
-            .inner
-            .layers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let layers = lock(&self.inner.layers).clone();
         for layer in layers {
             layer.set_rules(rules.clone());
         }

@@ -1,5 +1,7 @@
 //! Tokens: the grants, the brute-force checks, inspection and revocation.
 
+use micro_core::lock::read;
+
 use super::accounts::random_token;
 use super::*;
 
@@ -165,13 +167,7 @@ impl AuthService {
         account: &AccountRecord,
         scopes: Vec<String>,
     ) -> Result<micro_core::auth::AccessToken, Status> {
-        let issuer = self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .issuer
-            .clone();
+        let issuer = read(&self.inner.keys).issuer.clone();
         let core = Account {
             id: account.id.clone(),
             kind: account_kind(account),
