@@ -10,7 +10,7 @@ use std::{
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tonic::{body::Body, service::Routes};
+use tonic::body::Body;
 use tower::{Layer, ServiceExt};
 use tower_service::Service;
 
@@ -21,7 +21,7 @@ use super::{
     metrics::MetricsLayer,
     trace::TraceLayer,
 };
-use crate::service::BoxRoutes;
+use crate::service::{BoxRoutes, Routes};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

@@ -59,8 +59,12 @@ mod error;
 mod grpc;
 mod health;
 mod reflection;
+mod routes;
 mod running;
 mod subscribe;
+
+pub(crate) use routes::Routes;
+use routes::RoutesBuilder;
 
 #[cfg(feature = "tls")]
 pub(crate) use env::parse_duration;
@@ -75,7 +79,7 @@ use std::{collections::BTreeMap, convert::Infallible, fmt, sync::Arc, time::Dura
 
 use bytes::Bytes;
 use http::{Request, Response};
-use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
+use tonic::{body::Body, server::NamedService};
 use tower::{Layer, ServiceExt, util::BoxCloneService};
 use tower_service::Service as TowerService;
 

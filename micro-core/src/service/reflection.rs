@@ -1,6 +1,6 @@
 //! The reflection services, serving every descriptor the service knows.
 
-use tonic::service::RoutesBuilder;
+use super::RoutesBuilder;
 
 use super::ServiceError;
 use crate::codegen::ServiceDescriptor;

@@ -78,7 +78,7 @@ pub(super) async fn start(service: Service) -> Result<RunningService, ServiceErr
         layers,
         Rules::new(descriptors.iter().copied(), config.message_budget.flatten()),
     )
-    .layer(routes.prepare());
+    .layer(routes);
     let make_service = move |info: &ConnectionInfo| grpc::connection_service(stack.clone(), info);
     let (local_address, listener) = if let Some(path) = address.strip_prefix("unix:") {
         remove_stale_socket(path).await;

@@ -5,15 +5,17 @@ use std::{collections::HashMap, net::SocketAddr, sync::Mutex, time::Duration};
 
 use std::sync::Arc;
 
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
 use tokio::{
     net::TcpListener,
     sync::mpsc::{self, error::SendTimeoutError},
     task::JoinHandle,
 };
-use tonic::{
-    Request, Response, Status,
-    transport::{Server, server::TcpIncoming},
-};
+use tonic::{Request, Response, Status, body::Body};
+use tower::ServiceExt as _;
 
 use super::{Config, NAME};
 use crate::broker::{
@@ -92,18 +94,41 @@ impl Endpoint {
             routes,
             wait: config.publish_timeout,
         });
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tokio::spawn(async move {
-            if let Err(err) = Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await
-            {
-                tracing::error!(error = %err, "broker endpoint failed");
-            }
-        });
+        let server = tokio::spawn(serve(listener, service));
         tracing::debug!(%address, "broker endpoint started");
         Ok(Self { address, server })
+    }
+}
+
+/// Serves `service` over HTTP/2 on every connection `listener` accepts, each on its own
+/// task: what a `tonic::transport::Server` with this one service does (HTTP/2 only, no
+/// delay, hyper's defaults), without tonic's router, which compiles axum.
+async fn serve(listener: TcpListener, service: BrokerServer<Receiver>) {
+    let mut http = auto::Builder::new(TokioExecutor::new()).http2_only();
+    http.http2().timer(TokioTimer::new());
+    let http = Arc::new(http);
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(err) => {
+                tracing::trace!(error = %err, "broker endpoint: accepting a connection failed");
+                continue;
+            }
+        };
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::trace!(error = %err, "broker endpoint: cannot set TCP_NODELAY");
+        }
+        let service = service.clone();
+        let http = Arc::clone(&http);
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    service.clone().oneshot(request.map(Body::new))
+                });
+            if let Err(err) = http.serve_connection(TokioIo::new(tcp), service).await {
+                tracing::debug!(error = %err, "broker endpoint: connection failed");
+            }
+        });
     }
 }
 
