@@ -179,6 +179,10 @@ async fn config_watch(args: ConfigGetArgs) -> Result<(), ToolError> {
         .map_err(|err| ToolError::Failed(err.to_string()))?
         .ok_or_else(|| ToolError::Failed("the config service offers no changes".into()))?;
     let mut last = None;
+    // One listener for the whole watch: a new `ctrl_c()` per loop only listens once polled,
+    // so a Ctrl-C while a value was being read and printed was lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         let value = lookup(&client, args.path.as_deref(), &args.common).await?;
         if value != last {
@@ -189,7 +193,7 @@ async fn config_watch(args: ConfigGetArgs) -> Result<(), ToolError> {
             change = changes.next() => if change.is_none() {
                 return Err(ToolError::NotFound("the config service ended the watch".into()));
             },
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut ctrl_c => return Ok(()),
         }
     }
 }

@@ -180,10 +180,14 @@ pub(crate) async fn subscribe(args: SubscribeArgs) -> Result<(), ToolError> {
         broker.name()
     );
     let mut received = 0;
+    // One listener for the whole subscription: a new `ctrl_c()` per message only listens
+    // once polled, so a Ctrl-C while a message was being printed was lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         let delivery = tokio::select! {
             delivery = subscription.next() => delivery,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut ctrl_c => return Ok(()),
         };
         let delivery = match delivery {
             None => {
