@@ -21,12 +21,13 @@ use tonic::{Status, body::Body};
 use super::{
     CallOptions, ClientCore,
     deadline::{self, DeadlineBody},
+    node::ClientNode,
     retry::Outcome,
 };
 use crate::{
-    balance::NodeHandle,
     lock::lock,
     middleware::defaults::Defaults,
+    node::NodeHandle,
     registry::{Registry, RegistryError, Service},
     selector::Selector,
 };
@@ -81,7 +82,10 @@ pub(super) struct Shared {
 pub(super) struct NodeSet {
     /// 0 until the first registry answer is applied.
     pub(super) generation: u64,
+    /// What selectors see of each node.
     pub(super) nodes: Vec<Arc<NodeHandle>>,
+    /// The client side of each node (its connection and health watch), at the same index.
+    pub(super) clients: Vec<Arc<ClientNode>>,
     /// gRPC paths (`/pkg.Service/Method`) whose `idempotency_level` allows retrying more
     /// than UNAVAILABLE.
     pub(super) idempotent: HashSet<String>,
@@ -309,13 +313,17 @@ impl Shared {
                 }
                 // Keep the handle (connection, load, health, outlier state) of a node whose
                 // record did not change.
-                let handle = current
-                    .nodes
+                let client = current
+                    .clients
                     .iter()
                     .find(|known| known.node() == node && known.version() == service.version)
                     .map(Arc::clone)
-                    .unwrap_or_else(|| Arc::new(NodeHandle::new(node.clone(), &service.version)));
-                next.nodes.push(handle);
+                    .unwrap_or_else(|| {
+                        let handle = Arc::new(NodeHandle::new(node.clone(), &service.version));
+                        Arc::new(ClientNode::new(handle))
+                    });
+                next.nodes.push(Arc::clone(client.handle()));
+                next.clients.push(client);
             }
         }
         tracing::debug!(service = %self.service, nodes = next.nodes.len(), "nodes updated");
@@ -339,7 +347,7 @@ fn grpc_path(endpoint: &str) -> String {
     }
 }
 
-pub(super) fn set_origin(request: &mut Request<Body>, authority: &uri::Authority) {
+pub(crate) fn set_origin(request: &mut Request<Body>, authority: &uri::Authority) {
     let mut parts = uri::Parts::default();
     parts.scheme = Some(uri::Scheme::HTTP);
     parts.authority = Some(authority.clone());

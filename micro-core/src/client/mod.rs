@@ -17,9 +17,8 @@ mod call;
 mod channel;
 mod connector;
 mod deadline;
-mod health;
+mod node;
 mod options;
-pub(crate) mod pool;
 pub mod retry;
 
 pub use call::KEY_HEADER;
@@ -28,8 +27,9 @@ pub use connector::{
     BoxIo, ConnectFuture, Connector, DEFAULT_CONNECT_TIMEOUT, FnConnector, Io, TcpConnector,
     connector_fn,
 };
-pub(crate) use health::watch as watch_health;
 pub use options::{CallOptions, RequestExt};
+
+pub use crate::node::NodeInfo;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,9 +39,9 @@ use std::{
 };
 
 use crate::{
-    balance::OutlierConfig,
     middleware::{MetricsLayer, TraceLayer},
-    registry::{self, CacheRegistry, Node, Registry, RegistryError, SharedRegistry},
+    node::OutlierConfig,
+    registry::{self, CacheRegistry, Registry, RegistryError, SharedRegistry},
     selector::{NodeFilter, PeakEwma, Selector},
     tls::ClientTls,
 };
@@ -116,21 +116,6 @@ pub struct ClientBuilder {
     idempotent: HashSet<String>,
     hedging: HashMap<String, HedgePolicy>,
     default_layers: bool,
-}
-
-/// The node that answered a call: found in the extensions of every response that came
-/// through a [`Channel`].
-///
-/// ```no_run
-/// # fn demo(response: tonic::Response<()>) {
-/// if let Some(node) = response.extensions().get::<micro_core::NodeInfo>() {
-///     println!("answered by {} at {}", node.id(), node.address());
-/// }
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    node: Arc<Node>,
 }
 
 // === impl Client ===
@@ -345,28 +330,5 @@ impl ClientBuilder {
             None => registry::from_env()?,
         };
         Ok(Client::with_registry(self, registry))
-    }
-}
-
-// === impl NodeInfo ===
-
-impl NodeInfo {
-    pub(crate) fn new(node: Arc<Node>) -> Self {
-        Self { node }
-    }
-
-    /// The node's id.
-    pub fn id(&self) -> &str {
-        &self.node.id
-    }
-
-    /// The address the call went to.
-    pub fn address(&self) -> &str {
-        &self.node.address
-    }
-
-    /// The node's registry record.
-    pub fn node(&self) -> &Node {
-        &self.node
     }
 }

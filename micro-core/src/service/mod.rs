@@ -62,7 +62,6 @@ mod reflection;
 mod running;
 mod subscribe;
 
-pub(crate) use env::parse_duration;
 pub use env::{
     MESSAGE_BUDGET_ENV, REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, SERVER_ADDRESS_ENV,
     SERVER_ADVERTISE_ENV,
