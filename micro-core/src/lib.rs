@@ -38,6 +38,7 @@ pub mod codegen;
 pub mod config;
 pub mod context;
 pub mod duration;
+pub mod io;
 pub mod lock;
 pub mod middleware;
 pub mod node;

@@ -10,9 +10,9 @@ use tonic::{Code, Status, body::Body};
 
 use super::{
     CallOptions, NodeInfo,
-    channel::{NodeSet, Shared, set_origin},
+    channel::{NodeSet, Shared},
     deadline,
-    node::ClientNode,
+    node::{ClientNode, set_origin},
     retry::{Decision, Outcome, ReplayableRequest, buffer},
 };
 use crate::selector::{CallInfo, Candidates, NodeFilter, Picks};

@@ -11,7 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, Uri, uri};
+use http::{Request, Response};
 use tokio::{
     sync::{OnceCell, watch},
     time::Instant,
@@ -344,15 +344,5 @@ fn grpc_path(endpoint: &str) -> String {
     match endpoint.rsplit_once('.') {
         Some((service, method)) => format!("/{service}/{method}"),
         None => format!("/{endpoint}"),
-    }
-}
-
-pub(crate) fn set_origin(request: &mut Request<Body>, authority: &uri::Authority) {
-    let mut parts = uri::Parts::default();
-    parts.scheme = Some(uri::Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = request.uri().path_and_query().cloned();
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
     }
 }

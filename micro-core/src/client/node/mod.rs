@@ -8,7 +8,10 @@ pub(crate) use conn::ConnectError;
 
 use std::sync::{Arc, Mutex};
 
-use http::uri::Authority;
+use http::{
+    Request, Uri,
+    uri::{self, Authority},
+};
 use hyper::client::conn::http2::SendRequest;
 use tokio::task::AbortHandle;
 use tonic::body::Body;
@@ -92,6 +95,17 @@ impl Drop for ClientNode {
         if let Some(watch) = watch {
             watch.abort();
         }
+    }
+}
+
+/// Points `request` at `authority` over plain HTTP/2 (TLS, when the node has it, is below).
+pub(crate) fn set_origin(request: &mut Request<Body>, authority: &uri::Authority) {
+    let mut parts = uri::Parts::default();
+    parts.scheme = Some(uri::Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = request.uri().path_and_query().cloned();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
     }
 }
 
