@@ -13,6 +13,7 @@ use super::{
     channel::{NodeSet, Shared},
     deadline,
     node::{ClientNode, set_origin},
+    resolve::Resolver,
     retry::{Decision, Outcome, ReplayableRequest, buffer},
 };
 use crate::selector::{CallInfo, Candidates, NodeFilter, Picks};
@@ -79,11 +80,14 @@ impl Shared {
             set = self.catch_up().await?;
         }
         if set.nodes.is_empty() {
-            return Err(Status::unavailable(format!(
-                "service {} not found in registry {}",
-                self.service,
-                crate::registry::Registry::name(&self.client.registry)
-            )));
+            return Err(Status::unavailable(match self.resolver {
+                Resolver::Registry => format!(
+                    "service {} not found in registry {}",
+                    self.service,
+                    crate::registry::Registry::name(&self.client.registry)
+                ),
+                Resolver::Static => format!("service {} was given no addresses", self.service),
+            }));
         }
         let core = &self.client;
         // A shared handle on the request's path (no copy): the request itself moves on.
