@@ -3,4 +3,4 @@
 //! The layer lives with the context it sets, in [`crate::context`]; it is re-exported here
 //! next to the other server layers.
 
-pub use crate::context::layer::{ContextBody, ContextLayer, ResponseFuture, SetContext};
+pub use crate::context::set::{ContextBody, ContextLayer, ResponseFuture, SetContext};
