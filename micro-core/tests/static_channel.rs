@@ -109,3 +109,26 @@ async fn static_nodes_leave_other_names_to_the_registry() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_without_registry_knows_only_its_static_services() -> TestResult {
+    let address = health_server().await?;
+    let client = Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .static_service(micro_core::registry::Service {
+            name: "probe".to_owned(),
+            version: "2.0.0".to_owned(),
+            nodes: vec![micro_core::registry::Node {
+                id: "probe-a".to_owned(),
+                address,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .build_static();
+    assert_eq!(check(&client.channel("probe")).await?, "probe-a");
+    let status = check(&client.channel("other")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("other"), "{status}");
+    Ok(())
+}

@@ -190,7 +190,7 @@ impl Channel {
     pub fn from_service(service: Service) -> Result<Self, AddressError> {
         resolve::check(&service)?;
         let name = service.name.clone();
-        let client = Client::without_registry(Client::builder().static_service(service));
+        let client = Client::builder().static_service(service).build_static();
         Ok(client.channel(&name))
     }
 

@@ -198,7 +198,7 @@ impl Client {
     /// [`ClientBuilder::static_nodes`] or [`ClientBuilder::static_service`]): it has no
     /// registry, so any other name is not found (its registry is an empty
     /// [`MemoryRegistry`]).
-    pub(crate) fn without_registry(builder: ClientBuilder) -> Self {
+    fn without_registry(builder: ClientBuilder) -> Self {
         Self::with_registry(builder, Arc::new(MemoryRegistry::new()))
     }
 
@@ -377,6 +377,30 @@ impl ClientBuilder {
             .or_default()
             .push(service);
         self
+    }
+
+    /// Builds a client with no registry: only the services given with
+    /// [`static_nodes`](Self::static_nodes) or [`static_service`](Self::static_service)
+    /// resolve, every other name is UNAVAILABLE (not found). A registry set with
+    /// [`registry`](Self::registry) is ignored. Nothing is read from the environment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let client = micro_core::Client::builder()
+    ///     .timeout(Duration::from_secs(2))
+    ///     .static_nodes("greeter", ["127.0.0.1:7700"])
+    ///     .build_static();
+    /// let channel = client.channel("greeter");
+    /// # let _ = channel;
+    /// # }
+    /// ```
+    pub fn build_static(self) -> Client {
+        Client::without_registry(self)
     }
 
     /// Builds the client.

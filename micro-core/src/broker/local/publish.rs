@@ -175,10 +175,11 @@ impl Inner {
         }
         http::uri::Authority::try_from(address).map_err(|err| format!("invalid address: {err}"))?;
         // TcpConnector sets TCP_NODELAY.
-        let builder = crate::Client::builder()
+        let channel = crate::Client::builder()
             .connector(TcpConnector::new().connect_timeout(CONNECT_TIMEOUT))
-            .static_nodes(ENDPOINT_SERVICE, [address]);
-        let channel = crate::Client::without_registry(builder).channel(ENDPOINT_SERVICE);
+            .static_nodes(ENDPOINT_SERVICE, [address])
+            .build_static()
+            .channel(ENDPOINT_SERVICE);
         let client = BrokerClient::new(channel);
         clients.insert(address.to_owned(), client.clone());
         Ok(client)
