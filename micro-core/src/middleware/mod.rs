@@ -14,4 +14,5 @@ pub use interceptor::interceptor_fn;
 pub use log::LogLayer;
 pub use metrics::MetricsLayer;
 pub use observe::code_name;
+pub use stack::BoxRoutes;
 pub use trace::TraceLayer;
