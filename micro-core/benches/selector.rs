@@ -6,7 +6,7 @@ use std::{hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use micro_core::{
-    balance::NodeHandle,
+    node::NodeHandle,
     registry::Node,
     selector::{CallInfo, Candidates, ConsistentHash, PeakEwma, Random, RoundRobin, Selector},
 };

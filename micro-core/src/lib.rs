@@ -49,12 +49,16 @@ pub mod codegen;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod context;
+pub mod duration;
 pub mod engine;
+pub mod io;
 pub mod lock;
 pub mod middleware;
+pub mod node;
 pub mod registry;
 pub mod selector;
 pub mod service;
+pub mod size;
 #[cfg(feature = "store")]
 pub mod store;
 #[cfg(feature = "sync")]

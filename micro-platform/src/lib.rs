@@ -29,9 +29,9 @@
 //! The generated messages and stubs are in [`proto`], for raw gRPC use.
 
 pub mod auth;
+mod channel;
 pub mod config;
 pub mod event;
-mod fixed;
 pub mod kv;
 pub mod proto;
 pub mod registry;

@@ -10,14 +10,13 @@ use tonic::{Code, Status, body::Body};
 
 use super::{
     CallOptions, NodeInfo,
-    channel::{NodeSet, Shared, set_origin},
+    channel::{NodeSet, Shared},
     deadline,
+    node::{ClientNode, set_origin},
+    resolve::Resolver,
     retry::{Decision, Outcome, ReplayableRequest, buffer},
 };
-use crate::{
-    balance::NodeHandle,
-    selector::{CallInfo, Candidates, NodeFilter, Picks},
-};
+use crate::selector::{CallInfo, Candidates, NodeFilter, Picks};
 
 /// The request header that carries a call's consistent-hashing key when no
 /// [`CallOptions::key`] is set.
@@ -47,9 +46,9 @@ struct NodeOrder<'a> {
 }
 
 impl<'a> NodeOrder<'a> {
-    fn next(&mut self) -> Option<&'a Arc<NodeHandle>> {
+    fn next(&mut self) -> Option<&'a Arc<ClientNode>> {
         for index in self.picks.by_ref() {
-            let Some(node) = self.set.nodes.get(index) else {
+            let Some(node) = self.set.clients.get(index) else {
                 continue;
             };
             if self.filter.is_some_and(|filter| !filter.matches(node)) {
@@ -62,7 +61,7 @@ impl<'a> NodeOrder<'a> {
         }
         let index = *self.deferred.get(self.deferred_next)?;
         self.deferred_next += 1;
-        self.set.nodes.get(index)
+        self.set.clients.get(index)
     }
 }
 
@@ -81,11 +80,14 @@ impl Shared {
             set = self.catch_up().await?;
         }
         if set.nodes.is_empty() {
-            return Err(Status::unavailable(format!(
-                "service {} not found in registry {}",
-                self.service,
-                crate::registry::Registry::name(&self.client.registry)
-            )));
+            return Err(Status::unavailable(match self.resolver {
+                Resolver::Registry => format!(
+                    "service {} not found in registry {}",
+                    self.service,
+                    crate::registry::Registry::name(&self.client.registry)
+                ),
+                Resolver::Static => format!("service {} was given no addresses", self.service),
+            }));
         }
         let core = &self.client;
         // A shared handle on the request's path (no copy): the request itself moves on.
@@ -279,7 +281,7 @@ impl Shared {
     async fn attempt(
         &self,
         set: &NodeSet,
-        node: &Arc<NodeHandle>,
+        node: &Arc<ClientNode>,
         mut request: Request<Body>,
         deadline: Instant,
     ) -> Attempt {
@@ -312,7 +314,7 @@ impl Shared {
         request
             .headers_mut()
             .insert(deadline::GRPC_TIMEOUT, deadline::encode(left));
-        set_origin(&mut request, &node.conn.authority);
+        set_origin(&mut request, node.authority());
         let guard = node.load().guard_at(started);
         match sender.try_send_request(request).await {
             Ok(response) => {
@@ -343,7 +345,7 @@ impl Shared {
     }
 
     /// Feeds an attempt's outcome to the node's outlier detection.
-    fn record(&self, set: &NodeSet, node: &NodeHandle, outcome: Outcome) {
+    fn record(&self, set: &NodeSet, node: &ClientNode, outcome: Outcome) {
         let failed = match outcome {
             Outcome::Success => false,
             Outcome::Status(code) => is_node_failure(code),

@@ -11,7 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, Uri, uri};
+use http::{Request, Response};
 use tokio::{
     sync::{OnceCell, watch},
     time::Instant,
@@ -19,14 +19,16 @@ use tokio::{
 use tonic::{Status, body::Body};
 
 use super::{
-    CallOptions, ClientCore,
+    AddressError, CallOptions, Client, ClientCore,
     deadline::{self, DeadlineBody},
+    node::ClientNode,
+    resolve::{self, Resolver},
     retry::Outcome,
 };
 use crate::{
-    balance::NodeHandle,
     lock::lock,
     middleware::defaults::Defaults,
+    node::NodeHandle,
     registry::{Registry, RegistryError, Service},
     selector::Selector,
 };
@@ -39,7 +41,9 @@ const CATCH_UP: Duration = Duration::from_secs(1);
 
 /// A channel to every node of one named service; any tonic-generated client runs on it.
 ///
-/// Each call resolves the name through the client's cached, watched registry, lets the
+/// Each call resolves the name through the client's cached, watched registry (or takes
+/// the fixed nodes the channel was made with: [`Channel::from_addresses`],
+/// [`ClientBuilder::static_nodes`](super::ClientBuilder::static_nodes)), lets the
 /// selector order the nodes, and sends the request over the first eligible node's HTTP/2
 /// connection (one per node, opened on first use, closed when the node leaves the
 /// registry). Failures are retried on other nodes as the client's retry policy allows;
@@ -72,6 +76,7 @@ pub(super) struct Shared {
     pub(super) client: Arc<ClientCore>,
     pub(super) selector: Arc<dyn Selector>,
     pub(super) nodes: ArcSwap<NodeSet>,
+    pub(super) resolver: Resolver,
     /// The registry's view of the service, subscribed on first use.
     updates: OnceCell<Mutex<watch::Receiver<Arc<Vec<Service>>>>>,
 }
@@ -81,7 +86,10 @@ pub(super) struct Shared {
 pub(super) struct NodeSet {
     /// 0 until the first registry answer is applied.
     pub(super) generation: u64,
+    /// What selectors see of each node.
     pub(super) nodes: Vec<Arc<NodeHandle>>,
+    /// The client side of each node (its connection and health watch), at the same index.
+    pub(super) clients: Vec<Arc<ClientNode>>,
     /// gRPC paths (`/pkg.Service/Method`) whose `idempotency_level` allows retrying more
     /// than UNAVAILABLE.
     pub(super) idempotent: HashSet<String>,
@@ -122,16 +130,68 @@ impl fmt::Debug for ResponseFuture {
 impl Channel {
     pub(super) fn new(service: &str, client: Arc<ClientCore>) -> Self {
         let (trace, metrics) = (client.trace, client.metrics.clone());
+        let resolver = if client.statics.contains_key(service) {
+            Resolver::Static
+        } else {
+            Resolver::Registry
+        };
         let shared = Arc::new(Shared {
             service: Arc::from(service),
             selector: client.selector.fresh(),
             client,
             nodes: ArcSwap::from_pointee(NodeSet::default()),
+            resolver,
             updates: OnceCell::new(),
         });
+        if let Some(records) = shared.client.statics.get(service) {
+            shared.update(records);
+        }
         let core = Core(Arc::clone(&shared));
         let stack = Defaults::new(core, trace, metrics);
         Self { shared, stack }
+    }
+
+    /// A channel to `service` at fixed `addresses` (`host:port` or `unix:/path`), with no
+    /// registry: the default client settings, the default selector balancing over the
+    /// addresses, retries, deadlines and layers as for any channel. For other settings use
+    /// [`ClientBuilder::static_nodes`](super::ClientBuilder::static_nodes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), micro_core::client::AddressError> {
+    /// let channel = micro_core::Channel::from_addresses("greeter", ["127.0.0.1:7700"])?;
+    /// assert_eq!(channel.service(), "greeter");
+    /// // let mut greeter = GreeterClient::new(channel);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`AddressError`] when an address is empty or not `host:port` / `unix:/path` (a URL
+    /// such as `http://host:port`, say).
+    pub fn from_addresses<I>(service: &str, addresses: I) -> Result<Self, AddressError>
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self::from_service(resolve::record(
+            service,
+            addresses.into_iter().map(Into::into),
+        ))
+    }
+
+    /// Like [`from_addresses`](Self::from_addresses) with a whole registry record: its
+    /// endpoints say which methods are idempotent, and node metadata such as
+    /// `transport=tls` applies as for registered nodes.
+    ///
+    /// # Errors
+    /// [`AddressError`] when a node's address is empty or not `host:port` / `unix:/path`.
+    pub fn from_service(service: Service) -> Result<Self, AddressError> {
+        resolve::check(&service)?;
+        let name = service.name.clone();
+        let client = Client::builder().static_service(service).build_static();
+        Ok(client.channel(&name))
     }
 
     /// The name of the service this channel calls.
@@ -144,6 +204,7 @@ impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
             .field("service", &self.shared.service)
+            .field("resolver", &self.shared.resolver)
             .field("nodes", &self.shared.nodes.load().nodes.len())
             .finish()
     }
@@ -235,6 +296,9 @@ impl Shared {
     /// change the registry cache published since. An unchanged registry costs one atomic
     /// check.
     pub(super) async fn node_set(&self) -> Result<Arc<NodeSet>, Status> {
+        if self.resolver == Resolver::Static {
+            return Ok(self.nodes.load_full());
+        }
         let updates = self
             .updates
             .get_or_try_init(|| {
@@ -269,6 +333,9 @@ impl Shared {
     /// [`CATCH_UP`]) for the cache to show them. When it lists none, the empty set stands at
     /// once. Only calls that would fail anyway pay for the read.
     pub(super) async fn catch_up(&self) -> Result<Arc<NodeSet>, Status> {
+        if self.resolver == Resolver::Static {
+            return Ok(self.nodes.load_full());
+        }
         let registered = match self
             .client
             .registry
@@ -309,13 +376,17 @@ impl Shared {
                 }
                 // Keep the handle (connection, load, health, outlier state) of a node whose
                 // record did not change.
-                let handle = current
-                    .nodes
+                let client = current
+                    .clients
                     .iter()
                     .find(|known| known.node() == node && known.version() == service.version)
                     .map(Arc::clone)
-                    .unwrap_or_else(|| Arc::new(NodeHandle::new(node.clone(), &service.version)));
-                next.nodes.push(handle);
+                    .unwrap_or_else(|| {
+                        let handle = Arc::new(NodeHandle::new(node.clone(), &service.version));
+                        Arc::new(ClientNode::new(handle))
+                    });
+                next.nodes.push(Arc::clone(client.handle()));
+                next.clients.push(client);
             }
         }
         tracing::debug!(service = %self.service, nodes = next.nodes.len(), "nodes updated");
@@ -336,15 +407,5 @@ fn grpc_path(endpoint: &str) -> String {
     match endpoint.rsplit_once('.') {
         Some((service, method)) => format!("/{service}/{method}"),
         None => format!("/{endpoint}"),
-    }
-}
-
-pub(super) fn set_origin(request: &mut Request<Body>, authority: &uri::Authority) {
-    let mut parts = uri::Parts::default();
-    parts.scheme = Some(uri::Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = request.uri().path_and_query().cloned();
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
     }
 }

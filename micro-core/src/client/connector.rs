@@ -2,16 +2,7 @@
 
 use std::{fmt, future::Future, io, pin::Pin, time::Duration};
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
-/// A bidirectional byte stream to a node: a TCP or Unix socket, an in-memory duplex pipe, a
-/// simulated network link, ...
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// A boxed [`Io`] stream, as returned by [`Connector::connect`].
-pub type BoxIo = Box<dyn Io>;
+pub use crate::io::{BoxIo, Io};
 
 /// The future returned by [`Connector::connect`].
 pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send + 'static>>;

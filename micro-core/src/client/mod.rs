@@ -17,9 +17,9 @@ mod call;
 mod channel;
 mod connector;
 mod deadline;
-mod health;
+mod node;
 mod options;
-pub(crate) mod pool;
+mod resolve;
 pub mod retry;
 
 pub use call::KEY_HEADER;
@@ -28,8 +28,10 @@ pub use connector::{
     BoxIo, ConnectFuture, Connector, DEFAULT_CONNECT_TIMEOUT, FnConnector, Io, TcpConnector,
     connector_fn,
 };
-pub(crate) use health::watch as watch_health;
 pub use options::{CallOptions, RequestExt};
+pub use resolve::AddressError;
+
+pub use crate::node::NodeInfo;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,12 +41,13 @@ use std::{
 };
 
 use crate::{
-    balance::OutlierConfig,
     middleware::{MetricsLayer, TraceLayer},
-    registry::{self, CacheRegistry, Node, Registry, RegistryError, SharedRegistry},
+    node::OutlierConfig,
+    registry::{self, CacheRegistry, MemoryRegistry, Registry, RegistryError, SharedRegistry},
     selector::{NodeFilter, PeakEwma, Selector},
     tls::ClientTls,
 };
+use resolve::StaticServices;
 use retry::{DEFAULT_BUFFER_LIMIT, HedgePolicy, RetryBudget, RetryPolicy};
 
 /// The timeout of a call that sets none. Default is 30 seconds.
@@ -83,6 +86,8 @@ pub(crate) struct ClientCore {
     filter: Option<NodeFilter>,
     idempotent: HashSet<String>,
     hedging: HashMap<String, HedgePolicy>,
+    /// Services whose channels go to fixed nodes instead of the registry.
+    statics: StaticServices,
     trace: TraceLayer,
     metrics: MetricsLayer,
 }
@@ -115,22 +120,8 @@ pub struct ClientBuilder {
     filter: Option<NodeFilter>,
     idempotent: HashSet<String>,
     hedging: HashMap<String, HedgePolicy>,
+    statics: StaticServices,
     default_layers: bool,
-}
-
-/// The node that answered a call: found in the extensions of every response that came
-/// through a [`Channel`].
-///
-/// ```no_run
-/// # fn demo(response: tonic::Response<()>) {
-/// if let Some(node) = response.extensions().get::<micro_core::NodeInfo>() {
-///     println!("answered by {} at {}", node.id(), node.address());
-/// }
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    node: Arc<Node>,
 }
 
 // === impl Client ===
@@ -166,6 +157,7 @@ impl Client {
                     filter: builder.filter,
                     idempotent: builder.idempotent,
                     hedging: builder.hedging,
+                    statics: builder.statics,
                     trace: if builder.default_layers {
                         TraceLayer::client()
                     } else {
@@ -197,12 +189,21 @@ impl Client {
             filter: None,
             idempotent: HashSet::new(),
             hedging: HashMap::new(),
+            statics: HashMap::new(),
             default_layers: true,
         }
     }
 
-    /// A channel to the service registered as `service`. Channels to the same name share
-    /// their connections.
+    /// A client whose channels all go to fixed nodes (given with
+    /// [`ClientBuilder::static_nodes`] or [`ClientBuilder::static_service`]): it has no
+    /// registry, so any other name is not found (its registry is an empty
+    /// [`MemoryRegistry`]).
+    fn without_registry(builder: ClientBuilder) -> Self {
+        Self::with_registry(builder, Arc::new(MemoryRegistry::new()))
+    }
+
+    /// A channel to the service registered as `service` (or to its fixed nodes, when the
+    /// builder gave it some). Channels to the same name share their connections.
     pub fn channel(&self, service: &str) -> Channel {
         let mut channels = crate::lock::lock(&self.inner.channels);
         channels
@@ -335,6 +336,73 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends calls to `service` to the nodes at `addresses` (`host:port` or `unix:/path`)
+    /// instead of looking the name up in the registry: a static resolver, with the same
+    /// node order, retries, deadlines and layers as registry-backed channels. The nodes'
+    /// ids are `<service>-<index>`. The nodes never change; other names still
+    /// resolve through the registry. Default is none: every name resolves
+    /// through the registry.
+    ///
+    /// An address that is no address fails each call with UNAVAILABLE naming it;
+    /// [`Channel::from_addresses`] checks addresses up front.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), micro_core::RegistryError> {
+    /// let client = micro_core::Client::builder()
+    ///     .static_nodes("greeter", ["127.0.0.1:7700", "127.0.0.1:7701"])
+    ///     .build()?;
+    /// let channel = client.channel("greeter"); // balances over the two addresses
+    /// # let _ = channel;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn static_nodes<I>(self, service: &str, addresses: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let record = resolve::record(service, addresses.into_iter().map(Into::into));
+        self.static_service(record)
+    }
+
+    /// Like [`static_nodes`](Self::static_nodes) with a whole registry record: its
+    /// endpoints say which methods are idempotent, its version and metadata are what
+    /// [`NodeFilter`]s match, and node metadata such as `transport=tls` applies as it does
+    /// for registered nodes. Several records of one name are several versions.
+    pub fn static_service(mut self, service: registry::Service) -> Self {
+        self.statics
+            .entry(service.name.clone())
+            .or_default()
+            .push(service);
+        self
+    }
+
+    /// Builds a client with no registry: only the services given with
+    /// [`static_nodes`](Self::static_nodes) or [`static_service`](Self::static_service)
+    /// resolve, every other name is UNAVAILABLE (not found). A registry set with
+    /// [`registry`](Self::registry) is ignored. Nothing is read from the environment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let client = micro_core::Client::builder()
+    ///     .timeout(Duration::from_secs(2))
+    ///     .static_nodes("greeter", ["127.0.0.1:7700"])
+    ///     .build_static();
+    /// let channel = client.channel("greeter");
+    /// # let _ = channel;
+    /// # }
+    /// ```
+    pub fn build_static(self) -> Client {
+        Client::without_registry(self)
+    }
+
     /// Builds the client.
     ///
     /// # Errors
@@ -345,28 +413,5 @@ impl ClientBuilder {
             None => registry::from_env()?,
         };
         Ok(Client::with_registry(self, registry))
-    }
-}
-
-// === impl NodeInfo ===
-
-impl NodeInfo {
-    pub(crate) fn new(node: Arc<Node>) -> Self {
-        Self { node }
-    }
-
-    /// The node's id.
-    pub fn id(&self) -> &str {
-        &self.node.id
-    }
-
-    /// The address the call went to.
-    pub fn address(&self) -> &str {
-        &self.node.address
-    }
-
-    /// The node's registry record.
-    pub fn node(&self) -> &Node {
-        &self.node
     }
 }

@@ -43,12 +43,13 @@
 //! server drops the handler's future, and with it every call the handler was awaiting.
 
 pub(crate) mod grpc_timeout;
+pub(crate) mod set;
 mod trace;
 
 pub(crate) use grpc_timeout::{GRPC_TIMEOUT, parse as parse_grpc_timeout};
 pub use trace::{TRACEPARENT, TRACESTATE, TraceContext, TraceParentError};
 
-pub use crate::middleware::context::ContextLayer;
+pub use set::ContextLayer;
 
 use std::{
     future::Future,

@@ -7,6 +7,7 @@ pub mod interceptor;
 pub mod log;
 pub mod metrics;
 pub mod observe;
+pub(crate) mod routes;
 pub(crate) mod stack;
 pub mod trace;
 
@@ -14,4 +15,5 @@ pub use interceptor::interceptor_fn;
 pub use log::LogLayer;
 pub use metrics::MetricsLayer;
 pub use observe::code_name;
+pub use stack::BoxRoutes;
 pub use trace::TraceLayer;

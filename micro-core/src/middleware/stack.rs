@@ -14,6 +14,7 @@ use tonic::body::Body;
 use tower::{Layer, ServiceExt};
 use tower_service::Service;
 
+use super::routes::Routes;
 use super::{
     conformance::{Conformance, Rules},
     context::SetContext,
@@ -21,9 +22,15 @@ use super::{
     metrics::MetricsLayer,
     trace::TraceLayer,
 };
-use crate::service::{BoxRoutes, Routes};
+use tower::util::BoxCloneService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The routes of a service as the layers added with
+/// [`ServiceBuilder::layer`](crate::ServiceBuilder::layer) see them: HTTP-level and
+/// type-erased. An error is answered with the status found in it, as tonic answers a
+/// service's error (`UNKNOWN` when there is none).
+pub type BoxRoutes = BoxCloneService<Request<Body>, Response<Body>, BoxError>;
 
 /// A user layer, type-erased: wraps the routes (or the layers inside it).
 pub(crate) type UserLayer = Arc<dyn Fn(BoxRoutes) -> BoxRoutes + Send + Sync>;

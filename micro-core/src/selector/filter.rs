@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc};
 
-use crate::{balance::NodeHandle, registry::Node};
+use crate::{node::NodeHandle, registry::Node};
 
 /// Keeps only the nodes that match every condition: a service version, metadata labels.
 ///

@@ -255,7 +255,7 @@ impl Ring {
     }
 }
 
-fn same_node((a, b): (&Arc<Node>, &Arc<crate::balance::NodeHandle>)) -> bool {
+fn same_node((a, b): (&Arc<Node>, &Arc<crate::node::NodeHandle>)) -> bool {
     Arc::ptr_eq(a, b.node_arc())
 }
 

@@ -30,7 +30,7 @@ pub use round_robin::RoundRobin;
 
 use std::{fmt, sync::Arc};
 
-use crate::balance::NodeHandle;
+use crate::node::NodeHandle;
 
 /// Orders the nodes a call may go to.
 pub trait Selector: fmt::Debug + Send + Sync + 'static {

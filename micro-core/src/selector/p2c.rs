@@ -7,7 +7,7 @@ use super::{CallInfo, Candidates, Picks, Selector};
 ///
 /// Picks two distinct random nodes and tries the cheaper first, the other second, then the
 /// rest in rotation from a random start. A node's cost is its peak-EWMA latency times its
-/// calls in flight plus one (see [`Load::cost`](crate::balance::Load::cost)), so slow or busy
+/// calls in flight plus one (see [`Load::cost`](crate::node::Load::cost)), so slow or busy
 /// nodes get less traffic without any node starving, and no global ordering is needed.
 /// Costs a few random numbers and one clock read per call; never allocates.
 #[derive(Debug, Default, Clone, Copy)]
@@ -49,7 +49,7 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use super::*;
-    use crate::{balance::NodeHandle, registry::Node};
+    use crate::{node::NodeHandle, registry::Node};
 
     fn nodes(n: usize) -> Vec<Arc<NodeHandle>> {
         (0..n)

@@ -59,20 +59,18 @@ mod error;
 mod grpc;
 mod health;
 mod reflection;
-mod routes;
 mod running;
 mod subscribe;
 
-pub(crate) use routes::Routes;
-use routes::RoutesBuilder;
+use crate::middleware::routes::RoutesBuilder;
 
-#[cfg(feature = "tls")]
-pub(crate) use env::parse_duration;
 pub use env::{
     MESSAGE_BUDGET_ENV, REGISTER_INTERVAL_ENV, REGISTER_TTL_ENV, SERVER_ADDRESS_ENV,
     SERVER_ADVERTISE_ENV,
 };
 pub use error::ServiceError;
+
+pub use crate::middleware::BoxRoutes;
 pub use running::RunningService;
 
 use std::{collections::BTreeMap, convert::Infallible, fmt, sync::Arc, time::Duration};
@@ -80,7 +78,7 @@ use std::{collections::BTreeMap, convert::Infallible, fmt, sync::Arc, time::Dura
 use bytes::Bytes;
 use http::{Request, Response};
 use tonic::{body::Body, server::NamedService};
-use tower::{Layer, ServiceExt, util::BoxCloneService};
+use tower::{Layer, ServiceExt};
 use tower_service::Service as TowerService;
 
 use crate::{
@@ -94,11 +92,6 @@ use crate::{
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// The routes of a service as the layers added with [`ServiceBuilder::layer`] see them:
-/// HTTP-level and type-erased. An error is answered with the status found in it, as tonic
-/// answers a service's error (`UNKNOWN` when there is none).
-pub type BoxRoutes = BoxCloneService<Request<Body>, Response<Body>, BoxError>;
 
 /// The address a service listens on unless told otherwise: loopback, any free port.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:0";

@@ -13,7 +13,7 @@ use super::{
     pem::{self, PemFile},
     reload::Reloading,
 };
-use crate::client::BoxIo;
+use crate::io::BoxIo;
 
 /// A client's TLS configuration: the CA certificates it trusts, and optionally its own
 /// certificate and key for mutual TLS. The files are reloaded when they change; see

@@ -9,7 +9,7 @@ use super::{
     CA_ENV, CERT_ENV, CLIENT_AUTH_ENV, CLIENT_CA_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, KEY_ENV,
     Lookup, ProcessEnv, SERVER_NAME_ENV, TlsError, env_string,
 };
-use crate::client::BoxIo;
+use crate::io::BoxIo;
 
 /// A server's TLS configuration. This build has no cargo feature `tls`: none can be built.
 #[derive(Debug, Clone)]

@@ -188,11 +188,11 @@ fn env_reload_interval(env: &dyn Lookup) -> Result<Option<Duration>, TlsError> {
     if value == "0" {
         return Ok(Some(Duration::ZERO));
     }
-    crate::service::parse_duration(&value)
+    crate::duration::parse(&value)
         .map(Some)
-        .map_err(|reason| TlsError::InvalidEnv {
+        .map_err(|err| TlsError::InvalidEnv {
             var: RELOAD_INTERVAL_ENV,
             value,
-            reason,
+            reason: err.to_string(),
         })
 }

@@ -12,10 +12,7 @@ use super::{
     SERVICE_NAME, grant,
     records::{RuleRecord, rule_to_proto},
 };
-use crate::{
-    fixed::FixedRegistry,
-    proto::auth::v1::{self as pb, auth_client::AuthClient as Stub},
-};
+use crate::proto::auth::v1::{self as pb, auth_client::AuthClient as Stub};
 
 /// An account as the service lists it (never with its secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,9 +186,9 @@ impl AuthClient {
     /// # Errors
     /// INVALID_ARGUMENT when `address` is not `host:port`.
     pub fn connect(address: &str) -> Result<Self, Status> {
-        let client = FixedRegistry::client(SERVICE_NAME, &pb::AUTH_DESCRIPTOR, address)
+        let channel = crate::channel::at_address(SERVICE_NAME, &pb::AUTH_DESCRIPTOR, address)
             .map_err(Status::invalid_argument)?;
-        Ok(Self::from_client(&client))
+        Ok(Self::new(channel))
     }
 
     /// This client sending `authorization: Bearer <token>` with every call.

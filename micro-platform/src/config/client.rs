@@ -12,10 +12,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Status};
 
 use super::{SERVICE_NAME, WATCH_TIMEOUT};
-use crate::{
-    fixed::FixedRegistry,
-    proto::config::v1::{self as pb, config_client::ConfigClient as Stub},
-};
+use crate::proto::config::v1::{self as pb, config_client::ConfigClient as Stub};
 
 /// First wait before opening a broken `Watch` again; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -74,17 +71,12 @@ impl ConfigClient {
     /// [`ConfigError::Unavailable`] when `address` is not `host:port`.
     pub fn connect(address: &str, environment: &str) -> Result<Self, ConfigError> {
         let name = format!("config service {} ({environment})", address.trim());
-        let client = FixedRegistry::client(SERVICE_NAME, &pb::CONFIG_DESCRIPTOR, address).map_err(
-            |message| ConfigError::Unavailable {
+        let channel = crate::channel::at_address(SERVICE_NAME, &pb::CONFIG_DESCRIPTOR, address)
+            .map_err(|message| ConfigError::Unavailable {
                 source_name: name.clone(),
                 message,
-            },
-        )?;
-        Ok(Self::with_name(
-            client.channel(SERVICE_NAME),
-            environment,
-            name,
-        ))
+            })?;
+        Ok(Self::with_name(channel, environment, name))
     }
 
     fn with_name(channel: Channel, environment: &str, name: String) -> Self {

@@ -17,7 +17,6 @@ use tonic::{Code, Request, Status, Streaming};
 
 use super::{MAX_MESSAGE_SIZE, SCHEME, SERVICE_NAME, SUBSCRIBE_TIMEOUT, check_body};
 use crate::{
-    fixed::FixedRegistry,
     proto::event::v1::{self as pb, event_client::EventClient as Stub},
     stream::TaskStream,
 };
@@ -85,15 +84,14 @@ impl EventClient {
     /// # Errors
     /// [`BrokerError::Invalid`] when `address` is not `host:port`.
     pub fn connect(address: &str) -> Result<Self, BrokerError> {
-        let client = FixedRegistry::client(SERVICE_NAME, &pb::EVENT_DESCRIPTOR, address).map_err(
-            |reason| BrokerError::Invalid {
+        let channel = crate::channel::at_address(SERVICE_NAME, &pb::EVENT_DESCRIPTOR, address)
+            .map_err(|reason| BrokerError::Invalid {
                 what: "event service address",
                 value: address.to_owned(),
                 reason,
-            },
-        )?;
+            })?;
         Ok(Self::with_name(
-            client.channel(SERVICE_NAME),
+            channel,
             format!("{SCHEME}://{}", address.trim()),
         ))
     }

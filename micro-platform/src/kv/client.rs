@@ -11,10 +11,7 @@ use prost::Message;
 use tonic::Request;
 
 use super::{MAX_MESSAGE_SIZE, SCHEME, SERVICE_NAME, wire};
-use crate::{
-    fixed::FixedRegistry,
-    proto::kv::v1::{self as pb, kv_client::KvClient as Stub},
-};
+use crate::proto::kv::v1::{self as pb, kv_client::KvClient as Stub};
 
 /// A [`Store`] whose records live in the kv service, over a micro [`Channel`].
 ///
@@ -58,10 +55,10 @@ impl KvClient {
     /// [`StoreError::InvalidArgument`] when `address` is not `host:port`.
     pub fn connect(address: &str) -> Result<Self, StoreError> {
         let descriptor = &pb::KV_DESCRIPTOR;
-        let client = FixedRegistry::client(SERVICE_NAME, descriptor, address)
+        let channel = crate::channel::at_address(SERVICE_NAME, descriptor, address)
             .map_err(StoreError::InvalidArgument)?;
         Ok(Self::with_name(
-            client.channel(SERVICE_NAME),
+            channel,
             format!("{SCHEME}://{}", address.trim()),
         ))
     }

@@ -12,10 +12,7 @@ use micro_core::{
 use tonic::Request;
 
 use super::{SCHEME, SERVICE_NAME, wire};
-use crate::{
-    fixed::FixedRegistry,
-    proto::registry::v1::{self as pb, registry_client::RegistryClient as Stub},
-};
+use crate::proto::registry::v1::{self as pb, registry_client::RegistryClient as Stub};
 
 /// How long one `Watch` call may stream. A watch that ends (this deadline, a lost
 /// connection, a server shutting down) yields an error and ends, as the
@@ -56,13 +53,13 @@ impl RegistryClient {
     /// [`RegistryError::UnknownRegistry`] when `address` is not `host:port`.
     pub fn connect(address: &str) -> Result<Self, RegistryError> {
         let address = address.trim();
-        let client = FixedRegistry::client(SERVICE_NAME, &pb::REGISTRY_DESCRIPTOR, address)
+        let channel = crate::channel::at_address(SERVICE_NAME, &pb::REGISTRY_DESCRIPTOR, address)
             .map_err(|reason| RegistryError::UnknownRegistry {
-                url: format!("{SCHEME}://{address}"),
-                expected: format!("{SCHEME}://host:port ({reason})"),
-            })?;
+            url: format!("{SCHEME}://{address}"),
+            expected: format!("{SCHEME}://host:port ({reason})"),
+        })?;
         Ok(Self {
-            stub: Stub::new(client.channel(SERVICE_NAME)),
+            stub: Stub::new(channel),
             name: Arc::from(format!("{SCHEME}://{address}")),
         })
     }

@@ -15,10 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request, Status, Streaming};
 
 use super::{HOLD_TIMEOUT, SCHEME, SERVICE_NAME, duration_to_pb};
-use crate::{
-    fixed::FixedRegistry,
-    proto::sync::v1::{self as pb, sync_client::SyncClient as Stub},
-};
+use crate::proto::sync::v1::{self as pb, sync_client::SyncClient as Stub};
 
 /// First wait before observing a broken `Observe` again; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -76,10 +73,10 @@ impl SyncClient {
     /// # Errors
     /// [`SyncError::InvalidArgument`] when `address` is not `host:port`.
     pub fn connect(address: &str) -> Result<Self, SyncError> {
-        let client = FixedRegistry::client(SERVICE_NAME, &pb::SYNC_DESCRIPTOR, address)
+        let channel = crate::channel::at_address(SERVICE_NAME, &pb::SYNC_DESCRIPTOR, address)
             .map_err(SyncError::InvalidArgument)?;
         Ok(Self::with_name(
-            client.channel(SERVICE_NAME),
+            channel,
             format!("{SCHEME}://{}", address.trim()),
         ))
     }

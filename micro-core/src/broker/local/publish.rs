@@ -7,16 +7,25 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 use super::{Inner, NAME, service_name};
 use crate::lock::lock;
 use crate::{
+    Channel,
     broker::{BrokerError, Message, proto::DeliverRequest, proto::broker_client::BrokerClient},
+    client::TcpConnector,
     registry::{Node, Registry},
 };
 
+/// A client of one broker endpoint, over micro's own channel to its fixed address: one
+/// lazily opened HTTP/2 connection, deadlines from the request's timeout, tracing and
+/// metrics as for any call.
 pub(super) type Client = BrokerClient<Channel>;
+
+/// The name endpoints are called by in spans, metrics and errors: an endpoint serves every
+/// topic its process subscribes to.
+const ENDPOINT_SERVICE: &str = "micro.broker";
 
 /// How long a connection to an endpoint may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -164,11 +173,14 @@ impl Inner {
         if address.starts_with("unix:") {
             return Err("the local broker delivers over TCP only".to_owned());
         }
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|err| format!("invalid address: {err}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let client = BrokerClient::new(endpoint.connect_lazy());
+        http::uri::Authority::try_from(address).map_err(|err| format!("invalid address: {err}"))?;
+        // TcpConnector sets TCP_NODELAY.
+        let channel = crate::Client::builder()
+            .connector(TcpConnector::new().connect_timeout(CONNECT_TIMEOUT))
+            .static_nodes(ENDPOINT_SERVICE, [address])
+            .build_static()
+            .channel(ENDPOINT_SERVICE);
+        let client = BrokerClient::new(channel);
         clients.insert(address.to_owned(), client.clone());
         Ok(client)
     }

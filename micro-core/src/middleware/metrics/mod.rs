@@ -43,7 +43,7 @@ use tonic::Code;
 use tower_service::Service;
 
 use super::observe::{self, ObservedFuture, OnStatus};
-use crate::client::NodeInfo;
+use crate::node::NodeInfo;
 use handles::MethodMetrics;
 
 /// Counter of calls a client made.

@@ -37,8 +37,8 @@ use tracing::{Span, field};
 
 use super::observe::{self, ObservedFuture, OnStatus};
 use crate::{
-    client::NodeInfo,
     context::{self, TRACEPARENT, TRACESTATE, TraceContext},
+    node::NodeInfo,
 };
 
 /// The response future of [`Trace`].

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::balance::NodeHandle;
+use crate::node::NodeHandle;
 
 fn handles(ids: impl IntoIterator<Item = usize>) -> Vec<Arc<NodeHandle>> {
     ids.into_iter()

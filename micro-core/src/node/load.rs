@@ -33,7 +33,7 @@ const NO_SAMPLE: u64 = u64::MAX;
 ///
 /// ```
 /// use std::time::Duration;
-/// use micro_core::balance::Load;
+/// use micro_core::node::Load;
 ///
 /// let load = Load::new();
 /// load.begin();

@@ -29,7 +29,7 @@ use crate::lock::lock;
 ///
 /// ```
 /// use std::time::Duration;
-/// use micro_core::balance::OutlierConfig;
+/// use micro_core::node::OutlierConfig;
 ///
 /// let config = OutlierConfig::default()
 ///     .consecutive_failures(3)
@@ -195,7 +195,7 @@ impl OutlierConfig {
     /// channel uses them all (panic mode).
     ///
     /// ```
-    /// use micro_core::balance::OutlierConfig;
+    /// use micro_core::node::OutlierConfig;
     ///
     /// let config = OutlierConfig::default(); // 50 %
     /// assert!(!config.may_eject(0, 1));

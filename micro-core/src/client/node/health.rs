@@ -16,8 +16,8 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use super::channel::set_origin;
-use crate::balance::NodeHandle;
+use super::set_origin;
+use crate::node::NodeHandle;
 
 /// Follows the node's overall health (service `""`) over `sender`'s connection until the
 /// stream ends, the connection closes or the node's handle is dropped.

@@ -8,7 +8,7 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tonic::body::Body;
 
-use super::connector::Connector;
+use crate::client::Connector;
 use crate::{registry::Node, tls::ClientTls};
 
 /// A node and its HTTP/2 connection, shared by every call that picks the node.

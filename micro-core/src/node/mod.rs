@@ -1,33 +1,26 @@
-//! What the client knows about each node it balances over: identity, load, health and
-//! outlier state. Selectors read it through [`NodeHandle`].
+//! A node as the client's selectors and layers see it: identity, load, health and outlier
+//! state ([`NodeHandle`]), and the node that answered a call ([`NodeInfo`]).
+//!
+//! Connections are not here: the client owns each node's connection and health watch, and
+//! updates the state kept here. Selectors read it through [`NodeHandle`].
 
+mod info;
 mod load;
 mod outlier;
 
+pub use info::NodeInfo;
 pub use load::{Load, LoadGuard};
 pub use outlier::{Outlier, OutlierConfig, OutlierConfigError};
 
 use std::sync::{
-    Arc, Mutex,
+    Arc,
     atomic::{AtomicBool, Ordering},
 };
 
-use hyper::client::conn::http2::SendRequest;
-use tokio::task::AbortHandle;
-use tonic::body::Body;
-
-use crate::lock::{get_mut, lock};
-use crate::{
-    client::{
-        Connector,
-        pool::{ConnectError, NodeConn},
-    },
-    registry::Node,
-    tls::ClientTls,
-};
+use crate::registry::Node;
 
 /// One node of a service as the client sees it: its registry record, the version of the
-/// service it serves, its load, health and outlier state, and its connection.
+/// service it serves, its load, health and outlier state.
 ///
 /// Handles are shared by every call to the node and live as long as the node stays in the
 /// registry.
@@ -37,46 +30,18 @@ pub struct NodeHandle {
     load: Load,
     outlier: Outlier,
     serving: AtomicBool,
-    pub(crate) conn: NodeConn,
-    /// The task watching the node's health over its current connection.
-    health_watch: Mutex<Option<AbortHandle>>,
 }
 
 impl NodeHandle {
-    /// A handle for `node` of a service at `version`, not yet connected.
+    /// A handle for `node` of a service at `version`: no load, serving, not ejected.
     pub fn new(node: Node, version: impl Into<String>) -> Self {
-        let node = Arc::new(node);
         Self {
-            conn: NodeConn::new(Arc::clone(&node)),
-            node,
+            node: Arc::new(node),
             version: version.into(),
             load: Load::new(),
             outlier: Outlier::new(),
             serving: AtomicBool::new(true),
-            health_watch: Mutex::new(None),
         }
-    }
-
-    /// A sender on the node's connection, connecting first if needed. Each new connection
-    /// gets a health watch, so NOT_SERVING takes the node out of the picks at once.
-    pub(crate) async fn sender(
-        self: &Arc<Self>,
-        connector: &dyn Connector,
-        tls: Option<&ClientTls>,
-    ) -> Result<SendRequest<Body>, ConnectError> {
-        let (sender, fresh) = self.conn.sender(connector, tls).await?;
-        if fresh {
-            let task = tokio::spawn(crate::client::watch_health(
-                Arc::downgrade(self),
-                sender.clone(),
-                self.conn.authority.clone(),
-            ));
-            let previous = lock(&self.health_watch).replace(task.abort_handle());
-            if let Some(previous) = previous {
-                previous.abort();
-            }
-        }
-        Ok(sender)
     }
 
     /// The node's registry record.
@@ -122,16 +87,6 @@ impl NodeHandle {
     /// Records what the node's health service said; returns whether that changed anything.
     pub(crate) fn set_serving(&self, serving: bool) -> bool {
         self.serving.swap(serving, Ordering::Relaxed) != serving
-    }
-}
-
-impl Drop for NodeHandle {
-    fn drop(&mut self) {
-        // The watch holds a sender, which would keep the connection open.
-        let watch = get_mut(&mut self.health_watch).take();
-        if let Some(watch) = watch {
-            watch.abort();
-        }
     }
 }
 
