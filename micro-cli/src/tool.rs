@@ -5,14 +5,13 @@ use std::{
     collections::{BTreeMap, HashSet},
     fmt,
     io::{Read, Write},
-    sync::Arc,
     time::Duration,
 };
 
 use futures_util::StreamExt;
 use micro_core::{
-    Client, Registry,
-    registry::{self, MemoryRegistry, RegisterOptions, Service as Record, SharedRegistry},
+    Client,
+    registry::{self, Service as Record, SharedRegistry},
 };
 use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor};
 use serde_json::json;
@@ -672,7 +671,7 @@ pub(crate) async fn health(args: ServiceArgs) -> Result<(), ToolError> {
     }
 }
 
-/// The serving status of one node: a client whose registry holds that node alone.
+/// The serving status of one node: a client built on that node alone (a static channel).
 async fn check_node(
     service: &str,
     record: &Record,
@@ -680,24 +679,14 @@ async fn check_node(
     timeout: Duration,
     tls: Option<&micro_core::tls::ClientTls>,
 ) -> Result<&'static str, Status> {
-    let registry = MemoryRegistry::new();
-    let only = Record {
+    let mut builder = Client::builder().timeout(timeout).static_service(Record {
         nodes: vec![node.clone()],
         ..record.clone()
-    };
-    registry
-        .register(&only, RegisterOptions::default())
-        .await
-        .map_err(|err| Status::internal(err.to_string()))?;
-    let mut builder = Client::builder()
-        .registry(Arc::new(registry))
-        .timeout(timeout);
+    });
     if let Some(tls) = tls {
         builder = builder.tls(tls.clone());
     }
-    let client = builder
-        .build()
-        .map_err(|err| Status::internal(err.to_string()))?;
+    let client = builder.build_static();
     let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel(service));
     let reply = health
         .check(tonic_health::pb::HealthCheckRequest {
