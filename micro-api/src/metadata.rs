@@ -9,7 +9,7 @@ use tonic::metadata::{
     MetadataMap,
 };
 
-use super::{error::ApiError, gateway::Peer};
+use super::{error::ApiError, state::Peer};
 
 /// The metadata telling a service the client's IP address.
 pub(crate) const FORWARDED_FOR: &str = "x-forwarded-for";
