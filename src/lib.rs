@@ -121,6 +121,11 @@ pub use micro_core::{
     Service, ServiceBuilder, ServiceError, balance, broker, client, context, middleware, registry,
     selector, service, tls, transport,
 };
+/// The leaf utilities of micro-core, for services, tools and tests alike: [`duration`] and
+/// [`size`] (the one parser for durations and byte sizes written by people), [`lock`] (locks
+/// that recover from poisoning), [`node`] (what selectors see), [`io`] (boxed connections),
+/// [`engine`] (the URL-scheme table that picks registry, store, sync and broker engines).
+pub use micro_core::{duration, engine, io, lock, node, size};
 
 #[cfg(feature = "auth")]
 pub use micro_core::auth;

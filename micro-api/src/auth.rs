@@ -14,7 +14,7 @@ pub(crate) const EVENT_SERVICE: &str = "micro.event";
 /// method of the event service that publishes too.
 pub(crate) const EVENT_PATH: &str = "/micro.event.v1.Event/Publish";
 /// The registered name of the gateway's own endpoints (`GET /openapi.json`).
-pub(crate) const GATEWAY_SERVICE: &str = super::gateway::GATEWAY_NAME;
+pub(crate) const GATEWAY_SERVICE: &str = super::state::GATEWAY_NAME;
 /// The gRPC path `GET /openapi.json` is decided as when it is not public: the endpoint
 /// `Gateway.OpenAPI`.
 pub(crate) const OPENAPI_PATH: &str = "/micro.api.Gateway/OpenAPI";

@@ -1,6 +1,6 @@
 //! [`Gateway`] and its builder, and serving it over HTTP/1.1 and h2c.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue, Method};
 use hyper_util::{
@@ -18,7 +18,11 @@ use micro_core::{
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use super::{handler, oauth::OAuth, schemas::Schemas};
+use super::{
+    handler,
+    schemas::Schemas,
+    state::{Config, Inner, OAuth, Peer},
+};
 
 /// The call timeout used when a request sets none, and the most one may set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,9 +38,6 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// `grpc-metadata-<key>` ones.
 pub const DEFAULT_HEADERS: [&str; 4] =
     ["authorization", "x-request-id", "traceparent", "tracestate"];
-/// The name the gateway's own endpoints are decided under (`GET /openapi.json` as
-/// `service:micro.api:Gateway.OpenAPI`), and the name to give its [`AuthLayer`].
-pub const GATEWAY_NAME: &str = "micro.api";
 /// How long calls in flight may finish after a shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a served gateway lists the registry to learn new services' REST routes.
@@ -73,37 +74,6 @@ pub enum GatewayError {
 #[derive(Debug, Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
-}
-
-/// What every request handler shares.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) schemas: Schemas,
-    pub(crate) broker: Option<SharedBroker>,
-    pub(crate) config: Config,
-    /// Decides every call when set.
-    pub(crate) auth: Option<AuthLayer>,
-    /// The OAuth2 token endpoint and the JWKS, through the auth service.
-    pub(crate) oauth: OAuth,
-}
-
-/// The TCP peer of a request's connection, put in its extensions by [`Gateway::serve`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub(crate) SocketAddr);
-
-/// The gateway's settings.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) timeout: Duration,
-    pub(crate) max_body: usize,
-    pub(crate) max_header_size: usize,
-    pub(crate) header_read_timeout: Duration,
-    pub(crate) body_read_timeout: Duration,
-    pub(crate) headers: Vec<HeaderName>,
-    pub(crate) cors_origins: Vec<String>,
-    pub(crate) title: String,
-    pub(crate) public_openapi: bool,
-    pub(crate) connections: ConnectionConfig,
 }
 
 /// Configures a [`Gateway`]. Made by [`Gateway::builder`].

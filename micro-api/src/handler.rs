@@ -20,10 +20,10 @@ use tonic::{Code, Status, codec::Streaming, metadata::MetadataMap};
 use super::{
     auth,
     error::ApiError,
-    gateway::{Inner, Peer},
     metadata, oauth, openapi,
     rest::{RestMatch, Route},
     schemas::{Entry, Method},
+    state::{Inner, Peer},
 };
 use crate::dynamic::{self, DynamicCodec};
 

@@ -60,11 +60,13 @@ pub(crate) mod openapi;
 #[allow(dead_code)]
 pub(crate) mod rest;
 mod schemas;
+mod state;
 
 pub use gateway::{
     DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HEADERS, DEFAULT_MAX_BODY,
-    DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUT, GATEWAY_NAME, Gateway, GatewayBuilder, GatewayError,
+    DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUT, Gateway, GatewayBuilder, GatewayError,
 };
+pub use state::GATEWAY_NAME;
 
 use prost_reflect::{DescriptorPool, ServiceDescriptor};
 

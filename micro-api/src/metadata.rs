@@ -9,7 +9,7 @@ use tonic::metadata::{
     MetadataMap,
 };
 
-use super::{error::ApiError, gateway::Peer};
+use super::{error::ApiError, state::Peer};
 
 /// The metadata telling a service the client's IP address.
 pub(crate) const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -118,12 +118,16 @@ pub(crate) fn reply_headers(metadata: &MetadataMap, allowed: &[HeaderName], into
 /// either. A value that does not parse is the client's mistake (400).
 pub(crate) fn timeout(headers: &HeaderMap, max: Duration) -> Result<Duration, ApiError> {
     let asked = if let Some(value) = headers.get(TIMEOUT_HEADER) {
-        Some(parse_duration(value.as_bytes()).ok_or_else(|| {
+        let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
             ApiError::invalid(format!(
-                "header {TIMEOUT_HEADER}: {:?} is not a duration such as 250ms, 2s or 1m",
+                "header {TIMEOUT_HEADER}: {:?} is not a duration: it is not UTF-8",
                 String::from_utf8_lossy(value.as_bytes())
             ))
-        })?)
+        })?;
+        Some(
+            micro_core::duration::parse(text)
+                .map_err(|err| ApiError::invalid(format!("header {TIMEOUT_HEADER}: {err}")))?,
+        )
     } else if let Some(value) = headers.get(GRPC_TIMEOUT) {
         Some(parse_grpc_timeout(value.as_bytes()).ok_or_else(|| {
             ApiError::invalid(format!(
@@ -135,24 +139,6 @@ pub(crate) fn timeout(headers: &HeaderMap, max: Duration) -> Result<Duration, Ap
         None
     };
     Ok(asked.map_or(max, |asked| asked.min(max)))
-}
-
-/// `250ms`, `2s`, `1.5s`, `1m`, `1h`, `100us`: a positive duration with a unit.
-pub(crate) fn parse_duration(text: &[u8]) -> Option<Duration> {
-    let text = std::str::from_utf8(text).ok()?.trim();
-    let at = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-    let (number, unit) = text.split_at(at);
-    let value: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "us" | "µs" => value / 1e6,
-        "ms" => value / 1e3,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return None,
-    };
-    (seconds.is_finite() && seconds > 0.0 && seconds < 1e9)
-        .then(|| Duration::from_secs_f64(seconds))
 }
 
 /// gRPC's format: 1 to 8 digits and a unit, `H M S m u n`.
@@ -244,12 +230,36 @@ mod tests {
             Duration::from_secs(60).min(max)
         );
         assert_eq!(with(TIMEOUT_HEADER, "1h").unwrap(), max);
+        assert_eq!(with(TIMEOUT_HEADER, "1d").unwrap(), max);
+        assert_eq!(
+            with(TIMEOUT_HEADER, "1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            with(TIMEOUT_HEADER, "100us").unwrap(),
+            Duration::from_micros(100)
+        );
+        // A number alone is seconds, as everywhere else micro reads a duration.
+        assert_eq!(with(TIMEOUT_HEADER, "5").unwrap(), Duration::from_secs(5));
+        let mut micro = HeaderMap::new();
+        micro.insert(
+            TIMEOUT_HEADER,
+            HeaderValue::from_bytes("250µs".as_bytes()).unwrap(),
+        );
+        assert_eq!(timeout(&micro, max).unwrap(), Duration::from_micros(250));
+        let err = with(TIMEOUT_HEADER, "3w").unwrap_err().to_string();
+        assert!(
+            err.contains("x-micro-timeout")
+                && err.contains("\"3w\"")
+                && err.contains("unknown unit"),
+            "{err}"
+        );
         assert_eq!(
             with(GRPC_TIMEOUT, "250m").unwrap(),
             Duration::from_millis(250)
         );
         assert_eq!(with(GRPC_TIMEOUT, "2S").unwrap(), Duration::from_secs(2));
-        for bad in ["abc", "5", "-1s", "0s", "1y", ""] {
+        for bad in ["abc", "-1s", "0s", "1y", "", "1h30"] {
             assert!(with(TIMEOUT_HEADER, bad).is_err(), "{bad}");
         }
         for bad in ["250", "m", "123456789m", "0m", "1x"] {

@@ -12,49 +12,25 @@ use axum::{
 use bytes::Bytes;
 use http::{HeaderValue, Method as HttpMethod, StatusCode, header, request::Parts};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use micro_core::{Channel, Client};
-use micro_platform::proto::auth::v1::{JwksRequest, TokenResponse, auth_client::AuthClient};
-use tokio::{sync::Mutex, time::Instant};
+use micro_platform::proto::auth::v1::{JwksRequest, TokenResponse};
+use tokio::time::Instant;
 use tonic::Code;
 
 use self::form::{Grant, OAuthError, TokenForm};
 use super::{
     error::ApiError,
-    gateway::{Inner, Peer},
     metadata,
+    state::{AUTH_SERVICE, Inner, Peer},
 };
 
 /// The token endpoint.
 pub(crate) const TOKEN_PATH: &str = "/oauth/token";
 /// The JWK Set of the auth service.
 pub(crate) const JWKS_PATH: &str = "/.well-known/jwks.json";
-/// The registered name of the auth service.
-pub(crate) const AUTH_SERVICE: &str = "micro.auth";
 /// The largest token request body accepted (16 KiB): a form of a few short fields.
 pub(crate) const MAX_FORM: usize = 16 * 1024;
 /// How long a fetched JWK Set is served before it is fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(5);
-
-/// The auth service's client and the cached JWK Set.
-#[derive(Debug)]
-pub(crate) struct OAuth {
-    client: AuthClient<Channel>,
-    timeout: Duration,
-    /// The last JWK Set and when it was fetched; held while fetching (single flight).
-    jwks: Mutex<Option<(Instant, Bytes)>>,
-}
-
-// === impl OAuth ===
-
-impl OAuth {
-    pub(crate) fn new(client: &Client, timeout: Duration) -> Self {
-        Self {
-            client: AuthClient::new(client.channel(AUTH_SERVICE)),
-            timeout,
-            jwks: Mutex::new(None),
-        }
-    }
-}
 
 /// `POST /oauth/token`.
 pub(crate) async fn token(inner: &Inner, parts: &Parts, body: Body) -> Response {

@@ -180,11 +180,11 @@ pub(crate) struct GatewayArgs {
     timeout: Duration,
 
     /// Largest request body in bytes (`K`/`M` suffixes: 4M = 4 MiB)
-    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = micro_core::size::parse)]
     max_body: usize,
 
     /// Largest request head (request line and headers) in bytes; larger get 431
-    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = micro_core::size::parse)]
     max_header_size: usize,
 
     /// How long a client may take to send its request head
@@ -239,28 +239,6 @@ impl GatewayArgs {
         }
         Ok(builder)
     }
-}
-
-/// `4194304`, `4M`, `64K`, `4MiB`.
-fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(at);
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size such as 4M, 64K or 1048576"))?;
-    let factor = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use K or M")),
-    };
-    number
-        .checked_mul(factor)
-        .filter(|size| *size > 0)
-        .ok_or_else(|| format!("{text:?}: the size must be positive and fit in memory"))
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.

@@ -267,6 +267,41 @@ async fn kv_put_get_list_delete_round_trip() {
     server.stop().await;
 }
 
+/// `--ttl 1h`, copied from the README, is an hour: the flag uses micro's one duration parser,
+/// the one behind `MICRO_REGISTER_TTL=1h` and a `1h` in config (tested in micro-core's
+/// `service::env`). It used to fail with `unknown unit "h"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_put_ttl_takes_hours_days_and_names_a_bad_unit() {
+    let server = Server::start().await;
+    let ns = ["--database", "clitest", "--table", "ttl"];
+    for (key, ttl, want_ms) in [("hour", "1h", 3_600_000), ("day", "1d", 86_400_000)] {
+        let mut args = vec!["kv", "put", key, "v", "--ttl", ttl];
+        args.extend_from_slice(&ns);
+        let (code, _, err) = server.micro(&args, None).await;
+        assert_eq!(code, 0, "--ttl {ttl}: stderr: {err}");
+        let mut args = vec!["kv", "get", key, "--output", "json"];
+        args.extend_from_slice(&ns);
+        let (code, out, err) = server.micro(&args, None).await;
+        assert_eq!(code, 0, "stderr: {err}");
+        let record: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let left = record["expiry"]["ttl_ms"].as_u64().expect("a TTL");
+        // Above the next smaller unit's worth: an hour is not read as a minute.
+        assert!(
+            left > want_ms - 60_000 && left <= want_ms,
+            "--ttl {ttl}: ttl_ms {left}"
+        );
+    }
+    let mut args = vec!["kv", "put", "week", "v", "--ttl", "3w"];
+    args.extend_from_slice(&ns);
+    let (code, _, err) = server.micro(&args, None).await;
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(
+        err.contains("\"3w\"") && err.contains("unknown unit \"w\""),
+        "stderr: {err}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_set_get_delete_and_watch() {
     let server = Server::start().await;

@@ -38,10 +38,7 @@ impl RecordingConnector {
 
     /// Every attempt so far, oldest first.
     pub fn attempts(&self) -> Vec<ConnectAttempt> {
-        self.attempts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        micro::lock::lock(&self.attempts).clone()
     }
 
     /// The attempts to `address` that started after `after`.
@@ -61,14 +58,11 @@ impl Connector for RecordingConnector {
         let at = Instant::now();
         Box::pin(async move {
             let result = connect.await;
-            attempts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(ConnectAttempt {
-                    address,
-                    at,
-                    connected: result.is_ok(),
-                });
+            micro::lock::lock(&attempts).push(ConnectAttempt {
+                address,
+                at,
+                connected: result.is_ok(),
+            });
             result
         })
     }

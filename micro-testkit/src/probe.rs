@@ -122,11 +122,7 @@ impl Probe {
 
     fn execute(&self, id: &str) -> u32 {
         let executions = {
-            let mut executions = self
-                .inner
-                .executions
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut executions = micro::lock::lock(&self.inner.executions);
             let count = executions.entry(id.to_owned()).or_insert(0);
             *count += 1;
             *count
@@ -135,9 +131,7 @@ impl Probe {
             self.inner.duplicates.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(journal) = &self.inner.journal {
-            let mut journal = journal
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut journal = micro::lock::lock(journal);
             // One write per line: O_APPEND keeps lines of concurrent nodes whole.
             if let Err(err) = journal.write_all(format!("{id}\n").as_bytes()) {
                 tracing::error!(error = %err, "cannot write the Count journal");

@@ -205,10 +205,7 @@ impl Proc {
 
     /// The last lines the child printed, stdout and stderr, oldest first.
     pub fn output(&self) -> String {
-        let output = self
-            .output
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let output = micro::lock::lock(&self.output);
         let lines: Vec<&str> = output.iter().map(String::as_str).collect();
         format!("--- output of {} ---\n{}", self.name, lines.join("\n"))
     }
@@ -224,9 +221,7 @@ impl fmt::Debug for Proc {
 }
 
 fn keep(output: &Mutex<VecDeque<String>>, line: String) {
-    let mut output = output
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut output = micro::lock::lock(output);
     if output.len() == KEPT_LINES {
         output.pop_front();
     }

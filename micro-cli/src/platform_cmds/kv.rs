@@ -5,12 +5,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use base64::{Engine as _, prelude::BASE64_STANDARD};
 use bytes::Bytes;
 use micro_core::store::{self, Condition, ListOptions, Namespace, Put, SharedStore, StoreError};
 use micro_platform::kv::KvClient;
 use serde_json::json;
 
-use super::{SERVICE_URL, base64};
+use super::SERVICE_URL;
 use crate::tool::{self, ClientArgs, Context, Output, ToolError, outln};
 
 /// Flags of `micro kv`.
@@ -177,7 +178,7 @@ async fn kv_get(args: KvKeyArgs) -> Result<(), ToolError> {
         Output::Json => {
             let (value, encoding) = match std::str::from_utf8(&record.value) {
                 Ok(text) => (text.to_owned(), "utf-8"),
-                Err(_) => (base64(&record.value), "base64"),
+                Err(_) => (BASE64_STANDARD.encode(&record.value), "base64"),
             };
             let expiry = record.ttl.map(|ttl| {
                 // The TTL comes from the store: a huge one must not overflow the clock.

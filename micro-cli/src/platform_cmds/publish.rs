@@ -1,6 +1,7 @@
 //! `micro publish` and `micro subscribe`: messages through the event service or any
 //! broker.
 
+use base64::{Engine as _, prelude::BASE64_STANDARD};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use micro_core::broker::{self, BrokerError, Message, SharedBroker, SubscribeOptions};
@@ -9,7 +10,6 @@ use serde_json::json;
 use tonic::{Code, Status};
 
 use super::SERVICE_URL;
-use super::base64;
 use crate::tool::{self, ClientArgs, Context, Output, ToolError, outln};
 
 /// Flags of `micro publish`.
@@ -204,7 +204,7 @@ pub(crate) async fn subscribe(args: SubscribeArgs) -> Result<(), ToolError> {
                 let body = match std::str::from_utf8(body) {
                     Ok(text) => serde_json::from_str::<serde_json::Value>(text)
                         .unwrap_or_else(|_| json!(text)),
-                    Err(_) => json!({"base64": base64(body)}),
+                    Err(_) => json!({"base64": BASE64_STANDARD.encode(body)}),
                 };
                 outln!(
                     "{}",

@@ -33,13 +33,16 @@ pub(super) fn duration(var: &'static str) -> Result<Option<Duration>, ServiceErr
     let Some(value) = string(var)? else {
         return Ok(None);
     };
-    crate::duration::parse(&value)
-        .map(Some)
-        .map_err(|err| ServiceError::InvalidEnv {
-            var,
-            value,
-            reason: err.to_string(),
-        })
+    duration_value(var, value).map(Some)
+}
+
+/// `value`, the text of `var`, read with [`crate::duration::parse`].
+fn duration_value(var: &'static str, value: String) -> Result<Duration, ServiceError> {
+    crate::duration::parse(&value).map_err(|err| ServiceError::InvalidEnv {
+        var,
+        value,
+        reason: err.to_string(),
+    })
 }
 
 /// `Some(None)` for `off`, `Some(Some(bytes))` for a size, `None` when unset.
@@ -57,4 +60,51 @@ pub(super) fn budget(var: &'static str) -> Result<Option<Option<usize>>, Service
             value,
             reason: err.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// `MICRO_REGISTER_TTL=1h` and a `1h` in a config file are both an hour (the `micro` CLI's
+    /// `--ttl 1h` is tested in micro-cli's tests/platform_cli.rs): one parser reads all three.
+    #[tokio::test]
+    async fn one_hour_reads_the_same_from_the_environment_and_config() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            duration_value(REGISTER_TTL_ENV, "1h".to_owned()).unwrap(),
+            hour
+        );
+        assert_eq!(
+            duration_value(REGISTER_TTL_ENV, "1d".to_owned()).unwrap(),
+            hour * 24
+        );
+        let err = duration_value(REGISTER_TTL_ENV, "3w".to_owned()).unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains(REGISTER_TTL_ENV) && err.contains("unknown unit \"w\""),
+            "{err}"
+        );
+
+        #[cfg(feature = "config")]
+        {
+            #[derive(serde::Deserialize)]
+            struct Registration {
+                #[serde(deserialize_with = "crate::duration::deserialize")]
+                ttl: Duration,
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("service.toml");
+            std::fs::write(&path, "[registration]\nttl = \"1h\"\n").unwrap();
+            let config = crate::config::Config::builder()
+                .file(&path)
+                .build()
+                .await
+                .unwrap();
+            let registration: Registration = config.get("registration").unwrap();
+            assert_eq!(registration.ttl, hour);
+        }
+    }
 }
