@@ -47,6 +47,24 @@ pub fn example_bin(name: &str) -> PathBuf {
     path
 }
 
+/// The path of one of micro-testkit's fixture binaries (`greeter-fixture`). Binaries of
+/// another package are not in `CARGO_BIN_EXE_*`; cargo puts them in `target/<profile>/`.
+pub fn fixture_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current test binary");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build micro-testkit's binaries first (cargo build --workspace --all-targets, which scripts/test does)",
+        path.display()
+    );
+    path
+}
+
 /// A child process that is killed and reaped when dropped, also when a test panics.
 pub struct Proc {
     pub name: String,
