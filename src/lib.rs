@@ -11,37 +11,16 @@
 //!
 //! ```no_run
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     micro_codegen::compile_protos(&["proto/greeter/v1/greeter.proto"], &["proto"])?;
+//!     micro_codegen::compile_protos(&["proto/helloworld/v1/helloworld.proto"], &["proto"])?;
 //!     Ok(())
 //! }
 //! ```
 //!
-//! The server:
+//! The server, `examples/hello/main.rs` (built by CI as the example `hello`; the README
+//! shows the same file):
 //!
 //! ```ignore
-//! use micro::Service;
-//! use tonic::{Request, Response, Status};
-//!
-//! mod pb {
-//!     micro::include_proto!("greeter.v1");
-//! }
-//! use pb::{greeter_server::{Greeter, GreeterServer}, HelloReply, HelloRequest};
-//!
-//! struct Hello;
-//!
-//! #[tonic::async_trait]
-//! impl Greeter for Hello {
-//!     async fn say_hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
-//!         let message = format!("Hello, {}!", req.into_inner().name);
-//!         Ok(Response::new(HelloReply { message }))
-//!     }
-//! }
-//!
-//! #[tokio::main]
-//! async fn main() -> Result<(), micro::ServiceError> {
-//!     micro::install(); // lets MICRO_REGISTRY name the engines compiled in (etcd://…)
-//!     Service::builder("greeter").add_service(GreeterServer::new(Hello)).run().await
-//! }
+#![doc = include_str!("../examples/hello/main.rs")]
 //! ```
 //!
 //! A client, in another process:

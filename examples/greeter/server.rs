@@ -33,8 +33,6 @@ impl Greeter for Hello {
         &self,
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
-        // The caller's request id comes back on the reply, for tracing a call end to end.
-        let request_id = request.metadata().get("x-request-id").cloned();
         let request = request.into_inner();
         let name = checked_name(&request.name)?;
         if request.delay_ms > MAX_DELAY_MS {
@@ -46,13 +44,9 @@ impl Greeter for Hello {
         if request.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(request.delay_ms.into())).await;
         }
-        let mut reply = Response::new(HelloReply {
+        Ok(Response::new(HelloReply {
             message: format!("Hello, {name}!"),
-        });
-        if let Some(id) = request_id {
-            reply.metadata_mut().insert("x-request-id", id);
-        }
-        Ok(reply)
+        }))
     }
 
     type StreamHellosStream = Pin<Box<dyn Stream<Item = Result<HelloReply, Status>> + Send>>;

@@ -1,5 +1,6 @@
-//! The HTTP API gateway against real processes: a greeter-server and `micro api` (or
-//! `micro server` with its gateway), over HTTP on loopback.
+//! The HTTP API gateway against real processes: the greeter fixture (micro-testkit's
+//! `greeter-fixture`, which echoes `x-request-id`) and `micro api` (or `micro server` with
+//! its gateway), over HTTP on loopback.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use support::{
-    Proc, RegistryDir, example_bin,
+    Proc, RegistryDir, fixture_bin,
     http::{CALL_TIMEOUT, Http, Reply},
     server::{MicroServer, start_micro_api},
 };
@@ -53,7 +54,7 @@ fn assert_error_shape(reply: &Reply) {
     assert!(body["details"].is_array(), "{body}");
 }
 
-/// A greeter-server and `micro api` on one private registry.
+/// The greeter fixture and `micro api` on one private registry.
 struct Setup {
     registry: RegistryDir,
     http: Http,
@@ -65,7 +66,7 @@ impl Setup {
     async fn start(extra: &[&str]) -> Self {
         let registry = RegistryDir::new();
         let mut greeter = Proc::spawn(
-            &example_bin("greeter-server"),
+            &fixture_bin("greeter-fixture"),
             &[],
             &[("MICRO_REGISTRY", &registry.url)],
         );

@@ -1,13 +1,14 @@
-//! The `micro` client commands against a real greeter-server process: `services`,
-//! `describe`, `call` (unary, server-streaming, bad input, unknown names) and `health`.
+//! The `micro` client commands against a real greeter process (micro-testkit's
+//! `greeter-fixture`): `services`, `describe`, `call` (unary, server-streaming, bad input,
+//! unknown names) and `health`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use support::{Proc, RegistryDir, example_bin, server::run_micro};
+use support::{Proc, RegistryDir, fixture_bin, server::run_micro};
 
-/// A greeter-server registered in a private registry.
+/// The greeter fixture registered in a private registry.
 struct Greeter {
     registry: RegistryDir,
     _server: Proc,
@@ -17,7 +18,7 @@ impl Greeter {
     async fn start() -> Self {
         let registry = RegistryDir::new();
         let mut server = Proc::spawn(
-            &example_bin("greeter-server"),
+            &fixture_bin("greeter-fixture"),
             &[],
             &[("MICRO_REGISTRY", &registry.url)],
         );

@@ -149,7 +149,7 @@ async fn micro_server_under_1024_files_serves_calls_past_1100_silent_connections
     // This process holds 2,200 sockets.
     micro::transport::raise_nofile_limit().unwrap();
     let server = MicroServer::builder().api().nofile(1024).start().await;
-    assert_eq!(nofile_of(server.process.pid()), "1024 1024");
+    assert_eq!(nofile_of(server.process.pid().as_raw()), "1024 1024");
     let ns = Namespace::new("conn", "flood").unwrap();
     let http = Http::to(server.api_addr());
 

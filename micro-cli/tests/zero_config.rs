@@ -63,9 +63,9 @@ async fn idle_processes_use_no_cpu() {
     assert!(first.starts_with("ok "), "{first}");
 
     let processes = [
-        ("micro server", server.process.pid()),
-        ("greeter-server", greeter.pid()),
-        ("greeter-client", client.pid()),
+        ("micro server", server.process.pid().as_raw()),
+        ("greeter-server", greeter.pid().as_raw()),
+        ("greeter-client", client.pid().as_raw()),
     ];
     // Past startup's own work (schema preloading, first lookups).
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -244,7 +244,7 @@ async fn hostile_registry_entries_never_hang_the_platform() {
         let services = result.expect("ListServices");
         assert!(services.iter().any(|s| s.name == "micro.kv"));
     }
-    let (threads, rss) = threads_and_rss(server.process.pid());
+    let (threads, rss) = threads_and_rss(server.process.pid().as_raw());
     assert!(threads < 64, "micro server has {threads} threads");
     assert!(rss < 512 << 20, "micro server holds {} MB", rss >> 20);
 

@@ -23,6 +23,7 @@
 //! ```
 
 mod binary;
+pub mod child;
 mod etcd;
 mod memcached;
 mod nats;
