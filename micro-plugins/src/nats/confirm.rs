@@ -31,8 +31,8 @@ use tokio::{
 const CONFIRM_PACE: Duration = Duration::from_millis(1);
 
 use super::{
-    core::{Deadline, hand_over, ready_or_deadline, sent},
     error::{backend, backend_msg},
+    handover::{Deadline, hand_over, ready_or_deadline, sent},
 };
 
 /// Publishes a token on a private subject and waits to receive it back; see the module

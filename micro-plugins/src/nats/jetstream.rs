@@ -21,8 +21,9 @@ use tokio::time::timeout_at;
 
 use super::{
     DELIVERY_COUNT_HEADER, MESSAGE_ID_HEADER, STREAM_SEQ_HEADER,
-    core::{Deadline, NatsBroker},
+    core::NatsBroker,
     error::{backend, backend_boxed, backend_msg},
+    handover::Deadline,
     wire::{from_nats, header_value},
 };
 

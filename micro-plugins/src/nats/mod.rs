@@ -129,6 +129,7 @@ mod builder;
 mod confirm;
 mod core;
 mod error;
+mod handover;
 mod jetstream;
 mod url;
 mod wire;
