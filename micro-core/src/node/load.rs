@@ -6,6 +6,13 @@
 //! with weight `1 - exp(-elapsed / decay)` (so a node that recovers wins traffic back over
 //! about `decay`). Reads decay the estimate towards zero by the same rule, so a node that was
 //! slow and then got no traffic is tried again instead of being shunned forever.
+//!
+//! A node that stops answering gives no samples, so the estimate alone would call it fast
+//! (and decay towards zero). The cost therefore also weighs the *age* of the node's
+//! outstanding calls: the mean time its timed calls (those of [`Load::guard`]) have been
+//! waiting. A healthy node's outstanding calls are younger than its latency, so the age
+//! changes nothing there; a hung node's grows with the wait of its oldest call, and after a
+//! few times the usual latency the node loses every comparison.
 
 use std::{
     fmt,
@@ -44,6 +51,11 @@ const NO_SAMPLE: u64 = u64::MAX;
 /// ```
 pub struct Load {
     in_flight: AtomicUsize,
+    // Calls counted by a guard, and the sum of their start times (nanoseconds since
+    // `epoch`): their mean age is `now - sum / timed`. The two are separate atomics, so a
+    // read racing a call's start or end can misjudge one pick; it never drifts.
+    timed: AtomicUsize,
+    start_sum_ns: AtomicU64,
     // Mirrors of `ewma` for lock-free reads: nanoseconds, and nanoseconds since `epoch`.
     estimate_ns: AtomicU64,
     updated_ns: AtomicU64,
@@ -60,6 +72,7 @@ pub struct Load {
 pub struct LoadGuard<'a> {
     load: &'a Load,
     started: Instant,
+    started_ns: u64,
 }
 
 #[derive(Debug)]
@@ -99,6 +112,8 @@ impl Load {
         let epoch = Instant::now();
         Self {
             in_flight: AtomicUsize::new(0),
+            timed: AtomicUsize::new(0),
+            start_sum_ns: AtomicU64::new(0),
             estimate_ns: AtomicU64::new(NO_SAMPLE),
             updated_ns: AtomicU64::new(0),
             ewma: Mutex::new(Ewma {
@@ -133,19 +148,22 @@ impl Load {
     /// read the clock.
     pub fn guard_at(&self, now: Instant) -> LoadGuard<'_> {
         self.begin();
+        let started_ns = self.since_epoch(now);
+        // The sum first, the count second (and the reverse at the end): a racing read then
+        // sees the mean start too late, never too early, so it can only underrate an age.
+        self.start_sum_ns.fetch_add(started_ns, Ordering::Relaxed);
+        self.timed.fetch_add(1, Ordering::Relaxed);
         LoadGuard {
             load: self,
             started: now,
+            started_ns,
         }
     }
 
-    /// Counts a call as in flight until the guard is dropped.
+    /// Counts a call as in flight until the guard is dropped; its wait counts towards
+    /// [`age`](Self::age_at) until then.
     pub fn guard(&self) -> LoadGuard<'_> {
-        self.begin();
-        LoadGuard {
-            load: self,
-            started: Instant::now(),
-        }
+        self.guard_at(Instant::now())
     }
 
     /// Calls in flight now.
@@ -161,8 +179,24 @@ impl Load {
         }
     }
 
+    /// The mean time the calls counted by a [`guard`](Self::guard) have been outstanding
+    /// at `now`; zero when there are none.
+    ///
+    /// It grows with the wait of the oldest outstanding call: a node that stopped answering
+    /// (a hung process, a silent connection) ages here while its latency estimate, fed only
+    /// by answers, stands still.
+    pub fn age_at(&self, now: Instant) -> Duration {
+        let timed = self.timed.load(Ordering::Relaxed) as u64;
+        if timed == 0 {
+            return Duration::ZERO;
+        }
+        let mean_start = self.start_sum_ns.load(Ordering::Relaxed) / timed;
+        Duration::from_nanos(self.since_epoch(now).saturating_sub(mean_start))
+    }
+
     /// The cost of sending one more call here: the latency estimate in nanoseconds, decayed
-    /// to now, times (calls in flight + 1). Lower is better. A node without samples costs
+    /// to now, or the [age](Self::age_at) of the outstanding calls when that is longer,
+    /// times (calls in flight + 1). Lower is better. A node without samples costs
     /// nothing while no call to it is in flight, so every new node gets a first call and a
     /// measurement; then the default RTT ([`Load::DEFAULT_RTT`] unless set) per call until
     /// its first answer.
@@ -183,7 +217,23 @@ impl Load {
                 ns as f64 * (-elapsed / self.decay_ns).exp()
             }
         };
+        let estimate = match in_flight {
+            0 => estimate,
+            _ => estimate.max(nanos(self.age_at(now))),
+        };
         estimate * (in_flight as f64 + 1.0)
+    }
+
+    fn since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Ends the timed part of a guard's call: its start no longer counts towards the age.
+    fn untime(&self, started_ns: u64) {
+        let _ = self
+            .timed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.start_sum_ns.fetch_sub(started_ns, Ordering::Relaxed);
     }
 
     fn observe(&self, now: Instant, rtt: Duration) {
@@ -246,6 +296,7 @@ impl LoadGuard<'_> {
     /// one clock read for the latency and the estimate's age.
     pub fn answered_at(self, now: Instant) {
         let rtt = now.saturating_duration_since(self.started);
+        self.load.untime(self.started_ns);
         // Saturating, so an unpaired `end` cannot wrap the count around.
         let _ = self
             .load
@@ -257,6 +308,7 @@ impl LoadGuard<'_> {
 
     /// Ends the call with an explicit latency, or none.
     pub fn finish(self, rtt: Option<Duration>) {
+        self.load.untime(self.started_ns);
         self.load.end(rtt);
         std::mem::forget(self);
     }
@@ -264,6 +316,7 @@ impl LoadGuard<'_> {
 
 impl Drop for LoadGuard<'_> {
     fn drop(&mut self) {
+        self.load.untime(self.started_ns);
         self.load.end(None);
     }
 }
@@ -381,6 +434,46 @@ mod tests {
         assert!((load.cost() - expected).abs() / expected < 1e-6);
         // The stored estimate only moves with samples.
         assert_eq!(load.latency(), Some(100 * MS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_node_ages_until_it_loses_to_a_slower_one() {
+        let (fast_then_hung, slow) = (Load::new(), Load::new());
+        fast_then_hung.end(Some(MS));
+        slow.end(Some(20 * MS));
+        let slow_cost = || {
+            let _call = slow.guard();
+            slow.cost()
+        };
+        // Answers in 1 ms: cheaper than the 20 ms node even with three calls waiting.
+        let hung: Vec<_> = (0..3).map(|_| fast_then_hung.guard()).collect();
+        assert_eq!(fast_then_hung.age_at(Instant::now()), Duration::ZERO);
+        assert!(fast_then_hung.cost() < slow_cost());
+        // Nothing answers: the calls' age overtakes the (decaying) estimate.
+        tokio::time::advance(40 * MS).await;
+        assert_eq!(fast_then_hung.age_at(Instant::now()), 40 * MS);
+        assert!(fast_then_hung.cost() >= nanos(40 * MS) * 4.0);
+        assert!(fast_then_hung.cost() > slow_cost());
+        // A younger call lowers the mean; ended calls leave it.
+        let young = fast_then_hung.guard();
+        assert_eq!(fast_then_hung.age_at(Instant::now()), 30 * MS);
+        drop(hung);
+        assert_eq!(fast_then_hung.age_at(Instant::now()), Duration::ZERO);
+        young.answered_at(Instant::now());
+        assert_eq!(fast_then_hung.in_flight(), 0);
+        assert_eq!(fast_then_hung.age_at(Instant::now()), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn age_does_not_change_a_healthy_nodes_cost() {
+        let load = Load::new();
+        load.end(Some(10 * MS));
+        let call = load.guard();
+        tokio::time::advance(5 * MS).await;
+        // The age (5 ms) is below the estimate (10 ms, decayed a little): the estimate counts.
+        let estimate = nanos(10 * MS) * (-(5.0 / 300.0f64)).exp();
+        assert!((load.cost() - 2.0 * estimate).abs() < 1.0);
+        call.answered_at(Instant::now());
     }
 
     #[test]
