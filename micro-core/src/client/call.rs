@@ -14,7 +14,7 @@ use super::{
     deadline,
     node::{ClientNode, set_origin},
     resolve::Resolver,
-    retry::{Decision, Outcome, ReplayableRequest, buffer},
+    retry::{Decision, Hedge, Outcome, ReplayableRequest, buffer},
 };
 use crate::selector::{CallInfo, Candidates, NodeFilter, Picks};
 
@@ -26,8 +26,9 @@ const KEY_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(KEY_HEAD
 
 /// What one attempt on one node came to.
 enum Attempt {
-    /// Response headers arrived; `outcome` says whether they carry a retryable status.
-    Answered(Response<Incoming>, Outcome),
+    /// Response headers arrived after the given time; `outcome` says whether they carry a
+    /// retryable status.
+    Answered(Response<Incoming>, Outcome, Duration),
     /// The request never reached the node; it is handed back when it was not consumed.
     NotSent(Option<Request<Body>>, String),
     /// The request was sent and the connection or stream failed: the node may have run it.
@@ -126,20 +127,16 @@ impl Shared {
         core.budget.deposit();
 
         let (first, replay) = buffer(request, core.buffer_limit).await.into_first();
-        let hedge = if core.hedging.is_empty() {
+        // Idempotent methods hedge unless this call says otherwise; one lookup, and none
+        // for a service without hedged methods.
+        let hedge = if set.hedges.is_empty() || options.idempotent == Some(false) {
             None
         } else {
-            core.hedging.get(path).filter(|_| idempotent())
+            set.hedges.get(path)
         };
         if let (Some(replay), Some(hedge)) = (&replay, hedge) {
             return self
-                .hedged(
-                    replay,
-                    &mut order,
-                    hedge.attempts(),
-                    hedge.hedge_delay(),
-                    deadline,
-                )
+                .hedged(&set, first, replay, &mut order, hedge, deadline)
                 .await;
         }
 
@@ -155,7 +152,7 @@ impl Shared {
                 break;
             };
             match self.attempt(&set, node, next, deadline).await {
-                Attempt::Answered(response, outcome) => {
+                Attempt::Answered(response, outcome, _) => {
                     attempts += 1;
                     let retry = outcome != Outcome::Success
                         && core.retry.decide(outcome, idempotent()) == Decision::Retry
@@ -217,57 +214,90 @@ impl Shared {
         true
     }
 
-    /// Races attempts started `delay` apart on different nodes; the first answer that is
-    /// not a retryable failure wins and the others are cancelled (dropped).
-    async fn hedged(
+    /// Races copies of the call on different nodes, each started when the previous ones
+    /// have not answered within the hedge delay (and the budgets grant it) or at once when
+    /// they all failed; the first answer that is not a retryable failure wins and the
+    /// others are cancelled (dropped, which resets their streams).
+    async fn hedged<'a>(
         self: &Arc<Self>,
+        set: &'a NodeSet,
+        first: Request<Body>,
         replay: &ReplayableRequest,
-        order: &mut NodeOrder<'_>,
-        max_attempts: u8,
-        delay: Duration,
+        order: &mut NodeOrder<'a>,
+        hedge: &Hedge,
         deadline: Instant,
     ) -> Result<Response<Incoming>, Status> {
-        let set = self.nodes.load_full();
+        let core = &self.client;
+        core.hedge_budget.deposit();
+        let max_attempts = hedge.policy.attempts();
+        let launch = |node: &'a Arc<ClientNode>, request: Request<Body>| async move {
+            (node, self.attempt(set, node, request, deadline).await)
+        };
+        let Some(node) = order.next() else {
+            return Err(self.no_node_answered(&[]));
+        };
         let mut running = FuturesUnordered::new();
-        let mut started = 0u8;
+        running.push(launch(node, first));
+        let mut started = 1u8;
+        let mut hedge_at = Some(Instant::now() + hedge.delay());
         let mut tried = Vec::new();
         let mut last = None;
         loop {
-            if started < max_attempts
-                && let Some(node) = order.next()
-            {
-                started += 1;
-                let node = Arc::clone(node);
-                let set = Arc::clone(&set);
-                let request = replay.request();
-                running.push(async move {
-                    let attempt = self.attempt(&set, &node, request, deadline).await;
-                    (node, attempt)
-                });
-            }
-            if running.is_empty() {
-                break;
-            }
-            let next = if started < max_attempts {
-                match tokio::time::timeout(delay, running.next()).await {
+            let next = match hedge_at.filter(|_| started < max_attempts) {
+                Some(at) => match tokio::time::timeout_at(at, running.next()).await {
                     Ok(next) => next,
-                    Err(_) => continue,
-                }
-            } else {
-                running.next().await
+                    Err(_) => {
+                        // No answer within the delay: one more copy, if the budgets allow.
+                        hedge_at = None;
+                        if core.hedge_budget.try_withdraw()
+                            && core.budget.try_withdraw()
+                            && let Some(node) = order.next()
+                        {
+                            started += 1;
+                            running.push(launch(node, replay.request()));
+                            hedge_at = Some(Instant::now() + hedge.delay());
+                        }
+                        continue;
+                    }
+                },
+                None => running.next().await,
             };
             let Some((node, attempt)) = next else {
-                continue;
+                break;
             };
-            match attempt {
-                Attempt::Answered(response, outcome) => {
-                    if self.client.retry.decide(outcome, true) != Decision::Retry {
+            let free_retry = match attempt {
+                Attempt::Answered(response, outcome, latency) => {
+                    if outcome == Outcome::Success {
+                        hedge.observe(latency);
+                    }
+                    if core.retry.decide(outcome, true) != Decision::Retry {
                         return Ok(response);
                     }
                     last = Some(response);
+                    false
                 }
-                Attempt::NotSent(_, reason) | Attempt::Failed(reason) => {
+                Attempt::NotSent(_, reason) => {
                     tried.push(format!("{} ({reason})", node.address()));
+                    true
+                }
+                Attempt::Failed(reason) => {
+                    tried.push(format!("{} ({reason})", node.address()));
+                    false
+                }
+            };
+            // Every copy failed: the next goes out at once, like a retry (a copy that never
+            // reached its node costs no attempt and no budget).
+            if running.is_empty() {
+                if free_retry {
+                    started -= 1;
+                }
+                let allowed = started < max_attempts
+                    && Instant::now() < deadline
+                    && (free_retry || core.budget.try_withdraw());
+                if let Some(node) = order.next().filter(|_| allowed) {
+                    started += 1;
+                    running.push(launch(node, replay.request()));
+                    hedge_at = Some(Instant::now() + hedge.delay());
                 }
             }
         }
@@ -287,7 +317,12 @@ impl Shared {
     ) -> Attempt {
         let core = &self.client;
         let mut sender = match node
-            .sender(core.connector.as_ref(), core.tls.as_ref())
+            .sender(
+                core.connector.as_ref(),
+                core.tls.as_ref(),
+                &core.keepalive,
+                &core.outlier,
+            )
             .await
         {
             Ok(sender) => sender,
@@ -320,12 +355,17 @@ impl Shared {
             Ok(response) => {
                 let mut response = response;
                 let outcome = Outcome::of_response(&response);
-                guard.answered_at(Instant::now());
+                let answered = Instant::now();
+                guard.answered_at(answered);
                 self.record(set, node, outcome);
                 response
                     .extensions_mut()
                     .insert(NodeInfo::new(Arc::clone(node.node_arc())));
-                Attempt::Answered(response, outcome)
+                Attempt::Answered(
+                    response,
+                    outcome,
+                    answered.saturating_duration_since(started),
+                )
             }
             Err(mut err) => {
                 let returned = err.take_message();

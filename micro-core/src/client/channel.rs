@@ -1,7 +1,7 @@
 //! [`Channel`]: a tower service that sends gRPC requests to the nodes of a named service.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fmt,
     future::Future,
     pin::Pin,
@@ -23,7 +23,7 @@ use super::{
     deadline::{self, DeadlineBody},
     node::ClientNode,
     resolve::{self, Resolver},
-    retry::Outcome,
+    retry::{Hedge, Outcome},
 };
 use crate::{
     lock::lock,
@@ -93,6 +93,9 @@ pub(super) struct NodeSet {
     /// gRPC paths (`/pkg.Service/Method`) whose `idempotency_level` allows retrying more
     /// than UNAVAILABLE.
     pub(super) idempotent: HashSet<String>,
+    /// The hedged methods by gRPC path: idempotent ones whose policy allows a second copy.
+    /// Each keeps its latency estimate across node-set updates.
+    pub(super) hedges: HashMap<String, Arc<Hedge>>,
 }
 
 /// The core's future: the response body is boxed once, by the channel, after the layers.
@@ -389,8 +392,39 @@ impl Shared {
                 next.clients.push(client);
             }
         }
+        next.hedges = self.hedges(&current, &next.idempotent);
         tracing::debug!(service = %self.service, nodes = next.nodes.len(), "nodes updated");
         self.nodes.store(Arc::new(next));
+    }
+
+    /// The hedged methods among `idempotent` (the registry's) and the client's own
+    /// idempotent methods, keeping the state of those `current` already hedges.
+    fn hedges(
+        &self,
+        current: &NodeSet,
+        idempotent: &HashSet<String>,
+    ) -> HashMap<String, Arc<Hedge>> {
+        let core = &self.client;
+        let Some(default) = core.hedge_default else {
+            return HashMap::new();
+        };
+        idempotent
+            .iter()
+            .chain(&core.idempotent)
+            .filter_map(|path| {
+                let policy = core.hedging.get(path).copied().unwrap_or(default);
+                if !policy.is_enabled() {
+                    return None;
+                }
+                let hedge = current
+                    .hedges
+                    .get(path)
+                    .filter(|hedge| hedge.policy == policy)
+                    .map(Arc::clone)
+                    .unwrap_or_else(|| Arc::new(Hedge::new(policy)));
+                Some((path.clone(), hedge))
+            })
+            .collect()
     }
 
     fn registry_error(&self, err: RegistryError) -> Status {

@@ -28,6 +28,7 @@ pub use connector::{
     BoxIo, ConnectFuture, Connector, DEFAULT_CONNECT_TIMEOUT, FnConnector, Io, TcpConnector,
     connector_fn,
 };
+pub use node::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, KeepAlive};
 pub use options::{CallOptions, RequestExt};
 pub use resolve::AddressError;
 
@@ -48,7 +49,13 @@ use crate::{
     tls::ClientTls,
 };
 use resolve::StaticServices;
-use retry::{DEFAULT_BUFFER_LIMIT, HedgePolicy, RetryBudget, RetryPolicy};
+use retry::{DEFAULT_BUDGET_TTL, DEFAULT_BUFFER_LIMIT, HedgePolicy, RetryBudget, RetryPolicy};
+
+/// Hedged copies allowed per hedged call, as a fraction. Default is 0.05 (5 %).
+pub const DEFAULT_HEDGE_BUDGET_PERCENT: f32 = 0.05;
+
+/// Hedged copies allowed per second regardless of traffic. Default is 2.
+pub const DEFAULT_HEDGE_BUDGET_MIN_PER_SEC: u32 = 2;
 
 /// The timeout of a call that sets none. Default is 30 seconds.
 ///
@@ -83,9 +90,14 @@ pub(crate) struct ClientCore {
     budget: RetryBudget,
     buffer_limit: usize,
     outlier: OutlierConfig,
+    keepalive: KeepAlive,
     filter: Option<NodeFilter>,
-    idempotent: HashSet<String>,
-    hedging: HashMap<String, HedgePolicy>,
+    pub(crate) idempotent: HashSet<String>,
+    /// Policies set per method with `ClientBuilder::hedge`.
+    pub(crate) hedging: HashMap<String, HedgePolicy>,
+    /// The policy of idempotent methods without one of their own; `None`: no hedging.
+    pub(crate) hedge_default: Option<HedgePolicy>,
+    pub(crate) hedge_budget: RetryBudget,
     /// Services whose channels go to fixed nodes instead of the registry.
     statics: StaticServices,
     trace: TraceLayer,
@@ -117,9 +129,12 @@ pub struct ClientBuilder {
     budget: RetryBudget,
     buffer_limit: usize,
     outlier: OutlierConfig,
+    keepalive: KeepAlive,
     filter: Option<NodeFilter>,
     idempotent: HashSet<String>,
     hedging: HashMap<String, HedgePolicy>,
+    hedge_default: Option<HedgePolicy>,
+    hedge_budget: RetryBudget,
     statics: StaticServices,
     default_layers: bool,
 }
@@ -154,9 +169,12 @@ impl Client {
                     budget: builder.budget,
                     buffer_limit: builder.buffer_limit,
                     outlier: builder.outlier,
+                    keepalive: builder.keepalive,
                     filter: builder.filter,
                     idempotent: builder.idempotent,
                     hedging: builder.hedging,
+                    hedge_default: builder.hedge_default,
+                    hedge_budget: builder.hedge_budget,
                     statics: builder.statics,
                     trace: if builder.default_layers {
                         TraceLayer::client()
@@ -186,9 +204,16 @@ impl Client {
             budget: RetryBudget::default(),
             buffer_limit: DEFAULT_BUFFER_LIMIT,
             outlier: OutlierConfig::default(),
+            keepalive: KeepAlive::default(),
             filter: None,
             idempotent: HashSet::new(),
             hedging: HashMap::new(),
+            hedge_default: Some(HedgePolicy::default()),
+            hedge_budget: RetryBudget::new(
+                DEFAULT_BUDGET_TTL,
+                DEFAULT_HEDGE_BUDGET_MIN_PER_SEC,
+                DEFAULT_HEDGE_BUDGET_PERCENT,
+            ),
             statics: HashMap::new(),
             default_layers: true,
         }
@@ -302,6 +327,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Sets the HTTP/2 keepalive that finds connections gone silent while calls wait on
+    /// them (a hung process). Default is [`KeepAlive::default`]: a PING after 1 s without
+    /// a frame while calls are outstanding, answered within 1 s or 10 × the node's latency;
+    /// [`KeepAlive::disabled`] turns it off.
+    pub fn keepalive(mut self, keepalive: KeepAlive) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
     /// Only nodes matching `filter` serve calls (a call's own filter replaces it). Default
     /// is every node.
     pub fn filter(mut self, filter: NodeFilter) -> Self {
@@ -329,10 +363,28 @@ impl ClientBuilder {
         self
     }
 
-    /// Hedges calls to the idempotent method at `path`: further attempts on other nodes
-    /// after `policy`'s delay; the first answer wins. Default is no hedging.
+    /// Sets how calls to the idempotent method at `path` (`/pkg.Service/Method`) are
+    /// hedged: [`HedgePolicy::disabled`] opts it out, [`HedgePolicy::delay`] fixes the wait.
+    /// Default is the client's default policy ([`hedging`](Self::hedging)). Non-idempotent
+    /// methods are never hedged.
     pub fn hedge(mut self, path: impl Into<String>, policy: HedgePolicy) -> Self {
         self.hedging.insert(path.into(), policy);
+        self
+    }
+
+    /// Turns hedging of idempotent methods on (with [`HedgePolicy::default`]: a second copy
+    /// after the method's observed 99th-percentile latency) or off. Methods given a policy
+    /// with [`hedge`](Self::hedge) keep it only while this is on. Default is on.
+    pub fn hedging(mut self, on: bool) -> Self {
+        self.hedge_default = on.then(HedgePolicy::default);
+        self
+    }
+
+    /// Sets the budget hedged copies draw on, besides the [retry
+    /// budget](Self::retry_budget). Default is 5 % of hedged calls plus 2 per second
+    /// ([`DEFAULT_HEDGE_BUDGET_PERCENT`], [`DEFAULT_HEDGE_BUDGET_MIN_PER_SEC`]).
+    pub fn hedge_budget(mut self, budget: RetryBudget) -> Self {
+        self.hedge_budget = budget;
         self
     }
 

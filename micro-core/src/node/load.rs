@@ -236,6 +236,15 @@ impl Load {
         self.start_sum_ns.fetch_sub(started_ns, Ordering::Relaxed);
     }
 
+    /// A censored sample: the latency was at least `rtt`. Raises the estimate like a higher
+    /// sample does; never lowers it.
+    fn observe_at_least(&self, now: Instant, rtt: Duration) {
+        let estimate = self.estimate_ns.load(Ordering::Relaxed);
+        if estimate == NO_SAMPLE || nanos(rtt) > estimate as f64 {
+            self.observe(now, rtt);
+        }
+    }
+
     fn observe(&self, now: Instant, rtt: Duration) {
         let rtt = nanos(rtt);
         let mut ewma = lock(&self.ewma);
@@ -315,9 +324,16 @@ impl LoadGuard<'_> {
 }
 
 impl Drop for LoadGuard<'_> {
+    /// A call dropped before its answer (cancelled: a hedge won, the deadline passed, the
+    /// caller left) waited at least this long: that is a lower bound of the node's latency.
+    /// Without it a node whose calls are always cancelled would never be measured, and
+    /// would look untried (free) forever.
     fn drop(&mut self) {
         self.load.untime(self.started_ns);
+        let now = Instant::now();
         self.load.end(None);
+        self.load
+            .observe_at_least(now, now.saturating_duration_since(self.started));
     }
 }
 
@@ -359,17 +375,23 @@ mod tests {
         assert_eq!(load.latency(), None);
     }
 
-    #[test]
-    fn guard_ends_on_drop() {
+    #[tokio::test(start_paused = true)]
+    async fn guard_ends_on_drop_with_its_wait_as_a_lower_bound() {
         let load = Load::new();
         {
             let _guard = load.guard();
             assert_eq!(load.in_flight(), 1);
+            tokio::time::advance(5 * MS).await;
         }
         assert_eq!(load.in_flight(), 0);
-        assert_eq!(load.latency(), None);
+        assert_eq!(load.latency(), Some(5 * MS), "a cancelled call waited 5 ms");
         load.guard().finish(Some(7 * MS));
         assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.latency(), Some(7 * MS));
+        // A shorter cancelled wait says nothing new: the estimate stays.
+        drop(load.guard());
+        assert_eq!(load.latency(), Some(7 * MS));
+        load.guard().finish(None);
         assert_eq!(load.latency(), Some(7 * MS));
     }
 

@@ -8,8 +8,16 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tonic::body::Body;
 
+use super::keepalive::OnClose;
 use crate::client::Connector;
 use crate::{registry::Node, tls::ClientTls};
+
+/// A new connection's PING interval and timeout (none: no keepalive), and what to do when it
+/// closes.
+pub(crate) struct ConnSettings {
+    pub(crate) keepalive: Option<(std::time::Duration, std::time::Duration)>,
+    pub(crate) on_close: OnClose,
+}
 
 /// A node and its HTTP/2 connection, shared by every call that picks the node.
 ///
@@ -52,6 +60,7 @@ impl NodeConn {
         &self,
         connector: &dyn Connector,
         tls: Option<&ClientTls>,
+        settings: impl FnOnce() -> ConnSettings,
     ) -> Result<(SendRequest<Body>, bool), ConnectError> {
         if let Some(sender) = self.open_sender() {
             return Ok((sender, false));
@@ -62,7 +71,7 @@ impl NodeConn {
             return Ok((sender, false));
         }
         // Boxed: connecting is rare, and its state would grow every call's future.
-        match Box::pin(self.connect(connector, tls)).await {
+        match Box::pin(self.connect(connector, tls, settings())).await {
             Ok(sender) => {
                 self.sender.store(Some(Arc::new(sender.clone())));
                 Ok((sender, true))
@@ -87,6 +96,7 @@ impl NodeConn {
         &self,
         connector: &dyn Connector,
         tls: Option<&ClientTls>,
+        settings: ConnSettings,
     ) -> Result<SendRequest<Body>, ConnectError> {
         let tls = if crate::tls::is_tls_node(&self.node.metadata) {
             match tls {
@@ -122,16 +132,22 @@ impl NodeConn {
                 .map_err(|err| ConnectError(err.to_string(), None))?,
             None => io,
         };
-        let (sender, connection) = http2::Builder::new(BoxExecutor)
-            .timer(TokioTimer::new())
+        let mut builder = http2::Builder::new(BoxExecutor);
+        builder.timer(TokioTimer::new());
+        if let Some((interval, timeout)) = settings.keepalive {
+            // Only while calls are outstanding: an idle connection is never pinged.
+            builder
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(false);
+        }
+        let (sender, connection) = builder
             .handshake(TokioIo::new(io))
             .await
             .map_err(|err| ConnectError(format!("HTTP/2 handshake failed: {err}"), None))?;
-        let node = Arc::clone(&self.node);
+        let on_close = settings.on_close;
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(node = %node.id, address = %node.address, error = %err, "connection closed");
-            }
+            on_close.closed(connection.await.err().as_ref());
         });
         Ok(sender)
     }

@@ -3,10 +3,12 @@
 
 mod conn;
 mod health;
+mod keepalive;
 
 pub(crate) use conn::ConnectError;
+pub use keepalive::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, KeepAlive};
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, atomic::AtomicU32};
 
 use http::{
     Request, Uri,
@@ -19,10 +21,11 @@ use tonic::body::Body;
 use super::Connector;
 use crate::{
     lock::{get_mut, lock},
-    node::NodeHandle,
+    node::{NodeHandle, OutlierConfig},
     tls::ClientTls,
 };
-use conn::NodeConn;
+use conn::{ConnSettings, NodeConn};
+use keepalive::OnClose;
 
 /// One node as the client uses it: the handle selectors see, its lazily opened connection
 /// and the task watching its health over that connection.
@@ -33,6 +36,8 @@ pub(crate) struct ClientNode {
     conn: NodeConn,
     /// The task watching the node's health over its current connection.
     health_watch: Mutex<Option<AbortHandle>>,
+    /// How often the node closed a connection because of our PINGs.
+    ping_doublings: Arc<AtomicU32>,
 }
 
 // === impl ClientNode ===
@@ -44,6 +49,7 @@ impl ClientNode {
             conn: NodeConn::new(Arc::clone(handle.node_arc())),
             handle,
             health_watch: Mutex::new(None),
+            ping_doublings: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -63,8 +69,25 @@ impl ClientNode {
         &self,
         connector: &dyn Connector,
         tls: Option<&ClientTls>,
+        keepalive: &KeepAlive,
+        outlier: &OutlierConfig,
     ) -> Result<SendRequest<Body>, ConnectError> {
-        let (sender, fresh) = self.conn.sender(connector, tls).await?;
+        let settings = || {
+            let doublings = self
+                .ping_doublings
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let keepalive = keepalive.for_node(self.handle.load().latency(), doublings);
+            ConnSettings {
+                keepalive,
+                on_close: OnClose {
+                    node: Arc::downgrade(&self.handle),
+                    outlier: outlier.clone(),
+                    doublings: Arc::clone(&self.ping_doublings),
+                    timeout: keepalive.map(|(_, timeout)| timeout),
+                },
+            }
+        };
+        let (sender, fresh) = self.conn.sender(connector, tls, settings).await?;
         if fresh {
             let task = tokio::spawn(health::watch(
                 Arc::downgrade(&self.handle),

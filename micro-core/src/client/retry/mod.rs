@@ -33,13 +33,17 @@
 //! - **Budget.** Every call deposits into the client's shared [`RetryBudget`]; every
 //!   status-based or send-failure retry (and every hedged copy) must withdraw from it, so
 //!   retries stay under 20% of requests plus 10 per second and a failing service does not
-//!   get a retry storm. Transparent retries do not use the budget.
+//!   get a retry storm. Transparent retries do not use the budget. Hedged copies also draw
+//!   on a separate, smaller hedge budget (5 % of hedged calls plus 2 per second).
 //! - **Buffering.** Only a request whose body is complete and at most
 //!   [`DEFAULT_BUFFER_LIMIT`] bytes when the call starts (a unary request) is kept to be
 //!   replayed. Larger and client-streaming requests are sent once: they are still sent
 //!   again transparently while they were not sent, but never retried once sent.
-//! - **Hedging** ([`HedgePolicy`]) is opt-in per idempotent method: after a delay another
-//!   copy goes to the next node, the first answer wins and the others are cancelled.
+//! - **Hedging** ([`HedgePolicy`]) is on by default for idempotent methods: when the first
+//!   copy has not answered within the method's observed 99th-percentile latency, another
+//!   copy goes to the next node, the first answer wins and the others are cancelled. Off
+//!   per method ([`HedgePolicy::disabled`]), per call (`CallOptions::idempotent(false)`) or
+//!   per client (`ClientBuilder::hedging(false)`).
 
 // The crate-internal pieces are used by the channel once it integrates them; remove this
 // then, so dead code shows again.
@@ -55,7 +59,8 @@ pub use budget::{
     DEFAULT_BUDGET_MIN_PER_SEC, DEFAULT_BUDGET_RETRY_PERCENT, DEFAULT_BUDGET_TTL, RetryBudget,
 };
 pub use hedge::{
-    DEFAULT_HEDGE_DELAY, DEFAULT_HEDGE_MAX_ATTEMPTS, HEDGE_MAX_ATTEMPTS_LIMIT, HedgePolicy,
+    DEFAULT_HEDGE_DELAY, DEFAULT_HEDGE_MAX_ATTEMPTS, DEFAULT_HEDGE_QUANTILE,
+    HEDGE_MAX_ATTEMPTS_LIMIT, HedgePolicy, MIN_HEDGE_DELAY,
 };
 pub use policy::{
     DEFAULT_BACKOFF_MULTIPLIER, DEFAULT_IDEMPOTENT_CODES, DEFAULT_INITIAL_BACKOFF,
@@ -65,4 +70,5 @@ pub use policy::{
 
 pub(crate) use body::{ReplayableRequest, buffer};
 pub(crate) use classify::Outcome;
+pub(crate) use hedge::Hedge;
 pub(crate) use policy::Decision;
