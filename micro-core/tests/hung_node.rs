@@ -1,5 +1,6 @@
 //! A node that stops answering: the client hedges idempotent calls around it, finds its
-//! silent connection by HTTP/2 PINGs, fails the calls stuck on it and ejects it. Real gRPC
+//! silent connection by HTTP/2 PINGs, fails the calls stuck on it and takes it out of the
+//! picks until its health service answers. Real gRPC
 //! over loopback; the hung node is a listener that accepts connections and never reads
 //! from them (what a SIGSTOPped process looks like from outside), the slow one a health
 //! service that answers late. Process-level acceptance is in micro-testkit's resilience
@@ -52,6 +53,7 @@ async fn silent_node() -> Result<String, Box<dyn std::error::Error>> {
 #[derive(Clone, Default)]
 struct SlowHealth {
     delay: Duration,
+    hang: Arc<std::sync::atomic::AtomicBool>,
     started: Arc<AtomicUsize>,
     cancelled: Arc<AtomicUsize>,
 }
@@ -75,6 +77,9 @@ impl Health for SlowHealth {
         self.started.fetch_add(1, Ordering::SeqCst);
         let mut cancelled = CountDrop(Some(Arc::clone(&self.cancelled)));
         tokio::time::sleep(self.delay).await;
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         cancelled.0 = None;
         Ok(Response::new(HealthCheckResponse {
             status: ServingStatus::Serving as i32,
@@ -223,12 +228,13 @@ async fn a_non_idempotent_call_is_never_hedged() -> TestResult {
 }
 
 #[tokio::test]
-async fn a_silent_connection_fails_its_call_and_ejects_the_node() -> TestResult {
+async fn a_silent_connection_fails_its_call_and_takes_the_node_out() -> TestResult {
     let hung = silent_node().await?;
     let healthy = serve(SlowHealth::default()).await?;
     // Not idempotent, so not hedged: the call on the hung node waits until the PINGs give
     // up on its connection, then fails as UNAVAILABLE (never sent twice), long before its
-    // 30 s deadline; the node is ejected, so every later call goes to the healthy node.
+    // 30 s deadline; the node leaves the picks until its health service answers (never,
+    // here), so every later call goes to the healthy node.
     let keepalive = KeepAlive::default()
         .interval(Duration::from_millis(100))
         .timeout(Duration::from_millis(100));

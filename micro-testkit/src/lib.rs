@@ -9,7 +9,8 @@
 //! - [`OpenLoop`] fires calls at a fixed rate and returns a [`Report`];
 //! - [`Proc`] and [`RegistryDir`] are the process helpers underneath;
 //! - [`RecordingConnector`] records the client's connection attempts;
-//! - [`exclusive`] keeps load tests from running at the same time.
+//! - [`exclusive`] keeps load tests from running at the same time;
+//! - [`scenario`] holds fault scenarios that tests assert on and benchmarks report.
 //!
 //! With feature `etcd`, `micro-testsrv` can register in etcd (`MICRO_REGISTRY=etcd://…`)
 //! and `tests/etcd_outage.rs` runs etcd's outage acceptance test.
@@ -45,6 +46,7 @@ pub mod control;
 pub mod load;
 pub mod probe;
 pub mod process;
+pub mod scenario;
 pub mod serial;
 
 /// The generated `testkit.v1` messages, `probe_client` and `probe_server`.

@@ -218,6 +218,9 @@ impl Shared {
     /// have not answered within the hedge delay (and the budgets grant it) or at once when
     /// they all failed; the first answer that is not a retryable failure wins and the
     /// others are cancelled (dropped, which resets their streams).
+    ///
+    /// The first copy runs on its own with one timer beside it: a call answered within
+    /// the delay (nearly all of them) allocates nothing more.
     async fn hedged<'a>(
         self: &Arc<Self>,
         set: &'a NodeSet,
@@ -236,34 +239,40 @@ impl Shared {
         let Some(node) = order.next() else {
             return Err(self.no_node_answered(&[]));
         };
-        let mut running = FuturesUnordered::new();
-        running.push(launch(node, first));
+        let mut first_copy = std::pin::pin!(launch(node, first));
+        let mut first_done = false;
+        // Further copies, made on the first hedge.
+        let mut more: Option<FuturesUnordered<_>> = None;
+        let mut timer = std::pin::pin!(tokio::time::sleep(hedge.delay()));
+        let mut timer_armed = true;
         let mut started = 1u8;
-        let mut hedge_at = Some(Instant::now() + hedge.delay());
         let mut tried = Vec::new();
         let mut last = None;
         loop {
-            let next = match hedge_at.filter(|_| started < max_attempts) {
-                Some(at) => match tokio::time::timeout_at(at, running.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        // No answer within the delay: one more copy, if the budgets allow.
-                        hedge_at = None;
-                        if core.hedge_budget.try_withdraw()
-                            && core.budget.try_withdraw()
-                            && let Some(node) = order.next()
-                        {
-                            started += 1;
-                            running.push(launch(node, replay.request()));
-                            hedge_at = Some(Instant::now() + hedge.delay());
-                        }
-                        continue;
+            let more_running = more.as_ref().is_some_and(|more| !more.is_empty());
+            let (node, attempt) = tokio::select! {
+                biased;
+                done = &mut first_copy, if !first_done => {
+                    first_done = true;
+                    done
+                }
+                Some(done) = next_of(&mut more), if more_running => done,
+                () = &mut timer, if timer_armed && started < max_attempts => {
+                    // No answer within the delay: one more copy, if the budgets allow.
+                    timer_armed = false;
+                    if core.hedge_budget.try_withdraw()
+                        && core.budget.try_withdraw()
+                        && let Some(node) = order.next()
+                    {
+                        started += 1;
+                        more.get_or_insert_with(FuturesUnordered::new)
+                            .push(launch(node, replay.request()));
+                        timer.as_mut().reset(Instant::now() + hedge.delay());
+                        timer_armed = true;
                     }
-                },
-                None => running.next().await,
-            };
-            let Some((node, attempt)) = next else {
-                break;
+                    continue;
+                }
+                else => break,
             };
             let free_retry = match attempt {
                 Attempt::Answered(response, outcome, latency) => {
@@ -287,7 +296,8 @@ impl Shared {
             };
             // Every copy failed: the next goes out at once, like a retry (a copy that never
             // reached its node costs no attempt and no budget).
-            if running.is_empty() {
+            let running = !first_done || more.as_ref().is_some_and(|more| !more.is_empty());
+            if !running {
                 if free_retry {
                     started -= 1;
                 }
@@ -296,8 +306,10 @@ impl Shared {
                     && (free_retry || core.budget.try_withdraw());
                 if let Some(node) = order.next().filter(|_| allowed) {
                     started += 1;
-                    running.push(launch(node, replay.request()));
-                    hedge_at = Some(Instant::now() + hedge.delay());
+                    more.get_or_insert_with(FuturesUnordered::new)
+                        .push(launch(node, replay.request()));
+                    timer.as_mut().reset(Instant::now() + hedge.delay());
+                    timer_armed = true;
                 }
             }
         }
@@ -318,7 +330,7 @@ impl Shared {
         let core = &self.client;
         let mut sender = match node
             .sender(
-                core.connector.as_ref(),
+                &core.connector,
                 core.tls.as_ref(),
                 &core.keepalive,
                 &core.outlier,
@@ -420,6 +432,17 @@ impl Shared {
             self.service,
             tried.join(", ")
         ))
+    }
+}
+
+/// The next finished future of `more`; pending while there is none (the caller's `select!`
+/// only polls it while some run).
+async fn next_of<F: std::future::Future>(
+    more: &mut Option<FuturesUnordered<F>>,
+) -> Option<F::Output> {
+    match more {
+        Some(more) => more.next().await,
+        None => std::future::pending().await,
     }
 }
 

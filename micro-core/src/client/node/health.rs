@@ -29,8 +29,13 @@ pub(crate) async fn watch(node: Weak<NodeHandle>, sender: SendRequest<Body>, aut
     let mut updates = match client.watch(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            // A server without health checking is taken at its word: serving.
-            if status.code() != Code::Unimplemented {
+            // A server without health checking is taken at its word: serving (it answered,
+            // so it runs; this puts back a node a PING timeout took out).
+            if status.code() == Code::Unimplemented {
+                if let Some(node) = node.upgrade() {
+                    node.set_serving(true);
+                }
+            } else {
                 tracing::debug!(error = %status, "health watch failed to start");
             }
             return;

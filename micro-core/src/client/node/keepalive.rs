@@ -5,15 +5,14 @@
 
 use std::{
     sync::{
-        Weak,
+        Arc, Weak,
         atomic::{AtomicU32, Ordering},
     },
     time::Duration,
 };
 
-use tokio::time::Instant;
-
-use crate::node::{NodeHandle, OutlierConfig};
+use super::ClientNode;
+use crate::{client::Connector, node::OutlierConfig, tls::ClientTls};
 
 /// How long a connection with calls outstanding may stay silent before the client sends an
 /// HTTP/2 PING. Default is 1 second.
@@ -38,8 +37,12 @@ const MAX_INTERVAL: Duration = Duration::from_secs(300);
 /// for [`interval`](Self::interval), the client sends a PING; when no answer comes within
 /// the timeout, the connection is closed: the calls on it that were not answered fail
 /// (idempotent ones are retried on another node, as after any send failure; a
-/// non-idempotent call is never sent twice) and the node is ejected (see
-/// [`OutlierConfig`]). An idle connection is never pinged.
+/// non-idempotent call is never sent twice) and the node leaves the picks as if it reported
+/// NOT_SERVING. It returns when its health service answers SERVING again: the client
+/// reconnects every second (the base ejection of its
+/// [`OutlierConfig`](crate::node::OutlierConfig)) and watches its health on the new
+/// connection, so no call is risked on a node that may still hang. An idle connection is
+/// never pinged.
 ///
 /// The timeout is [`timeout`](Self::timeout) or ten times the node's latency estimate,
 /// whichever is longer (at most 20 s), taken when the connection opens. A server that
@@ -127,15 +130,23 @@ impl Default for KeepAlive {
 
 /// What a node's connection task does when the connection ends.
 pub(crate) struct OnClose {
-    pub(crate) node: Weak<NodeHandle>,
-    pub(crate) outlier: OutlierConfig,
+    pub(crate) node: Weak<ClientNode>,
     /// How often the node asked for fewer PINGs; shared with the node's later connections.
-    pub(crate) doublings: std::sync::Arc<AtomicU32>,
+    pub(crate) doublings: Arc<AtomicU32>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) revive: Revive,
+}
+
+/// What a node taken out of the picks by a PING timeout needs to be reconnected to.
+pub(crate) struct Revive {
+    pub(crate) connector: Arc<dyn Connector>,
+    pub(crate) tls: Option<ClientTls>,
+    pub(crate) keepalive: KeepAlive,
+    pub(crate) outlier: OutlierConfig,
 }
 
 impl OnClose {
-    pub(crate) fn closed(&self, err: Option<&hyper::Error>) {
+    pub(crate) fn closed(self, err: Option<&hyper::Error>) {
         let Some(err) = err else {
             return;
         };
@@ -144,15 +155,15 @@ impl OnClose {
         };
         if err.is_timeout() {
             // hyper's only timeout on a client connection is the keepalive PING's.
-            let now = Instant::now();
-            let until = node.outlier().eject_now(now, &self.outlier);
+            node.set_serving(false);
             tracing::warn!(
                 node = %node.id(),
                 address = %node.address(),
                 ping_timeout_ms = self.timeout.map_or(0, |t| t.as_millis() as u64),
-                ejected_for_ms = until.saturating_duration_since(now).as_millis() as u64,
-                "node ejected: its connection answered no HTTP/2 PING (a hung process?)"
+                "node out of the picks: its connection answered no HTTP/2 PING (a hung \
+                 process?); back when its health service answers"
             );
+            tokio::spawn(self.revive.run(self.node));
         } else if asked_for_fewer_pings(err) {
             let doublings = self.doublings.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
@@ -164,6 +175,37 @@ impl OnClose {
             );
         } else {
             tracing::debug!(node = %node.id(), address = %node.address(), error = %err, "connection closed");
+        }
+    }
+}
+
+impl Revive {
+    /// Reconnects to `node` after the base ejection, backing off while it cannot be
+    /// reached, until a connection is open: its health watch puts the node back once it
+    /// answers SERVING, and its PINGs bring the node here again if it still hangs. Ends
+    /// when the node leaves the registry or is serving again.
+    async fn run(self, node: Weak<ClientNode>) {
+        let mut wait = self.outlier.get_base_ejection();
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(node) = node.upgrade() else {
+                return;
+            };
+            if node.is_serving() {
+                return;
+            }
+            let connected = node
+                .sender(
+                    &self.connector,
+                    self.tls.as_ref(),
+                    &self.keepalive,
+                    &self.outlier,
+                )
+                .await;
+            if connected.is_ok() {
+                return;
+            }
+            wait = (wait * 2).min(self.outlier.get_max_ejection());
         }
     }
 }

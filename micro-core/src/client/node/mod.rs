@@ -25,7 +25,7 @@ use crate::{
     tls::ClientTls,
 };
 use conn::{ConnSettings, NodeConn};
-use keepalive::OnClose;
+use keepalive::{OnClose, Revive};
 
 /// One node as the client uses it: the handle selectors see, its lazily opened connection
 /// and the task watching its health over that connection.
@@ -66,8 +66,8 @@ impl ClientNode {
     /// A sender on the node's connection, connecting first if needed. Each new connection
     /// gets a health watch, so NOT_SERVING takes the node out of the picks at once.
     pub(crate) async fn sender(
-        &self,
-        connector: &dyn Connector,
+        self: &Arc<Self>,
+        connector: &Arc<dyn Connector>,
         tls: Option<&ClientTls>,
         keepalive: &KeepAlive,
         outlier: &OutlierConfig,
@@ -76,18 +76,23 @@ impl ClientNode {
             let doublings = self
                 .ping_doublings
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let keepalive = keepalive.for_node(self.handle.load().latency(), doublings);
+            let pings = keepalive.for_node(self.handle.load().latency(), doublings);
             ConnSettings {
-                keepalive,
+                keepalive: pings,
                 on_close: OnClose {
-                    node: Arc::downgrade(&self.handle),
-                    outlier: outlier.clone(),
+                    node: Arc::downgrade(self),
                     doublings: Arc::clone(&self.ping_doublings),
-                    timeout: keepalive.map(|(_, timeout)| timeout),
+                    timeout: pings.map(|(_, timeout)| timeout),
+                    revive: Revive {
+                        connector: Arc::clone(connector),
+                        tls: tls.cloned(),
+                        keepalive: *keepalive,
+                        outlier: outlier.clone(),
+                    },
                 },
             }
         };
-        let (sender, fresh) = self.conn.sender(connector, tls, settings).await?;
+        let (sender, fresh) = self.conn.sender(connector.as_ref(), tls, settings).await?;
         if fresh {
             let task = tokio::spawn(health::watch(
                 Arc::downgrade(&self.handle),
