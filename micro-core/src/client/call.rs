@@ -128,15 +128,24 @@ impl Shared {
 
         let (first, replay) = buffer(request, core.buffer_limit).await.into_first();
         // Idempotent methods hedge unless this call says otherwise; one lookup, and none
-        // for a service without hedged methods.
-        let hedge = if set.hedges.is_empty() || options.idempotent == Some(false) {
-            None
-        } else {
-            set.hedges.get(path)
-        };
+        // for a service without hedged methods. A keyed call is not hedged: its key pins
+        // it to one node (consistent hashing), and a copy elsewhere would break that.
+        let hedge =
+            if set.hedges.is_empty() || options.idempotent == Some(false) || call.key.is_some() {
+                None
+            } else {
+                set.hedges.get(path)
+            };
         if let (Some(replay), Some(hedge)) = (&replay, hedge) {
             return self
-                .hedged(&set, first, replay, &mut order, hedge, deadline)
+                .hedged(
+                    &set,
+                    (first, replay),
+                    &mut order,
+                    hedge,
+                    max_attempts,
+                    deadline,
+                )
                 .await;
         }
 
@@ -215,24 +224,26 @@ impl Shared {
     }
 
     /// Races copies of the call on different nodes, each started when the previous ones
-    /// have not answered within the hedge delay (and the budgets grant it) or at once when
-    /// they all failed; the first answer that is not a retryable failure wins and the
-    /// others are cancelled (dropped, which resets their streams).
+    /// have not answered within the hedge delay (and the budgets grant it, up to the hedge
+    /// policy's copies), or after the retry backoff when they all failed (as retries are:
+    /// within `max_attempts` and the retry budget; a copy that never reached its node goes
+    /// on at once, for free); the first answer that is not a retryable failure wins and
+    /// the others are cancelled (dropped, which resets their streams).
     ///
     /// The first copy runs on its own with one timer beside it: a call answered within
     /// the delay (nearly all of them) allocates nothing more.
     async fn hedged<'a>(
         self: &Arc<Self>,
         set: &'a NodeSet,
-        first: Request<Body>,
-        replay: &ReplayableRequest,
+        (first, replay): (Request<Body>, &ReplayableRequest),
         order: &mut NodeOrder<'a>,
         hedge: &Hedge,
+        max_attempts: u32,
         deadline: Instant,
     ) -> Result<Response<Incoming>, Status> {
         let core = &self.client;
         core.hedge_budget.deposit();
-        let max_attempts = hedge.policy.attempts();
+        let max_copies = u32::from(hedge.policy.attempts());
         let launch = |node: &'a Arc<ClientNode>, request: Request<Body>| async move {
             (node, self.attempt(set, node, request, deadline).await)
         };
@@ -245,7 +256,7 @@ impl Shared {
         let mut more: Option<FuturesUnordered<_>> = None;
         let mut timer = std::pin::pin!(tokio::time::sleep(hedge.delay()));
         let mut timer_armed = true;
-        let mut started = 1u8;
+        let mut started = 1u32;
         let mut tried = Vec::new();
         let mut last = None;
         loop {
@@ -257,7 +268,7 @@ impl Shared {
                     done
                 }
                 Some(done) = next_of(&mut more), if more_running => done,
-                () = &mut timer, if timer_armed && started < max_attempts => {
+                () = &mut timer, if timer_armed && started < max_copies.min(max_attempts) => {
                     // No answer within the delay: one more copy, if the budgets allow.
                     timer_armed = false;
                     if core.hedge_budget.try_withdraw()
@@ -294,16 +305,16 @@ impl Shared {
                     false
                 }
             };
-            // Every copy failed: the next goes out at once, like a retry (a copy that never
-            // reached its node costs no attempt and no budget).
+            // Every copy failed: the next is a retry (a copy that never reached its node
+            // goes on at once and costs no attempt, backoff or budget).
             let running = !first_done || more.as_ref().is_some_and(|more| !more.is_empty());
             if !running {
-                if free_retry {
+                let allowed = if free_retry {
                     started -= 1;
-                }
-                let allowed = started < max_attempts
-                    && Instant::now() < deadline
-                    && (free_retry || core.budget.try_withdraw());
+                    Instant::now() < deadline
+                } else {
+                    self.back_off(started, max_attempts, deadline).await
+                };
                 if let Some(node) = order.next().filter(|_| allowed) {
                     started += 1;
                     more.get_or_insert_with(FuturesUnordered::new)

@@ -54,8 +54,9 @@ use retry::{DEFAULT_BUDGET_TTL, DEFAULT_BUFFER_LIMIT, HedgePolicy, RetryBudget, 
 /// Hedged copies allowed per hedged call, as a fraction. Default is 0.05 (5 %).
 pub const DEFAULT_HEDGE_BUDGET_PERCENT: f32 = 0.05;
 
-/// Hedged copies allowed per second regardless of traffic. Default is 2.
-pub const DEFAULT_HEDGE_BUDGET_MIN_PER_SEC: u32 = 2;
+/// Hedged copies allowed per second regardless of traffic (and a reserve of 10 s of
+/// them for bursts, as a hung node causes). Default is 5.
+pub const DEFAULT_HEDGE_BUDGET_MIN_PER_SEC: u32 = 5;
 
 /// The timeout of a call that sets none. Default is 30 seconds.
 ///
@@ -328,8 +329,8 @@ impl ClientBuilder {
     }
 
     /// Sets the HTTP/2 keepalive that finds connections gone silent while calls wait on
-    /// them (a hung process). Default is [`KeepAlive::default`]: a PING after 1 s without
-    /// a frame while calls are outstanding, answered within 1 s or 10 × the node's latency;
+    /// them (a hung process). Default is [`KeepAlive::default`]: a PING after 2 s without
+    /// a frame while calls are outstanding, answered within 4 s or 10 × the node's latency;
     /// [`KeepAlive::disabled`] turns it off.
     pub fn keepalive(mut self, keepalive: KeepAlive) -> Self {
         self.keepalive = keepalive;
@@ -381,7 +382,7 @@ impl ClientBuilder {
     }
 
     /// Sets the budget hedged copies draw on, besides the [retry
-    /// budget](Self::retry_budget). Default is 5 % of hedged calls plus 2 per second
+    /// budget](Self::retry_budget). Default is 5 % of hedged calls plus 5 per second
     /// ([`DEFAULT_HEDGE_BUDGET_PERCENT`], [`DEFAULT_HEDGE_BUDGET_MIN_PER_SEC`]).
     pub fn hedge_budget(mut self, budget: RetryBudget) -> Self {
         self.hedge_budget = budget;

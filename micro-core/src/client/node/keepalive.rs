@@ -15,14 +15,17 @@ use super::ClientNode;
 use crate::{client::Connector, node::OutlierConfig, tls::ClientTls};
 
 /// How long a connection with calls outstanding may stay silent before the client sends an
-/// HTTP/2 PING. Default is 1 second.
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// HTTP/2 PING. Default is 2 seconds.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The least time a PING is given to be answered. Default is 1 second.
-pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The least time a PING is given to be answered. Default is 4 seconds: a client or server
+/// starved of CPU on a busy host can be late by a second or more, and a false alarm fails
+/// the calls on the connection. Idempotent calls do not wait for it: hedging sends them
+/// elsewhere after the method's p99.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A node's PING timeout is this many times its latency estimate, when that is longer than
-/// the floor: a node whose answers take 300 ms is not declared dead after 1 s of silence.
+/// the floor: a node whose answers take 1 s is not declared dead after 4 s of silence.
 const TIMEOUT_LATENCIES: u32 = 10;
 
 /// The longest PING timeout derived from a node's latency.
@@ -234,19 +237,19 @@ mod tests {
     #[test]
     fn timeout_follows_the_latency_above_the_floor() {
         let keepalive = KeepAlive::default();
-        assert_eq!(keepalive.for_node(None, 0), Some((S, S)));
+        assert_eq!(keepalive.for_node(None, 0), Some((2 * S, 4 * S)));
         let fast = Some(Duration::from_micros(300));
-        assert_eq!(keepalive.for_node(fast, 0), Some((S, S)));
-        let slow = Some(Duration::from_millis(300));
-        assert_eq!(keepalive.for_node(slow, 0), Some((S, 3 * S)));
+        assert_eq!(keepalive.for_node(fast, 0), Some((2 * S, 4 * S)));
+        let slow = Some(Duration::from_millis(700));
+        assert_eq!(keepalive.for_node(slow, 0), Some((2 * S, 7 * S)));
         let stuck = Some(Duration::from_secs(60));
-        assert_eq!(keepalive.for_node(stuck, 0), Some((S, MAX_TIMEOUT)));
+        assert_eq!(keepalive.for_node(stuck, 0), Some((2 * S, MAX_TIMEOUT)));
         assert_eq!(KeepAlive::disabled().for_node(slow, 0), None);
     }
 
     #[test]
     fn interval_doubles_up_to_five_minutes() {
-        let keepalive = KeepAlive::default();
+        let keepalive = KeepAlive::default().interval(S);
         assert_eq!(keepalive.for_node(None, 1).map(|k| k.0), Some(2 * S));
         assert_eq!(keepalive.for_node(None, 3).map(|k| k.0), Some(8 * S));
         assert_eq!(

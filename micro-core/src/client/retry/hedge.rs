@@ -33,11 +33,12 @@ pub const HEDGE_MAX_ATTEMPTS_LIMIT: u8 = 5;
 /// methods are never hedged: every copy may run on its server.
 ///
 /// Hedging trades load for tail latency, so it is budgeted: each copy beyond the first
-/// draws on the client's hedge budget (5 % of the hedged calls plus 2 per second, see
+/// draws on the client's hedge budget (5 % of the hedged calls plus 5 per second, see
 /// [`ClientBuilder::hedge_budget`](crate::ClientBuilder::hedge_budget)) and on its
 /// [`RetryBudget`](super::RetryBudget); when either is spent the call waits for its first
 /// copy. Only requests whose body could be buffered (unary, up to the buffer limit) are
-/// hedged. Turn it off per method with [`HedgePolicy::disabled`] or for a whole client
+/// hedged, and never a call with a consistent-hashing key (its key pins it to one node).
+/// Turn it off per method with [`HedgePolicy::disabled`] or for a whole client
 /// with [`ClientBuilder::hedging`](crate::ClientBuilder::hedging).
 ///
 /// # Examples

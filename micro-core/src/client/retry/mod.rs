@@ -34,7 +34,7 @@
 //!   status-based or send-failure retry (and every hedged copy) must withdraw from it, so
 //!   retries stay under 20% of requests plus 10 per second and a failing service does not
 //!   get a retry storm. Transparent retries do not use the budget. Hedged copies also draw
-//!   on a separate, smaller hedge budget (5 % of hedged calls plus 2 per second).
+//!   on a separate, smaller hedge budget (5 % of hedged calls plus 5 per second).
 //! - **Buffering.** Only a request whose body is complete and at most
 //!   [`DEFAULT_BUFFER_LIMIT`] bytes when the call starts (a unary request) is kept to be
 //!   replayed. Larger and client-streaming requests are sent once: they are still sent
