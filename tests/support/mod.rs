@@ -22,6 +22,10 @@ pub use micro_testkit::greeter::{FixtureGreeter, pb};
 #[allow(unused_imports)] // each test binary uses a part
 pub use micro_test_engines::child::{Proc, READY_TIMEOUT, Ready};
 
+/// A private local registry directory (micro-testkit's, as its cluster uses).
+#[allow(unused_imports)] // each test binary uses a part
+pub use micro_testkit::RegistryDir;
+
 /// The path of an example binary. `cargo test` and `cargo nextest run` build examples
 /// next to the test binaries (`target/<profile>/examples`).
 pub fn example_bin(name: &str) -> PathBuf {
@@ -56,30 +60,6 @@ pub fn fixture_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A private local registry directory, plus the `MICRO_REGISTRY` value pointing at it.
-pub struct RegistryDir {
-    pub dir: tempfile::TempDir,
-    pub url: String,
-}
-
-impl RegistryDir {
-    pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("local://{}", dir.path().display());
-        Self { dir, url }
-    }
-
-    pub fn registry(&self) -> micro::registry::SharedRegistry {
-        micro::registry::from_url(&self.url).expect("local registry")
-    }
-}
-
-impl Default for RegistryDir {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// A [`FixtureGreeter`] as the service `greeter` on 127.0.0.1, registered in `registry`.
