@@ -20,13 +20,16 @@ use std::{
     fmt,
     future::Future,
     path::{Path, PathBuf},
-    process::ExitStatus,
+    process::{ExitStatus, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use nix::{sys::signal::Signal, unistd::Pid};
-use tokio::process::{Child, Command};
+use tokio::{
+    io::{AsyncWriteExt, BufReader, Lines},
+    process::{Child, ChildStdin, ChildStdout, Command},
+};
 
 use output::{Output, last_bytes};
 
@@ -58,6 +61,10 @@ pub struct Proc {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     output: Output,
+    /// Whether stdin is a pipe ([`ProcBuilder::stdin_piped`]) rather than closed.
+    stdin_piped: bool,
+    /// The current run's stdin, when piped.
+    stdin: Option<ChildStdin>,
     /// The running (or exited but not yet reaped) process.
     child: Option<Child>,
     /// The current or last run's process id.
@@ -78,6 +85,7 @@ pub struct ProcBuilder {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     log: Option<PathBuf>,
+    stdin_piped: bool,
 }
 
 // === impl ProcBuilder ===
@@ -113,7 +121,13 @@ impl ProcBuilder {
         self
     }
 
-    /// Starts the process (stdin closed).
+    /// Keeps stdin open for [`Proc::write_line`]. Default is closed (`/dev/null`).
+    pub fn stdin_piped(mut self) -> Self {
+        self.stdin_piped = true;
+        self
+    }
+
+    /// Starts the process.
     ///
     /// # Panics
     /// When the program cannot be started (or the log file opened).
@@ -130,6 +144,8 @@ impl ProcBuilder {
             args: self.args,
             env: self.env,
             output: self.log.map_or_else(Output::piped, Output::log),
+            stdin_piped: self.stdin_piped,
+            stdin: None,
             child: None,
             pid: None,
             status: None,
@@ -151,6 +167,7 @@ impl Proc {
             args: Vec::new(),
             env: Vec::new(),
             log: None,
+            stdin_piped: false,
         }
     }
 
@@ -185,7 +202,11 @@ impl Proc {
         command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
+            .stdin(if self.stdin_piped {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(stdout)
             .stderr(stderr)
             .kill_on_drop(true);
@@ -201,6 +222,7 @@ impl Proc {
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
         let prefix = format!("[{} {}]", self.name, self.pid.map_or(0, Pid::as_raw));
+        self.stdin = child.stdin.take();
         self.output.attach(&mut child, prefix);
         tracing::debug!(name = %self.name, pid = ?self.pid, "child started");
         self.child = Some(child);
@@ -280,6 +302,36 @@ impl Proc {
         }
     }
 
+    /// Hands a piped child's stdout over to a test that reads it in a task of its own
+    /// (after which [`Proc::next_line`] panics); `None` when it was handed over already or
+    /// the output goes to a log file. What the test reads there is not kept for
+    /// [`Proc::output`].
+    pub fn take_stdout(&mut self) -> Option<Lines<BufReader<ChildStdout>>> {
+        self.output.take_stdout()
+    }
+
+    /// Writes `line` and a newline to stdin, and flushes.
+    ///
+    /// # Panics
+    /// When stdin is not piped ([`ProcBuilder::stdin_piped`]) or the child closed it.
+    pub async fn write_line(&mut self, line: &str) {
+        let Some(stdin) = self.stdin.as_mut() else {
+            panic!("{}: stdin is not piped", self.name);
+        };
+        let written = async {
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.write_all(b"\n").await?;
+            stdin.flush().await
+        };
+        if let Err(err) = written.await {
+            panic!(
+                "{}: cannot write to stdin: {err}\n{}",
+                self.name,
+                self.output()
+            );
+        }
+    }
+
     /// Reads stdout until the `ready addr=… node=…` line, for at most [`READY_TIMEOUT`].
     ///
     /// # Panics
@@ -350,6 +402,7 @@ impl Proc {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        self.stdin = None;
         if let Some(pid) = self.pid {
             let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
             let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
@@ -375,6 +428,7 @@ impl Proc {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        self.stdin = None;
         if let Err(err) = child.kill().await {
             panic!("cannot kill {}: {err}", self.name);
         }

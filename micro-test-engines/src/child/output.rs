@@ -96,6 +96,14 @@ impl Output {
         }
     }
 
+    /// Hands the current run's stdout over, when piped and not handed over yet.
+    pub(super) fn take_stdout(&mut self) -> Option<Lines<BufReader<ChildStdout>>> {
+        match self {
+            Output::Piped { stdout, .. } => stdout.take(),
+            Output::Log { .. } => None,
+        }
+    }
+
     /// Keeps a stdout line the test read, for failure messages.
     pub(super) fn kept_stdout(&self, line: &str) {
         if let Output::Piped { kept, .. } = self {

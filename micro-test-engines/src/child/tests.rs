@@ -134,3 +134,18 @@ async fn pause_stops_every_thread_until_resume() {
     proc.stop().await;
     assert!(!proc.is_paused(), "a stopped process is not paused");
 }
+
+#[tokio::test]
+async fn stdin_lines_reach_the_child_and_stdout_can_be_handed_over() {
+    let mut proc = sh("read word; echo \"got $word\"; exec sleep 1000")
+        .stdin_piped()
+        .spawn();
+    proc.write_line("go").await;
+    let mut stdout = proc.take_stdout().expect("piped stdout");
+    let line = tokio::time::timeout(READY_TIMEOUT, stdout.next_line())
+        .await
+        .expect("a line in time")
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("got go"));
+    assert!(proc.take_stdout().is_none(), "handed over once");
+}
