@@ -1,11 +1,8 @@
-//! Compiles the examples' protos through micro-codegen, for the integration tests' stubs
-//! (`tests/support`); the `micro` binary itself uses none.
+//! Compiles the bookshelf example's proto through micro-codegen, for the integration tests'
+//! stubs (`tests/support/auth.rs`); the `micro` binary itself uses none. The greeter's come
+//! from micro-testkit (its fixture).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    micro_codegen::compile_protos(
-        &["../examples/greeter/proto/greeter/v1/greeter.proto"],
-        &["../examples/greeter/proto"],
-    )?;
     // REST annotations: google/api/*.proto come from the repository's proto/.
     micro_codegen::compile_protos(
         &["../examples/bookshelf/proto/bookshelf/v1/bookshelf.proto"],

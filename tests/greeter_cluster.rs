@@ -18,7 +18,7 @@ fn server(registry: &RegistryDir, ttl: &str, interval: &str) -> Proc {
         &example_bin("greeter-server"),
         &[],
         &[
-            ("MICRO_REGISTRY", &registry.url),
+            ("MICRO_REGISTRY", registry.url()),
             ("MICRO_REGISTER_TTL", ttl),
             ("MICRO_REGISTER_INTERVAL", interval),
         ],
@@ -46,7 +46,7 @@ async fn client_spreads_over_servers_survives_kill_and_sees_deregistration() {
     let mut client = Proc::spawn(
         &example_bin("greeter-client"),
         &["--count", "0", "--interval-ms", "20"],
-        &[("MICRO_REGISTRY", &registry.url)],
+        &[("MICRO_REGISTRY", registry.url())],
     );
 
     // It reaches every server.

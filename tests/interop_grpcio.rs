@@ -37,7 +37,7 @@ async fn grpcio_reflection_call_and_health() {
     let mut server = Proc::spawn(
         &example_bin("greeter-server"),
         &[],
-        &[("MICRO_REGISTRY", &registry.url)],
+        &[("MICRO_REGISTRY", registry.url())],
     );
     let ready = server.ready().await;
     let script = concat!(

@@ -14,7 +14,7 @@ use micro::{
     registry::{MemoryRegistry, Node, RegisterOptions, Service as Record, SharedRegistry},
 };
 use support::{
-    TestGreeter, hello,
+    FixtureGreeter, hello,
     pb::{greeter_client::GreeterClient, greeter_server::GreeterServer},
 };
 use tonic::Code;
@@ -37,7 +37,7 @@ fn greeter(registry: &SharedRegistry) -> micro::ServiceBuilder {
         .version("1.2.3")
         .metadata("team", "core")
         .registry(registry.clone())
-        .add_service(GreeterServer::new(TestGreeter::default()))
+        .add_service(GreeterServer::new(FixtureGreeter::new()))
 }
 
 #[tokio::test]
@@ -411,8 +411,8 @@ async fn dropping_the_client_releases_its_registry_watch() {
 #[tokio::test]
 async fn shutdown_drains_calls_in_flight() {
     let registry = memory();
-    let handler = TestGreeter::default();
-    let arrived = handler.arrived.clone();
+    let handler = FixtureGreeter::new();
+    let arrived = handler.arrived();
     let running = Service::builder("greeter")
         .registry(registry.clone())
         .add_service(GreeterServer::new(handler))
@@ -461,7 +461,7 @@ async fn in_memory_connector() {
         tokio_stream::wrappers::UnboundedReceiverStream::new(pipes_rx).map(Ok::<_, std::io::Error>);
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(GreeterServer::new(TestGreeter::default()))
+            .add_service(GreeterServer::new(FixtureGreeter::new()))
             .serve_with_incoming(incoming),
     );
     let registry = memory();

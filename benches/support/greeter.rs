@@ -1,9 +1,8 @@
 //! The greeter both load benchmarks serve: SayHello answers at once, StreamHellos is empty.
+//! Its API is micro-testkit's greeter fixture (the example's, plus test-only fields left at
+//! zero here), so the benches share the tests' generated code and not the example's.
 
-#[allow(unreachable_pub, missing_docs)]
-pub(crate) mod pb {
-    micro::include_proto!("greeter.v1");
-}
+pub(crate) use micro_testkit::greeter::pb;
 
 use pb::{HelloReply, HelloRequest, greeter_server::Greeter};
 

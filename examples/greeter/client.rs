@@ -91,7 +91,6 @@ async fn main() -> ExitCode {
         done += 1;
         let request = HelloRequest {
             name: args.name.clone(),
-            delay_ms: 0,
         };
         match greeter.say_hello(request).await {
             Ok(response) => {

@@ -3,9 +3,8 @@
 //! Prints `ready addr=<address> node=<id>` on stdout once it serves and is registered,
 //! then runs until SIGINT or SIGTERM and exits 0 after a graceful shutdown.
 
-use std::{pin::Pin, time::Duration};
+use std::pin::Pin;
 
-use futures_util::StreamExt;
 use micro::Service;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -20,9 +19,7 @@ use pb::{
     greeter_server::{Greeter, GreeterServer},
 };
 
-const MAX_DELAY_MS: u32 = 60_000;
 const MAX_COUNT: u32 = 100;
-const MAX_INTERVAL_MS: u32 = 10_000;
 
 #[derive(Debug, Default)]
 struct Hello;
@@ -35,15 +32,6 @@ impl Greeter for Hello {
     ) -> Result<Response<HelloReply>, Status> {
         let request = request.into_inner();
         let name = checked_name(&request.name)?;
-        if request.delay_ms > MAX_DELAY_MS {
-            return Err(Status::invalid_argument(format!(
-                "delay_ms {} is over the limit of {MAX_DELAY_MS}",
-                request.delay_ms
-            )));
-        }
-        if request.delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(request.delay_ms.into())).await;
-        }
         Ok(Response::new(HelloReply {
             message: format!("Hello, {name}!"),
         }))
@@ -63,30 +51,12 @@ impl Greeter for Hello {
                 request.count
             )));
         }
-        if request.interval_ms > MAX_INTERVAL_MS {
-            return Err(Status::invalid_argument(format!(
-                "interval_ms {} is over the limit of {MAX_INTERVAL_MS}",
-                request.interval_ms
-            )));
-        }
-        let interval = Duration::from_millis(request.interval_ms.into());
         let replies = (1..=request.count).map(move |i| {
             Ok(HelloReply {
                 message: format!("Hello #{i}, {name}!"),
             })
         });
-        if interval.is_zero() {
-            return Ok(Response::new(Box::pin(tokio_stream::iter(replies))));
-        }
-        // Each greeting after the first waits its turn.
-        let paced =
-            futures_util::stream::iter(replies.enumerate()).then(move |(i, reply)| async move {
-                if i > 0 {
-                    tokio::time::sleep(interval).await;
-                }
-                reply
-            });
-        Ok(Response::new(Box::pin(paced)))
+        Ok(Response::new(Box::pin(tokio_stream::iter(replies))))
     }
 }
 

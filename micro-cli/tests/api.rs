@@ -68,10 +68,10 @@ impl Setup {
         let mut greeter = Proc::spawn(
             &fixture_bin("greeter-fixture"),
             &[],
-            &[("MICRO_REGISTRY", &registry.url)],
+            &[("MICRO_REGISTRY", registry.url())],
         );
         greeter.ready().await;
-        let (api, addr) = start_micro_api(&registry.url, extra).await;
+        let (api, addr) = start_micro_api(registry.url(), extra).await;
         Self {
             http: Http::to(&addr),
             registry,
@@ -107,7 +107,7 @@ async fn micro_call(registry: &str, args: &[&str]) -> String {
 async fn same_answer_as_micro_call_by_every_route_form() {
     let setup = Setup::start(&[]).await;
     let cli = micro_call(
-        &setup.registry.url,
+        setup.registry.url(),
         &["greeter", "Greeter.SayHello", r#"{"name":"x"}"#],
     )
     .await;
@@ -605,7 +605,7 @@ async fn first_answer(addr: &str, head: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_content_length_gets_413_from_the_headers() {
     let registry = RegistryDir::new();
-    let (_api, addr) = start_micro_api(&registry.url, &["--max-body", "4M"]).await;
+    let (_api, addr) = start_micro_api(registry.url(), &["--max-body", "4M"]).await;
     let eight_mib = 8 * 1024 * 1024;
 
     // The body is never sent: the answer must come from the headers alone.

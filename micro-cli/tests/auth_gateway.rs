@@ -554,7 +554,7 @@ async fn micro_api_enforces_the_rules_of_its_files() {
     )
     .unwrap();
     let (_api, addr) = start_micro_api(
-        &registry.url,
+        registry.url(),
         &[
             "--broker",
             "off",

@@ -20,7 +20,7 @@ impl Greeter {
         let mut server = Proc::spawn(
             &fixture_bin("greeter-fixture"),
             &[],
-            &[("MICRO_REGISTRY", &registry.url)],
+            &[("MICRO_REGISTRY", registry.url())],
         );
         server.ready().await;
         Self {
@@ -31,7 +31,7 @@ impl Greeter {
 
     /// Runs `micro args…` with this registry; `(exit code, stdout, stderr)`.
     async fn micro(&self, args: &[&str]) -> (i32, String, String) {
-        micro(&self.registry.url, args, None).await
+        micro(self.registry.url(), args, None).await
     }
 }
 
@@ -120,14 +120,14 @@ async fn call_unary_and_server_streaming() {
 
     // Short method names, the body from stdin and from a file.
     let (code, out, err) = micro(
-        &greeter.registry.url,
+        greeter.registry.url(),
         &["call", "greeter", "SayHello", "-d", "-"],
         Some(r#"{"name":"stdin"}"#),
     )
     .await;
     assert_eq!(code, 0, "stderr: {err}");
     assert_eq!(out, "{\"message\":\"Hello, stdin!\"}\n");
-    let file = greeter.registry.dir.path().join("body.json");
+    let file = greeter.registry.path().join("body.json");
     std::fs::write(&file, r#"{"name":"file"}"#).unwrap();
     let data = format!("@{}", file.display());
     let (code, out, err) = greeter
@@ -234,7 +234,7 @@ async fn platform_services_by_their_registered_names() {
             "--data-dir",
             &data_dir,
             "--registry",
-            &registry.url,
+            registry.url(),
         ],
         &[
             ("MICRO_STORE", ""),
@@ -245,7 +245,7 @@ async fn platform_services_by_their_registered_names() {
     );
     server.ready().await;
 
-    let (code, out, err) = micro(&registry.url, &["describe", "micro.kv"], None).await;
+    let (code, out, err) = micro(registry.url(), &["describe", "micro.kv"], None).await;
     assert_eq!(code, 0, "stderr: {err}");
     assert!(out.contains("rpc micro.kv.v1.Kv.Put("), "{out}");
     assert!(!out.contains("micro.config.v1"), "only kv's methods: {out}");
@@ -253,18 +253,18 @@ async fn platform_services_by_their_registered_names() {
     assert!(out.contains("google.protobuf.Duration ttl = 3;"), "{out}");
 
     let put = r#"{"namespace":{"database":"micro","table":"cli"},"write":{"key":"k","value":"dg==","ttl":"60s"}}"#;
-    let (code, out, err) = micro(&registry.url, &["call", "micro.kv", "Put", put], None).await;
+    let (code, out, err) = micro(registry.url(), &["call", "micro.kv", "Put", put], None).await;
     assert_eq!(code, 0, "stderr: {err}");
     assert_eq!(out.trim(), r#"{"version":"1"}"#);
     // `Get` is kv's and config's: the registered name settles it.
     let get = r#"{"namespace":{"database":"micro","table":"cli"},"key":"k"}"#;
-    let (code, out, err) = micro(&registry.url, &["call", "micro.kv", "Get", get], None).await;
+    let (code, out, err) = micro(registry.url(), &["call", "micro.kv", "Get", get], None).await;
     assert_eq!(code, 0, "stderr: {err}");
     let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(reply["record"]["value"], "dg==", "{out}");
     // A nested value of the wrong type is named by its path.
     let (code, _, err) = micro(
-        &registry.url,
+        registry.url(),
         &["call", "micro.kv", "Get", r#"{"namespace":{"table":7}}"#],
         None,
     )
@@ -272,7 +272,7 @@ async fn platform_services_by_their_registered_names() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("field \"namespace.table\" (string)"), "{err}");
 
-    let (code, out, err) = micro(&registry.url, &["health", "micro.server"], None).await;
+    let (code, out, err) = micro(registry.url(), &["health", "micro.server"], None).await;
     assert_eq!(code, 0, "stderr: {err}");
     assert!(out.contains("SERVING"), "{out}");
 }
@@ -281,7 +281,7 @@ async fn platform_services_by_their_registered_names() {
 async fn completion_scripts_for_every_shell() {
     let registry = RegistryDir::new();
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
-        let (code, out, err) = micro(&registry.url, &["completion", shell], None).await;
+        let (code, out, err) = micro(registry.url(), &["completion", shell], None).await;
         assert_eq!(code, 0, "{shell}: {err}");
         for command in ["call", "publish", "kv", "config", "completion"] {
             assert!(
@@ -290,7 +290,7 @@ async fn completion_scripts_for_every_shell() {
             );
         }
         if shell == "bash" {
-            let script = registry.dir.path().join("micro.bash");
+            let script = registry.path().join("micro.bash");
             std::fs::write(&script, &out).unwrap();
             let check = tokio::process::Command::new("bash")
                 .arg("-n")
@@ -305,7 +305,7 @@ async fn completion_scripts_for_every_shell() {
             );
         }
     }
-    let (code, _, _) = micro(&registry.url, &["completion", "tcsh"], None).await;
+    let (code, _, _) = micro(registry.url(), &["completion", "tcsh"], None).await;
     assert_eq!(code, 2, "an unknown shell is a usage error");
 }
 

@@ -311,7 +311,7 @@ async fn micro_api_follows_the_auth_service() {
     let setup = setup_on(registry.registry()).await;
     let _greeter = support::start_test_greeter(registry.registry()).await;
     let (_api, addr) =
-        start_micro_api(&registry.url, &["--broker", "off", "--auth", "service"]).await;
+        start_micro_api(registry.url(), &["--broker", "off", "--auth", "service"]).await;
     let http = Http::to(&addr);
     assert_eq!(hello(&http, None).await.status, StatusCode::UNAUTHORIZED);
     let body = client_credentials(&http, "svc", SVC_SECRET).await;

@@ -42,7 +42,7 @@ impl Setup {
             let mut service = Proc::spawn(
                 &example_bin(name),
                 &[],
-                &[("MICRO_REGISTRY", &registry.url)],
+                &[("MICRO_REGISTRY", registry.url())],
             );
             service.ready().await;
             services.push(service);
@@ -55,7 +55,7 @@ impl Setup {
             // fuzzer does ask for: calls get the time, so they end in replies, not 504.
             &["api", "--address", "127.0.0.1:0", "--timeout", "65s"],
             &[
-                ("MICRO_REGISTRY", &registry.url),
+                ("MICRO_REGISTRY", registry.url()),
                 ("MICRO_BROKER", "local"),
                 ("MICRO_API_ADDRESS", ""),
             ],

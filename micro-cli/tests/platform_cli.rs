@@ -153,7 +153,7 @@ async fn subscribe_prints_what_publish_sends() {
 async fn without_the_platform_services_commands_exit_3() {
     let registry = RegistryDir::new();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"))
-        .args(["publish", "a.b", "{}", "--registry", &registry.url])
+        .args(["publish", "a.b", "{}", "--registry", registry.url()])
         .env_remove("MICRO_BROKER")
         .output()
         .await
@@ -169,7 +169,7 @@ async fn without_the_platform_services_commands_exit_3() {
     ] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_micro"))
             .args(args)
-            .args(["--registry", &registry.url])
+            .args(["--registry", registry.url()])
             .env_remove("MICRO_STORE")
             .output()
             .await

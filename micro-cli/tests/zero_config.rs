@@ -48,7 +48,7 @@ async fn idle_processes_use_no_cpu() {
         &example_bin("greeter-server"),
         &[],
         &[
-            ("MICRO_REGISTRY", &registry.url),
+            ("MICRO_REGISTRY", registry.url()),
             ("MICRO_SERVER_ADDRESS", "127.0.0.1:0"),
         ],
     );
@@ -57,7 +57,7 @@ async fn idle_processes_use_no_cpu() {
     let mut client = Proc::spawn(
         &example_bin("greeter-client"),
         &["--count", "0", "--interval-ms", "1000"],
-        &[("MICRO_REGISTRY", &registry.url)],
+        &[("MICRO_REGISTRY", registry.url())],
     );
     let first = client.next_line(READY_TIMEOUT).await;
     assert!(first.starts_with("ok "), "{first}");
@@ -154,18 +154,18 @@ async fn warm_client_reads_no_registry_files() {
         &example_bin("greeter-server"),
         &[],
         &[
-            ("MICRO_REGISTRY", &registry.url),
+            ("MICRO_REGISTRY", registry.url()),
             ("MICRO_SERVER_ADDRESS", "127.0.0.1:0"),
             ("MICRO_REGISTER_TTL", "3h"),
             ("MICRO_REGISTER_INTERVAL", "1h"),
         ],
     );
     greeter.ready().await;
-    let mut events = DirEvents::watch(registry.dir.path());
+    let mut events = DirEvents::watch(registry.path());
     let mut client = Proc::spawn(
         &example_bin("greeter-client"),
         &["--count", "0", "--interval-ms", "2"],
-        &[("MICRO_REGISTRY", &registry.url)],
+        &[("MICRO_REGISTRY", registry.url())],
     );
     let first = client.next_line(READY_TIMEOUT).await;
     assert!(first.starts_with("ok "), "{first}");
@@ -218,7 +218,7 @@ async fn hostile_registry_entries_never_hang_the_platform() {
     use micro::registry::Registry;
 
     let registry = RegistryDir::new();
-    let evil = registry.dir.path().join("evil");
+    let evil = registry.path().join("evil");
     std::fs::create_dir(&evil).unwrap();
     nix::unistd::mkfifo(&evil.join("n.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
     std::os::unix::fs::symlink("/dev/zero", evil.join("zero.json")).unwrap();

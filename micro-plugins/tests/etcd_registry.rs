@@ -11,7 +11,6 @@
 use std::{
     collections::BTreeMap,
     future::Future,
-    process::Stdio,
     sync::{Arc, Once},
     time::{Duration, Instant},
 };
@@ -23,8 +22,10 @@ use micro_core::registry::{
     SharedRegistry, WatchOptions, Watcher, conformance,
 };
 use micro_plugins::etcd::EtcdRegistry;
-use micro_test_engines::{EtcdCluster, EtcdServer};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use micro_test_engines::{
+    EtcdCluster, EtcdServer,
+    child::{Proc, READY_TIMEOUT},
+};
 
 const TTL: Duration = Duration::from_secs(3);
 /// The keepalive period: TTL/3.
@@ -280,15 +281,6 @@ fn child_registrant() {
     });
 }
 
-/// Kills and reaps the child on drop.
-struct ChildGuard(tokio::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_registrant_disappears_within_ttl() {
     init_tracing();
@@ -303,33 +295,12 @@ async fn killed_registrant_disappears_within_ttl() {
     assert!(cache.get_service("victim").await.unwrap().is_empty());
 
     let exe = std::env::current_exe().unwrap();
-    let mut child = ChildGuard(
-        tokio::process::Command::new(exe)
-            .args(["--ignored", "--exact", "child_registrant", "--nocapture"])
-            .env(CHILD_ENV, etcd.endpoint())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut seen = Vec::new();
-    let ready = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("ready ") {
-                return true;
-            }
-            seen.push(line);
-        }
-        false
-    })
-    .await;
-    assert!(
-        matches!(ready, Ok(true)),
-        "child not ready; its output: {seen:?}"
-    );
+    let mut child = Proc::builder(exe)
+        .args(["--ignored", "--exact", "child_registrant", "--nocapture"])
+        .env(CHILD_ENV, etcd.endpoint())
+        .spawn();
+    // The test harness prints its own lines first.
+    while !child.next_line(READY_TIMEOUT).await.starts_with("ready ") {}
 
     let mut view = View::default();
     follow_until(&mut watcher, &mut view, Duration::from_secs(5), |v| {
@@ -341,7 +312,7 @@ async fn killed_registrant_disappears_within_ttl() {
     })
     .await;
 
-    child.0.kill().await.unwrap();
+    child.kill().await;
     let killed = Instant::now();
     follow_until(&mut watcher, &mut view, TTL + Duration::from_secs(5), |v| {
         v.ids().is_empty()

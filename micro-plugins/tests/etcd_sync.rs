@@ -14,7 +14,6 @@
 
 use std::{
     future::Future,
-    process::Stdio,
     sync::{Arc, Mutex, Once},
     time::{Duration, Instant},
 };
@@ -22,9 +21,11 @@ use std::{
 use etcd_client::{Client, GetOptions};
 use micro_core::sync::{LockOptions, SharedSync, Sync as _, SyncError, conformance};
 use micro_plugins::etcd::{ELECTION_PREFIX, EtcdSync, LOCK_PREFIX};
-use micro_test_engines::EtcdServer;
+use micro_test_engines::{
+    EtcdServer,
+    child::{Proc, READY_TIMEOUT},
+};
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
     net::{TcpListener, TcpStream},
     task::AbortHandle,
 };
@@ -342,15 +343,6 @@ fn child_leader() {
     });
 }
 
-/// Kills and reaps the child on drop.
-struct ChildGuard(tokio::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_process_is_replaced_within_ttl() {
     init_tracing();
@@ -360,31 +352,17 @@ async fn a_killed_leader_process_is_replaced_within_ttl() {
     let election = fresh("killed");
     let prefix = format!("{ELECTION_PREFIX}{election}/");
 
-    let mut child = ChildGuard(
-        tokio::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "child_leader", "--nocapture"])
-            .env(CHILD_ENDPOINT, etcd.endpoint())
-            .env(CHILD_ELECTION, &election)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let term = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(term) = line.strip_prefix("ready term=") {
-                return term.parse::<u64>().ok();
-            }
-            seen.push(line);
+    let mut child = Proc::builder(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_leader", "--nocapture"])
+        .env(CHILD_ENDPOINT, etcd.endpoint())
+        .env(CHILD_ELECTION, &election)
+        .spawn();
+    // The test harness prints its own lines first.
+    let child_term: u64 = loop {
+        let line = child.next_line(READY_TIMEOUT).await;
+        if let Some(term) = line.strip_prefix("ready term=") {
+            break term.parse().unwrap();
         }
-        None
-    })
-    .await;
-    let Ok(Some(child_term)) = term else {
-        panic!("child not ready; its output: {seen:?}");
     };
     let leader = sync.leader(&election).await.unwrap().expect("a leader");
     assert_eq!((leader.id.as_str(), leader.term), ("child", child_term));
@@ -400,7 +378,7 @@ async fn a_killed_leader_process_is_replaced_within_ttl() {
     .await;
     assert!(!next.is_finished(), "one leader at a time");
 
-    child.0.kill().await.unwrap();
+    child.kill().await;
     let killed = Instant::now();
     let leadership = tokio::time::timeout(PROMISE + Duration::from_secs(5), next)
         .await

@@ -28,7 +28,6 @@
 use std::{
     collections::HashMap,
     io::BufRead as _,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -39,12 +38,8 @@ use micro_core::{
     sync::{LockOptions, Sync as _},
 };
 use micro_plugins::{etcd::EtcdSync, redis::RedisStore};
-use micro_test_engines::{EtcdServer, RedisServer};
+use micro_test_engines::{EtcdServer, RedisServer, child::Proc};
 use nix::{sys::signal, unistd::Pid};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    process::{Child, ChildStdin},
-};
 
 const CHILDREN: usize = 3;
 const INCREMENTS: u64 = 1_000;
@@ -215,36 +210,31 @@ fn field(line: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name}=… in {line:?}"))
 }
 
-/// A child process, killed and reaped on drop, with its output parsed into `seen`.
+/// A child process (micro-test-engines' runner: killed and reaped on drop), its stdout parsed
+/// into `seen` by a task of its own.
 struct ChildProc {
-    child: Child,
-    stdin: ChildStdin,
+    proc: Proc,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl ChildProc {
     fn spawn(id: usize, etcd: &str, redis: &str, lock: &str) -> ChildProc {
-        let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
-        command
+        let mut builder = Proc::builder(std::env::current_exe().unwrap())
+            .name(format!("incrementer {id}"))
             .args(["--ignored", "--exact", "child_incrementer", "--nocapture"])
             .env(ENV_ETCD, etcd)
             .env(ENV_REDIS, redis)
             .env(ENV_LOCK, lock)
             .env(ENV_ID, id.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+            .stdin_piped();
         if id == VICTIM {
-            command.env(ENV_PAUSE_AT, PAUSE_AT.to_string());
+            builder = builder.env(ENV_PAUSE_AT, PAUSE_AT.to_string());
         }
-        let mut child = command.spawn().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut proc = builder.spawn();
+        let mut lines = proc.take_stdout().expect("piped stdout");
         let seen = Arc::new(Mutex::new(Seen::default()));
         let record = Arc::clone(&seen);
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut seen = record.lock().unwrap();
                 if line.starts_with("holding ") {
@@ -264,22 +254,15 @@ impl ChildProc {
             }
             record.lock().unwrap().closed = true;
         });
-        ChildProc { child, stdin, seen }
+        ChildProc { proc, seen }
     }
 
     fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id().expect("the child runs")).unwrap())
+        self.proc.pid()
     }
 
     async fn send_line(&mut self) {
-        self.stdin.write_all(b"go\n").await.unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-}
-
-impl Drop for ChildProc {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        self.proc.write_line("go").await;
     }
 }
 
@@ -432,10 +415,8 @@ async fn three_processes_count_exactly_while_one_is_stopped_past_its_lease() {
     .await;
     let elapsed = running.elapsed();
     for (i, child) in children.iter_mut().enumerate() {
-        let status = tokio::time::timeout(Duration::from_secs(10), child.child.wait())
-            .await
-            .expect("a child that printed `done` exits")
-            .unwrap();
+        // A child that printed `done` exits.
+        let status = child.proc.wait(Duration::from_secs(10)).await;
         assert!(status.success(), "child {i} failed: {status}");
     }
 

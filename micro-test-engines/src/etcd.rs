@@ -1,11 +1,12 @@
 //! etcd: one member, or a static cluster of members on 127.0.0.1.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
 use crate::binary::Binary;
-use crate::process::{Proc, StartError, wait_all_ready};
+use crate::child::{Proc, StartError};
 use crate::{PORT_ATTEMPTS, free_ports, probe, temp_dir};
 
 const ETCD: Binary = Binary {
@@ -50,15 +51,10 @@ impl EtcdServer {
         cluster: &InitialCluster,
     ) -> EtcdServer {
         let dir = temp_dir(&format!("micro-etcd-{name}-"));
-        let mut proc = Proc::new(
-            format!("etcd {name}"),
-            bin.to_path_buf(),
-            dir.path().join("etcd.log"),
-        );
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let data = dir.path().join("data");
-        proc.set_args([
+        let args: [OsString; 22] = [
             "--name".into(),
             name.into(),
             "--data-dir".into(),
@@ -81,14 +77,18 @@ impl EtcdServer {
             "zap".into(),
             "--log-outputs".into(),
             "stderr".into(),
-        ]);
+        ];
+        let mut proc = Proc::builder(bin)
+            .name(format!("etcd {name}"))
+            .log_file(dir.path().join("etcd.log"))
+            .args(args);
         // etcd 3.4 refuses to start on architectures other than amd64 (and, from 3.5, arm64)
         // unless told to.
         if let Some(arch) = go_arch() {
-            proc.set_env("ETCD_UNSUPPORTED_ARCH", arch);
+            proc = proc.env("ETCD_UNSUPPORTED_ARCH", arch);
         }
         EtcdServer {
-            proc,
+            proc: proc.spawn(),
             name: name.to_owned(),
             client_port,
             peer_port,
@@ -128,17 +128,17 @@ impl EtcdServer {
 
     /// The log file (everything etcd printed, across restarts).
     pub fn log_path(&self) -> &Path {
-        self.proc.log_path()
+        self.proc.log_path().unwrap_or(self.dir.path())
     }
 
     /// The last few KiB of the log.
     pub fn log_tail(&self) -> String {
-        self.proc.log_tail()
+        self.proc.tail()
     }
 
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
+        self.proc.id()
     }
 
     /// Whether the process runs (it may be paused).
@@ -165,7 +165,7 @@ impl EtcdServer {
     /// waits until it is healthy. A cluster member is healthy only with a quorum running.
     /// Panics if it is still running, or with the log's tail if it is not ready in 30 s.
     pub async fn restart(&mut self) {
-        self.proc.spawn();
+        self.proc.respawn();
         if let Err(e) = self.wait_healthy().await {
             panic!("etcd restart failed: {e}");
         }
@@ -232,12 +232,9 @@ async fn start_members(n: usize, what: &str) -> Vec<EtcdServer> {
                 )
             })
             .collect();
-        for m in &mut members {
-            m.proc.spawn();
-        }
         let client_ports: Vec<u16> = members.iter().map(|m| m.client_port).collect();
         let mut procs: Vec<&mut Proc> = members.iter_mut().map(|m| &mut m.proc).collect();
-        match wait_all_ready(&mut procs, "healthy", |i| healthy(client_ports[i])).await {
+        match Proc::wait_all_ready(&mut procs, "healthy", |i| healthy(client_ports[i])).await {
             Ok(()) => {
                 tracing::info!(what, endpoints = ?client_ports, "etcd ready");
                 return members;
@@ -313,7 +310,7 @@ impl EtcdCluster {
             .filter(|m| m.proc.is_running() && !m.proc.is_paused())
             .map(|m| &mut m.proc)
             .collect();
-        if let Err(e) = wait_all_ready(&mut procs, "healthy", |i| healthy(ports[i])).await {
+        if let Err(e) = Proc::wait_all_ready(&mut procs, "healthy", |i| healthy(ports[i])).await {
             panic!("etcd cluster not healthy: {e}");
         }
     }

@@ -8,6 +8,10 @@
 //! pause (SIGSTOP) and resume (SIGCONT) an instance. Dropping a value kills and reaps its
 //! process, also while a test unwinds from a panic.
 //!
+//! Every process runs through [`child::Proc`], the workspace's one runner for child
+//! processes under test: micro-testkit and the integration tests (tests/support) start their
+//! servers with it too.
+//!
 //! Binaries are found through an environment variable, then `PATH` (see [`EtcdServer`],
 //! [`NatsServer`], [`RedisServer`], [`MemcachedServer`]); `scripts/test` installs them and exports the variables.
 //! A missing binary panics with a message that names `scripts/test`.
@@ -28,7 +32,6 @@ mod etcd;
 mod memcached;
 mod nats;
 pub mod probe;
-mod process;
 mod redis;
 
 pub use etcd::{EtcdCluster, EtcdMember, EtcdServer};

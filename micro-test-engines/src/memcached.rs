@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use crate::binary::Binary;
-use crate::process::{Proc, StartError};
+use crate::child::{Proc, StartError};
 use crate::{PORT_ATTEMPTS, free_ports, probe, temp_dir};
 
 const MEMCACHED: Binary = Binary {
@@ -37,7 +37,6 @@ impl MemcachedServer {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_ports(1)[0];
             let mut server = MemcachedServer::new(&bin, port);
-            server.proc.spawn();
             match server.wait_ready().await {
                 Ok(()) => {
                     tracing::info!(port, "memcached ready");
@@ -55,11 +54,6 @@ impl MemcachedServer {
 
     fn new(bin: &Path, port: u16) -> MemcachedServer {
         let dir = temp_dir("micro-memcached-");
-        let mut proc = Proc::new(
-            "memcached",
-            bin.to_path_buf(),
-            dir.path().join("memcached.log"),
-        );
         let mut args: Vec<std::ffi::OsString> = vec![
             "--listen=127.0.0.1".into(),
             format!("--port={port}").into(),
@@ -69,7 +63,11 @@ impl MemcachedServer {
         if nix::unistd::Uid::effective().is_root() {
             args.push("--user=root".into());
         }
-        proc.set_args(args);
+        let proc = Proc::builder(bin)
+            .name("memcached")
+            .log_file(dir.path().join("memcached.log"))
+            .args(args)
+            .spawn();
         MemcachedServer { proc, port, dir }
     }
 
@@ -95,17 +93,17 @@ impl MemcachedServer {
 
     /// The log file (everything memcached printed, across restarts).
     pub fn log_path(&self) -> &Path {
-        self.proc.log_path()
+        self.proc.log_path().unwrap_or(self.dir.path())
     }
 
     /// The last few KiB of the log.
     pub fn log_tail(&self) -> String {
-        self.proc.log_tail()
+        self.proc.tail()
     }
 
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
+        self.proc.id()
     }
 
     /// Whether the process runs (it may be paused).
@@ -132,7 +130,7 @@ impl MemcachedServer {
     /// persisted) and waits for `VERSION`. Panics if it is still running, or with the log's
     /// tail if it is not ready in 30 s.
     pub async fn restart(&mut self) {
-        self.proc.spawn();
+        self.proc.respawn();
         if let Err(e) = self.wait_ready().await {
             panic!("memcached restart failed: {e}");
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use crate::binary::Binary;
-use crate::process::{Proc, StartError, wait_all_ready};
+use crate::child::{Proc, StartError};
 use crate::{PORT_ATTEMPTS, free_ports, probe, temp_dir};
 
 const NATS: Binary = Binary {
@@ -61,11 +61,6 @@ impl NatsServer {
 
     fn new(bin: &Path, name: &str, ports: Ports, cluster: Option<(&str, &[String])>) -> NatsServer {
         let dir = temp_dir(&format!("micro-nats-{name}-"));
-        let mut proc = Proc::new(
-            format!("nats {name}"),
-            bin.to_path_buf(),
-            dir.path().join("nats.log"),
-        );
         let mut args: Vec<std::ffi::OsString> = vec![
             "--addr".into(),
             "127.0.0.1".into(),
@@ -89,7 +84,11 @@ impl NatsServer {
                 routes.join(",").into(),
             ]);
         }
-        proc.set_args(args);
+        let proc = Proc::builder(bin)
+            .name(format!("nats {name}"))
+            .log_file(dir.path().join("nats.log"))
+            .args(args)
+            .spawn();
         NatsServer {
             proc,
             name: name.to_owned(),
@@ -142,17 +141,17 @@ impl NatsServer {
 
     /// The log file (everything nats-server printed, across restarts).
     pub fn log_path(&self) -> &Path {
-        self.proc.log_path()
+        self.proc.log_path().unwrap_or(self.dir.path())
     }
 
     /// The last few KiB of the log.
     pub fn log_tail(&self) -> String {
-        self.proc.log_tail()
+        self.proc.tail()
     }
 
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
+        self.proc.id()
     }
 
     /// Whether the process runs (it may be paused).
@@ -180,7 +179,7 @@ impl NatsServer {
     /// so a quorum of nodes must run). Panics if it is still running, or with the log's tail
     /// if it is not ready in 30 s.
     pub async fn restart(&mut self) {
-        self.proc.spawn();
+        self.proc.respawn();
         let (port, monitor, path) = (self.port, self.monitor_port, self.health_path);
         if let Err(e) = self
             .proc
@@ -244,15 +243,12 @@ async fn start_nodes(n: usize, clustered: bool, what: &str) -> Vec<NatsServer> {
                 NatsServer::new(&bin, &format!("n{i}"), p, cluster)
             })
             .collect();
-        for node in &mut nodes {
-            node.proc.spawn();
-        }
         let probes: Vec<(u16, u16, &'static str)> = nodes
             .iter()
             .map(|s| (s.port, s.monitor_port, s.health_path))
             .collect();
         let mut procs: Vec<&mut Proc> = nodes.iter_mut().map(|s| &mut s.proc).collect();
-        let ready = wait_all_ready(&mut procs, "healthy", |i| {
+        let ready = Proc::wait_all_ready(&mut procs, "healthy", |i| {
             let (port, monitor, path) = probes[i];
             healthy(port, monitor, path)
         })
@@ -278,7 +274,7 @@ async fn start_nodes(n: usize, clustered: bool, what: &str) -> Vec<NatsServer> {
 /// Waits until every node has a route to every other node (`/routez`'s routes name all the
 /// other servers), so interest and messages cross the whole cluster.
 async fn wait_routes(nodes: &[NatsServer], what: &str) {
-    let deadline = std::time::Instant::now() + crate::process::READY_TIMEOUT;
+    let deadline = std::time::Instant::now() + crate::child::READY_TIMEOUT;
     loop {
         let mut missing = Vec::new();
         for node in nodes {
@@ -359,7 +355,7 @@ impl NatsCluster {
             .filter(|s| s.proc.is_running() && !s.proc.is_paused())
             .map(|s| &mut s.proc)
             .collect();
-        let ready = wait_all_ready(&mut procs, "healthy", |i| {
+        let ready = Proc::wait_all_ready(&mut procs, "healthy", |i| {
             let (port, monitor, path) = probes[i];
             healthy(port, monitor, path)
         })

@@ -1,11 +1,12 @@
 //! Redis: one server without persistence.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
 use crate::binary::Binary;
-use crate::process::{Proc, StartError};
+use crate::child::{Proc, StartError};
 use crate::{PORT_ATTEMPTS, free_ports, probe, temp_dir};
 
 const REDIS: Binary = Binary {
@@ -37,7 +38,6 @@ impl RedisServer {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_ports(1)[0];
             let mut server = RedisServer::new(&bin, port);
-            server.proc.spawn();
             match server.wait_ready().await {
                 Ok(()) => {
                     tracing::info!(port, "redis ready");
@@ -55,8 +55,7 @@ impl RedisServer {
 
     fn new(bin: &Path, port: u16) -> RedisServer {
         let dir = temp_dir("micro-redis-");
-        let mut proc = Proc::new("redis", bin.to_path_buf(), dir.path().join("redis.log"));
-        proc.set_args([
+        let args: [OsString; 14] = [
             "--port".into(),
             port.to_string().into(),
             "--bind".into(),
@@ -70,8 +69,13 @@ impl RedisServer {
             "--dir".into(),
             dir.path().as_os_str().to_owned(),
             "--logfile".into(),
-            std::ffi::OsString::from(""),
-        ]);
+            "".into(),
+        ];
+        let proc = Proc::builder(bin)
+            .name("redis")
+            .log_file(dir.path().join("redis.log"))
+            .args(args)
+            .spawn();
         RedisServer { proc, port, dir }
     }
 
@@ -97,17 +101,17 @@ impl RedisServer {
 
     /// The log file (everything redis-server printed, across restarts).
     pub fn log_path(&self) -> &Path {
-        self.proc.log_path()
+        self.proc.log_path().unwrap_or(self.dir.path())
     }
 
     /// The last few KiB of the log.
     pub fn log_tail(&self) -> String {
-        self.proc.log_tail()
+        self.proc.tail()
     }
 
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
+        self.proc.id()
     }
 
     /// Whether the process runs (it may be paused).
@@ -134,7 +138,7 @@ impl RedisServer {
     /// persisted) and waits for `+PONG`. Panics if it is still running, or with the log's
     /// tail if it is not ready in 30 s.
     pub async fn restart(&mut self) {
-        self.proc.spawn();
+        self.proc.respawn();
         if let Err(e) = self.wait_ready().await {
             panic!("redis restart failed: {e}");
         }

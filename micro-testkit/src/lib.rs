@@ -8,6 +8,8 @@
 //!   reads its counters, over a plain tonic channel;
 //! - [`OpenLoop`] fires calls at a fixed rate and returns a [`Report`];
 //! - [`Proc`] and [`RegistryDir`] are the process helpers underneath;
+//! - [`FixtureGreeter`] is the greeter with test-only behaviour (delays, a stalling
+//!   stream, request-id echo), served by `greeter-fixture` and by in-process tests;
 //! - [`RecordingConnector`] records the client's connection attempts;
 //! - [`exclusive`] keeps load tests from running at the same time;
 //! - [`scenario`] holds fault scenarios that tests assert on and benchmarks report.
@@ -43,6 +45,7 @@
 pub mod cluster;
 pub mod connect;
 pub mod control;
+pub mod greeter;
 pub mod load;
 pub mod probe;
 pub mod process;
@@ -58,6 +61,7 @@ pub mod pb {
 pub use cluster::Cluster;
 pub use connect::{ConnectAttempt, RecordingConnector};
 pub use control::ControlClient;
+pub use greeter::FixtureGreeter;
 pub use load::{Failure, OpenLoop, Outcome, Record, Report, outcome};
 pub use probe::Probe;
 pub use process::{Proc, READY_TIMEOUT, Ready, RegistryDir};

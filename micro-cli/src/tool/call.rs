@@ -1,6 +1,12 @@
 //! `micro call`: one call by reflection, its body from the command line or stdin.
 
-use super::*;
+use std::io::Read;
+
+use futures_util::StreamExt;
+use micro::api::dynamic::{self, DynamicCodec};
+use prost_reflect::MethodDescriptor;
+
+use super::{CallArgs, Context, MethodArgs, ToolError, outln, registered};
 
 /// A method resolved by reflection, its requests parsed, and a ready channel to it.
 pub(crate) struct Prepared {

@@ -1,6 +1,10 @@
 //! `micro describe`: a service's nodes, or a service's or method's schema, by reflection.
 
-use super::*;
+use micro::api::dynamic;
+use prost_reflect::{MessageDescriptor, MethodDescriptor};
+use serde_json::json;
+
+use super::{Context, DescribeArgs, Output, ToolError, outln, print_table, registered};
 
 /// `micro describe`.
 pub(crate) async fn describe(args: DescribeArgs) -> Result<(), ToolError> {

@@ -1,6 +1,12 @@
 //! `micro health`: the serving status of each node of a service.
 
-use super::*;
+use std::time::Duration;
+
+use micro_core::{Client, registry::Service as Record};
+use serde_json::json;
+use tonic::{Code, Status};
+
+use super::{Context, Output, ServiceArgs, ToolError, code_name, outln, print_table};
 
 /// `micro health`: grpc.health.v1 Check on each node.
 pub(crate) async fn health(args: ServiceArgs) -> Result<(), ToolError> {

@@ -11,23 +11,16 @@ pub(crate) use describe::describe;
 pub(crate) use health::health;
 pub(crate) use services::services;
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    fmt,
-    io::{Read, Write},
-    time::Duration,
-};
+use std::{collections::HashSet, fmt, io::Write, time::Duration};
 
-use futures_util::StreamExt;
 use micro_core::{
     Client,
     registry::{self, Service as Record, SharedRegistry},
 };
-use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor};
-use serde_json::json;
+use prost_reflect::DescriptorPool;
 use tonic::{Code, Status};
 
-use micro::api::dynamic::{self, DynamicCodec, ReflectionError};
+use micro::api::dynamic::{self, ReflectionError};
 
 pub(crate) use micro_core::middleware::code_name;
 

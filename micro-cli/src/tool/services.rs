@@ -1,6 +1,10 @@
 //! `micro services`: the services in the registry, their versions and node counts.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{Context, Output, ServicesArgs, ToolError, outln, print_table};
 
 /// `micro services`.
 pub(crate) async fn services(args: ServicesArgs) -> Result<(), ToolError> {

@@ -35,7 +35,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
-use super::support::{TestGreeter, pb as greeter_pb};
+use super::support::{FixtureGreeter, pb as greeter_pb};
 
 pub const ISS: &str = "https://auth.micro.test";
 pub const AUD: &str = "micro";
@@ -227,7 +227,7 @@ counting_bookshelf! {
 #[derive(Debug, Default, Clone)]
 pub struct CountingGreeter {
     pub calls: Calls,
-    inner: TestGreeter,
+    inner: FixtureGreeter,
 }
 
 #[tonic::async_trait]
@@ -241,7 +241,7 @@ impl greeter_pb::greeter_server::Greeter for CountingGreeter {
     }
 
     type StreamHellosStream =
-        <TestGreeter as greeter_pb::greeter_server::Greeter>::StreamHellosStream;
+        <FixtureGreeter as greeter_pb::greeter_server::Greeter>::StreamHellosStream;
 
     async fn stream_hellos(
         &self,

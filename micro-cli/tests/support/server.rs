@@ -71,7 +71,7 @@ impl MicroServerBuilder {
 
     /// Registers in `registry` instead of a private one.
     pub fn registry(mut self, registry: &RegistryDir) -> Self {
-        self.registry_url = Some(registry.url.clone());
+        self.registry_url = Some(registry.url().to_owned());
         self
     }
 
@@ -111,7 +111,7 @@ impl MicroServerBuilder {
         let registry_url = self
             .registry_url
             .clone()
-            .unwrap_or_else(|| registry.as_ref().unwrap().url.clone());
+            .unwrap_or_else(|| registry.as_ref().unwrap().url().to_owned());
         let data_dir = data_dir.display().to_string();
         let mut args = vec![
             "server",
