@@ -21,6 +21,7 @@ use tonic::{Status, body::Body};
 use super::{
     AddressError, CallOptions, Client, ClientCore,
     deadline::{self, DeadlineBody},
+    limit::ReceiveLimit,
     node::ClientNode,
     resolve::{self, Resolver},
     retry::Outcome,
@@ -63,6 +64,8 @@ const CATCH_UP: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Channel {
     shared: Arc<Shared>,
+    /// This channel value's receive limit, when it has its own.
+    receive_limit: Option<ReceiveLimit>,
     /// The default client layers around the core: one span and one count per call.
     stack: Defaults<Core>,
 }
@@ -148,7 +151,11 @@ impl Channel {
         }
         let core = Core(Arc::clone(&shared));
         let stack = Defaults::new(core, trace, metrics);
-        Self { shared, stack }
+        Self {
+            shared,
+            receive_limit: None,
+            stack,
+        }
     }
 
     /// A channel to `service` at fixed `addresses` (`host:port` or `unix:/path`), with no
@@ -198,6 +205,32 @@ impl Channel {
     pub fn service(&self) -> &str {
         &self.shared.service
     }
+
+    /// This channel with its own receive limit: a reply message longer than `bytes` ends
+    /// the call with RESOURCE_EXHAUSTED naming the size and the limit. Other clones of the
+    /// channel keep theirs. Default is the client's
+    /// ([`ClientBuilder::max_receive_message_size`](super::ClientBuilder::max_receive_message_size)).
+    ///
+    /// A tonic stub has its own limit too (`max_decoding_message_size`, 4 MiB by default,
+    /// answered with OUT_OF_RANGE): the lower applies, so raise both.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), micro_core::client::AddressError> {
+    /// const LIMIT: usize = 64 * 1024 * 1024;
+    /// let channel = micro_core::Channel::from_addresses("store", ["127.0.0.1:7700"])?
+    ///     .max_receive_message_size(LIMIT);
+    /// // let kv = KvClient::new(channel).max_decoding_message_size(LIMIT);
+    /// # let _ = channel;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
+        self.receive_limit = Some(ReceiveLimit(bytes));
+        self
+    }
 }
 
 impl fmt::Debug for Channel {
@@ -220,7 +253,10 @@ impl tower_service::Service<Request<Body>> for Channel {
         self.stack.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        if let Some(limit) = self.receive_limit {
+            request.extensions_mut().insert(limit);
+        }
         ResponseFuture {
             inner: self.stack.call(request),
         }
@@ -253,6 +289,10 @@ impl Shared {
             .extensions_mut()
             .remove::<CallOptions>()
             .unwrap_or_default();
+        let receive_limit = request
+            .extensions_mut()
+            .remove::<ReceiveLimit>()
+            .map_or(self.client.receive_limit, |ReceiveLimit(limit)| limit);
         let requested = options.timeout.or_else(|| {
             request
                 .headers()
@@ -286,7 +326,8 @@ impl Shared {
             }
             Ok(response) => {
                 let service = Arc::clone(&self.service);
-                Ok(response.map(|body| DeadlineBody::new(body, sleep, timeout, service)))
+                Ok(response
+                    .map(|body| DeadlineBody::new(body, sleep, timeout, service, receive_limit)))
             }
             Err(status) => Err(status.into()),
         }

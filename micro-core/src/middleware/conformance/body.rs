@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
-use super::budget::MessageBudget;
+use super::{budget::MessageBudget, limit};
 use crate::lock::lock;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -52,8 +52,9 @@ pin_project! {
 }
 
 pin_project! {
-    /// The response of [`Conformance`](super::Conformance): the inner service's, or nothing
-    /// for a call answered from its headers (the status is in the headers).
+    /// The response of [`Conformance`](super::Conformance): the inner service's, its
+    /// trailers corrected (see [`limit`]), or nothing for a call answered from its headers
+    /// (the status is in the headers).
     #[project = ResponseBodyProj]
     #[derive(Debug)]
     pub(crate) enum ResponseBody<B> {
@@ -215,10 +216,16 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project() {
             ResponseBodyProj::Inner { body, held } => {
-                let frame = ready!(body.poll_frame(cx));
-                if frame.is_none() {
+                let mut frame = ready!(body.poll_frame(cx));
+                match &mut frame {
+                    Some(Ok(frame)) => {
+                        if let Some(trailers) = frame.trailers_mut() {
+                            limit::rewrite(trailers);
+                        }
+                    }
                     // The answer is done: the request's budget goes back now.
-                    held.take();
+                    None => drop(held.take()),
+                    Some(Err(_)) => {}
                 }
                 Poll::Ready(frame)
             }

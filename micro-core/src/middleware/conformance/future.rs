@@ -9,7 +9,7 @@ use std::{
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::{Held, ResponseBody};
+use super::{Held, ResponseBody, limit};
 
 pin_project! {
     /// The inner service's response, or the answer to a call rejected from its headers.
@@ -43,7 +43,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project() {
             ResponseFutureProj::Inner { future, held } => {
-                let response = ready!(future.poll(cx))?;
+                let mut response = ready!(future.poll(cx))?;
+                // A trailers-only answer carries its status in the headers.
+                limit::rewrite(response.headers_mut());
                 let held = held.take();
                 Poll::Ready(Ok(response.map(|body| ResponseBody::Inner { body, held })))
             }

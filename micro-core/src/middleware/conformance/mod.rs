@@ -19,6 +19,10 @@
 //!   call's answer is done; one that does not fit fails with RESOURCE_EXHAUSTED. This bounds
 //!   the memory of concurrent large messages (100 concurrent 3.9 MB puts peaked at 435 MB; the
 //!   length of a compressed message is its compressed length).
+//! - A message over a size limit (a request over the method's receive limit, a reply over
+//!   its send limit) ends with RESOURCE_EXHAUSTED, naming the size and the limit, as the
+//!   status code table asks ("Sent or received message was larger than configured limit")
+//!   and grpc-go and grpc's C core answer; tonic answers OUT_OF_RANGE. See [`limit`].
 //!
 //! HTTP level: it reads headers, and watches the 5-byte message prefixes of request bodies
 //! as they stream by (no copy, no buffering).
@@ -26,6 +30,7 @@
 mod body;
 pub(crate) mod budget;
 mod future;
+mod limit;
 
 pub(crate) use body::{Held, RequestBody, ResponseBody};
 pub(crate) use budget::MessageBudget;
