@@ -24,6 +24,7 @@ use futures_util::{Stream, StreamExt};
 use micro::{
     Client, Service,
     client::{BoxIo, connector_fn},
+    context::Trailers,
     registry::MemoryRegistry,
     service::RunningService,
 };
@@ -32,7 +33,7 @@ use support::pb::{
     greeter_client::GreeterClient,
     greeter_server::{Greeter, GreeterServer},
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, metadata::MetadataValue};
 
 /// The greeter of these tests: `big:N` is answered with a message of N bytes; trailers are
 /// not sent unless the request's name starts with `trailers`.
@@ -54,7 +55,16 @@ impl Greeter for SpecGreeter {
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
         let name = request.into_inner().name;
-        Ok(Response::new(reply_for(&name)))
+        let mut reply = Response::new(reply_for(&name));
+        if name.starts_with("trailers") {
+            Trailers::of(&mut reply).with(|trailers| {
+                trailers.insert("x-greeted", name.parse().unwrap());
+                trailers.insert_bin("x-greeted-bin", MetadataValue::from_bytes(b"\x00\xffok"));
+                // Reserved: never sent, the call stays OK.
+                trailers.insert("grpc-status", "13".parse().unwrap());
+            });
+        }
+        Ok(reply)
     }
 
     type StreamHellosStream = Pin<Box<dyn Stream<Item = Result<HelloReply, Status>> + Send>>;
@@ -71,8 +81,19 @@ impl Greeter for SpecGreeter {
             })
             .collect();
         replies.push(reply_for(&request.name));
-        let replies = futures_util::stream::iter(replies).map(Ok);
-        Ok(Response::new(Box::pin(replies)))
+        // The stream counts what it sent into the trailers, as it goes.
+        let trailers = Trailers::new();
+        let counted = trailers.clone();
+        let replies =
+            futures_util::stream::iter(replies.into_iter().enumerate()).map(move |(i, reply)| {
+                counted.with(|map| map.insert("x-sent", (i + 1).into()));
+                Ok(reply)
+            });
+        let mut reply: Response<Self::StreamHellosStream> = Response::new(Box::pin(replies));
+        if request.name.starts_with("trailers") {
+            trailers.attach(&mut reply);
+        }
+        Ok(reply)
     }
 }
 
@@ -206,5 +227,48 @@ async fn a_reply_over_the_clients_limit_is_resource_exhausted_and_the_connection
         1,
         "one connection for all calls"
     );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn handlers_send_trailers_with_an_ok_reply_unary_and_streaming() {
+    let server = start(4 * 1024 * 1024).await;
+    let (client, _) = client(&server, Client::builder());
+    let mut greeter = GreeterClient::new(client.channel("greeter"));
+
+    // tonic merges a unary reply's trailers into its metadata.
+    let reply = greeter.say_hello(hello("trailers-unary")).await.unwrap();
+    assert_eq!(reply.metadata().get("x-greeted").unwrap(), "trailers-unary");
+    assert_eq!(
+        reply
+            .metadata()
+            .get_bin("x-greeted-bin")
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+        &b"\x00\xffok"[..]
+    );
+    assert_eq!(reply.into_inner().message, "Hello, trailers-unary!");
+    // None unless the handler attached them.
+    let reply = greeter.say_hello(hello("plain")).await.unwrap();
+    assert!(reply.metadata().get("x-greeted").is_none());
+
+    let mut stream = greeter
+        .stream_hellos(StreamHellosRequest {
+            name: "trailers-stream".to_owned(),
+            count: 3,
+            interval_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    while stream.message().await.unwrap().is_some() {
+        received += 1;
+    }
+    assert_eq!(received, 4);
+    let trailers = stream.trailers().await.unwrap().unwrap();
+    // Set by the stream itself, after the handler returned: all 4 counted.
+    assert_eq!(trailers.get("x-sent").unwrap(), "4");
     server.shutdown().await.unwrap();
 }

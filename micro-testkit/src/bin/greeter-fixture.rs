@@ -1,8 +1,10 @@
 //! greeter-fixture: the greeter service of examples/greeter with what tests need on top,
 //! registered as `greeter`: `delay_ms` of simulated work (calls in flight during a
 //! shutdown), the caller's `x-request-id` echoed on the reply (metadata passing through
-//! the gateway), and the `ready addr=<address> node=<id>` line on stdout once it serves and
-//! is registered. Runs until SIGINT or SIGTERM and exits 0 after a graceful shutdown.
+//! the gateway), trailing metadata for a name starting with `trailers` (SayHello:
+//! `x-greeted` and `x-greeted-bin`, the name; StreamHellos: `x-sent`, the greetings sent,
+//! counted by the stream), and the `ready addr=<address> node=<id>` line on stdout once it
+//! serves and is registered. Runs until SIGINT or SIGTERM and exits 0 after a graceful shutdown.
 //!
 //! Tests outside micro-testkit find it in `target/<profile>/greeter-fixture` (scripts/test
 //! builds every target first).
@@ -10,8 +12,8 @@
 use std::{pin::Pin, time::Duration};
 
 use futures_util::{Stream, StreamExt};
-use micro::Service;
-use tonic::{Request, Response, Status};
+use micro::{Service, context::Trailers};
+use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 #[allow(unreachable_pub, missing_docs)]
 mod pb {
@@ -55,6 +57,14 @@ impl Greeter for Hello {
         if let Some(id) = request_id {
             reply.metadata_mut().insert("x-request-id", id);
         }
+        if name.starts_with("trailers") {
+            let text = MetadataValue::try_from(name)
+                .map_err(|_| Status::invalid_argument("a trailers name must be ASCII"))?;
+            Trailers::of(&mut reply).with(|trailers| {
+                trailers.insert("x-greeted", text);
+                trailers.insert_bin("x-greeted-bin", MetadataValue::from_bytes(name.as_bytes()));
+            });
+        }
         Ok(reply)
     }
 
@@ -79,13 +89,24 @@ impl Greeter for Hello {
             )));
         }
         let interval = Duration::from_millis(request.interval_ms.into());
+        let trailers = Trailers::new();
+        let sent = trailers.clone();
+        let counted = name.starts_with("trailers");
         let replies = (1..=request.count).map(move |i| {
+            sent.with(|map| map.insert("x-sent", i.into()));
             Ok(HelloReply {
                 message: format!("Hello #{i}, {name}!"),
             })
         });
+        let reply = |stream: Self::StreamHellosStream| {
+            let mut reply = Response::new(stream);
+            if counted {
+                trailers.attach(&mut reply);
+            }
+            Ok(reply)
+        };
         if interval.is_zero() {
-            return Ok(Response::new(Box::pin(futures_util::stream::iter(replies))));
+            return reply(Box::pin(futures_util::stream::iter(replies)));
         }
         // Each greeting after the first waits its turn.
         let paced =
@@ -95,7 +116,7 @@ impl Greeter for Hello {
                 }
                 reply
             });
-        Ok(Response::new(Box::pin(paced)))
+        reply(Box::pin(paced))
     }
 }
 

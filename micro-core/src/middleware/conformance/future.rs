@@ -10,6 +10,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use super::{Held, ResponseBody, limit};
+use crate::context::Trailers;
 
 pin_project! {
     /// The inner service's response, or the answer to a call rejected from its headers.
@@ -47,7 +48,12 @@ where
                 // A trailers-only answer carries its status in the headers.
                 limit::rewrite(response.headers_mut());
                 let held = held.take();
-                Poll::Ready(Ok(response.map(|body| ResponseBody::Inner { body, held })))
+                let trailers = response.extensions_mut().remove::<Trailers>();
+                Poll::Ready(Ok(response.map(|body| ResponseBody::Inner {
+                    body,
+                    held,
+                    trailers,
+                })))
             }
             ResponseFutureProj::Rejected { response } => {
                 // Polled again after Ready would be a caller's bug: answer the same way.

@@ -23,6 +23,8 @@
 //!   its send limit) ends with RESOURCE_EXHAUSTED, naming the size and the limit, as the
 //!   status code table asks ("Sent or received message was larger than configured limit")
 //!   and grpc-go and grpc's C core answer; tonic answers OUT_OF_RANGE. See [`limit`].
+//! - A handler's [`Trailers`](crate::context::Trailers), attached to its reply, are sent in
+//!   the reply's trailers; a tonic handler can set headers only.
 //!
 //! HTTP level: it reads headers, and watches the 5-byte message prefixes of request bodies
 //! as they stream by (no copy, no buffering).
