@@ -23,6 +23,7 @@ use super::{
     deadline::{self, DeadlineBody},
     limit::ReceiveLimit,
     node::ClientNode,
+    proxy,
     resolve::{self, Resolver},
     retry::Outcome,
 };
@@ -324,10 +325,13 @@ impl Shared {
             {
                 Err(deadline::exceeded(&self.service, timeout).into())
             }
-            Ok(response) => {
+            Ok(mut response) => {
+                let not_grpc = proxy::answer_not_grpc(&mut response, &self.service);
                 let service = Arc::clone(&self.service);
-                Ok(response
-                    .map(|body| DeadlineBody::new(body, sleep, timeout, service, receive_limit)))
+                Ok(response.map(|body| {
+                    let body = DeadlineBody::new(body, sleep, timeout, service, receive_limit);
+                    if not_grpc { body.ended() } else { body }
+                }))
             }
             Err(status) => Err(status.into()),
         }

@@ -58,6 +58,14 @@ impl DeadlineBody {
     }
 }
 
+impl DeadlineBody {
+    /// This body ended at once, unread: the answer is all in the headers.
+    pub(crate) fn ended(mut self) -> Self {
+        self.expired = true;
+        self
+    }
+}
+
 impl HttpBody for DeadlineBody {
     type Data = Bytes;
     type Error = Status;

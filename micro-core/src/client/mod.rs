@@ -20,6 +20,7 @@ mod deadline;
 mod limit;
 mod node;
 mod options;
+mod proxy;
 mod resolve;
 pub mod retry;
 

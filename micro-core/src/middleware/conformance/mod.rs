@@ -179,7 +179,7 @@ fn reject<B>(request: &Request<B>) -> Option<Response<()>> {
 
 /// `application/grpc`, or `application/grpc+<codec>`, with any parameters; case-insensitive
 /// as media types are.
-fn is_grpc(value: &HeaderValue) -> bool {
+pub(crate) fn is_grpc(value: &HeaderValue) -> bool {
     const GRPC: &[u8] = b"application/grpc";
     let bytes = value.as_bytes();
     let media = bytes
