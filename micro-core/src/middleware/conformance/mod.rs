@@ -1,6 +1,8 @@
 //! [`Conformance`]: what the gRPC over HTTP/2 specification asks of a server and tonic leaves
 //! to it, checked before a call reaches anything of the user's.
 //!
+//! - A request whose method is not POST (PROTOCOL-HTTP2.md: "Method → \":method POST\"")
+//!   gets HTTP 405 with `allow: POST`, and `grpc-status` INTERNAL; tonic ran it.
 //! - A request whose `content-type` is not `application/grpc` or `application/grpc+<codec>`
 //!   (parameters allowed) gets HTTP 415 ("If Content-Type does not begin with
 //!   `application/grpc`, gRPC servers SHOULD respond with HTTP status of 415"), with
@@ -44,7 +46,10 @@ use std::{
     task::{Context as TaskContext, Poll},
 };
 
-use http::{HeaderValue, Request, Response, StatusCode, header::CONTENT_TYPE};
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode,
+    header::{ALLOW, CONTENT_TYPE},
+};
 use tonic::{Status, body::Body};
 use tower_service::Service;
 
@@ -145,6 +150,19 @@ where
 
 /// The answer to a request that breaks the specification in its headers.
 fn reject<B>(request: &Request<B>) -> Option<Response<()>> {
+    if request.method() != Method::POST {
+        let method = request.method();
+        tracing::debug!(%method, path = request.uri().path(), "not a gRPC request: 405");
+        let mut response = Status::internal(format!(
+            "invalid gRPC request method {method}: gRPC calls are HTTP POST requests"
+        ))
+        .into_http::<()>();
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return Some(response);
+    }
     let headers = request.headers();
     let content_type = headers.get(CONTENT_TYPE);
     if !content_type.is_some_and(is_grpc) {
