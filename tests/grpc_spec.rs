@@ -35,8 +35,15 @@ use support::pb::{
 };
 use tonic::{Code, Request, Response, Status, metadata::MetadataValue};
 
+/// The error of a SayHello to `details`: a message that needs percent-encoding, and
+/// binary details.
+const DETAILS_MESSAGE: &str = "h\u{e9}llo 100% \u{2713} \"q\"\n";
+const DETAILS: &[u8] = b"\x00\x01details\xff";
+
 /// The greeter of these tests: `big:N` is answered with a message of N bytes; trailers are
-/// not sent unless the request's name starts with `trailers`.
+/// not sent unless the request's name starts with `trailers`; `details` fails with
+/// details; `user-agent` is answered with the request's; a request with `x-data-bin` is
+/// answered with its bytes in hex.
 #[derive(Debug, Default, Clone)]
 struct SpecGreeter;
 
@@ -54,7 +61,34 @@ impl Greeter for SpecGreeter {
         &self,
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
+        if let Some(data) = request.metadata().get_bin("x-data-bin") {
+            // Echoes the decoded bytes of a binary header, in hex.
+            let bytes = data
+                .to_bytes()
+                .map_err(|_| Status::invalid_argument("x-data-bin is not base64"))?;
+            let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            let mut reply = Response::new(HelloReply { message: hex });
+            // Reserved: tonic never sends a handler's grpc-status as a header.
+            reply
+                .metadata_mut()
+                .insert("grpc-status", "13".parse().unwrap());
+            return Ok(reply);
+        }
+        let user_agent = request.metadata().get("user-agent").cloned();
         let name = request.into_inner().name;
+        if name == "user-agent" {
+            let agent = user_agent.map(|value| value.to_str().unwrap_or("?").to_owned());
+            return Ok(Response::new(HelloReply {
+                message: agent.unwrap_or_default(),
+            }));
+        }
+        if name == "details" {
+            return Err(Status::with_details(
+                Code::FailedPrecondition,
+                DETAILS_MESSAGE,
+                tonic::codegen::Bytes::from_static(DETAILS),
+            ));
+        }
         let mut reply = Response::new(reply_for(&name));
         if name.starts_with("trailers") {
             Trailers::of(&mut reply).with(|trailers| {
@@ -270,5 +304,128 @@ async fn handlers_send_trailers_with_an_ok_reply_unary_and_streaming() {
     let trailers = stream.trailers().await.unwrap().unwrap();
     // Set by the stream itself, after the handler returned: all 4 counted.
     assert_eq!(trailers.get("x-sent").unwrap(), "4");
+    server.shutdown().await.unwrap();
+}
+
+/// Records the headers of each answer: a trailers-only error carries its status there.
+type Seen = Arc<std::sync::Mutex<Vec<http::HeaderMap>>>;
+
+fn recording(
+    channel: micro::Channel,
+    headers: Vec<(&'static str, &'static str)>,
+) -> (
+    impl tonic::client::GrpcService<
+        tonic::body::Body,
+        ResponseBody = tonic::body::Body,
+        Error = Box<dyn std::error::Error + Send + Sync>,
+        Future = impl Send,
+    > + Clone
+    + Send,
+    Seen,
+) {
+    let seen = Seen::default();
+    let recorded = Arc::clone(&seen);
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |mut request: http::Request<tonic::body::Body>| {
+            for (name, value) in &headers {
+                request
+                    .headers_mut()
+                    .insert(*name, http::HeaderValue::from_static(value));
+            }
+            request
+        })
+        .map_response(move |response: http::Response<tonic::body::Body>| {
+            recorded.lock().unwrap().push(response.headers().clone());
+            response
+        })
+        .service(channel);
+    (service, seen)
+}
+
+#[tokio::test]
+async fn status_details_and_messages_pass_through_encoded_as_the_spec_says() {
+    let server = start(4 * 1024 * 1024).await;
+    let (client, _) = client(&server, Client::builder());
+    let (service, seen) = recording(client.channel("greeter"), vec![]);
+    let mut greeter = GreeterClient::new(service);
+
+    let status = greeter.say_hello(hello("details")).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), DETAILS_MESSAGE);
+    assert_eq!(status.details(), DETAILS);
+
+    // On the wire: grpc-message percent-encoded (UTF-8 bytes, `%`, and controls as %XX;
+    // only ASCII), grpc-status-details-bin base64.
+    let headers = seen.lock().unwrap().pop().unwrap();
+    let message = headers.get("grpc-message").unwrap().to_str().unwrap();
+    assert!(message.contains("h%C3%A9llo"), "{message}");
+    assert!(message.contains("100%25"), "{message}");
+    assert!(message.contains("%E2%9C%93"), "{message}");
+    assert!(message.ends_with("%0A"), "{message}");
+    assert!(headers.get("grpc-status-details-bin").is_some());
+
+    // micro's calls say who they are, as the specification structures it.
+    let reply = greeter.say_hello(hello("user-agent")).await.unwrap();
+    assert_eq!(
+        reply.into_inner().message,
+        concat!("grpc-rust-micro/", env!("CARGO_PKG_VERSION"))
+    );
+
+    // A plain tonic channel (a client micro did not write) sees the same.
+    let address = format!("http://{}", server.local_address());
+    let plain = tonic::transport::Endpoint::from_shared(address)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = GreeterClient::new(plain)
+        .say_hello(hello("details"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message(), status.details()),
+        (Code::FailedPrecondition, DETAILS_MESSAGE, DETAILS)
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn binary_metadata_is_read_with_or_without_base64_padding() {
+    let server = start(4 * 1024 * 1024).await;
+    let (client, _) = client(&server, Client::builder());
+    for (sent, expected) in [
+        ("AP8=", "00ff"),
+        ("AP8", "00ff"),
+        ("AA==", "00"),
+        ("AA", "00"),
+        ("3q2+7w==", "deadbeef"),
+        ("3q2+7w", "deadbeef"),
+    ] {
+        let (service, seen) = recording(client.channel("greeter"), vec![("x-data-bin", sent)]);
+        let reply = GreeterClient::new(service)
+            .say_hello(hello("bin"))
+            .await
+            .unwrap();
+        assert_eq!(reply.get_ref().message, expected, "{sent}");
+        // The handler's own grpc-status header was not sent: the call is OK.
+        let headers = seen.lock().unwrap().pop().unwrap();
+        assert!(headers.get("grpc-status").is_none(), "{headers:?}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unsupported_grpc_encoding_is_unimplemented_naming_what_is_accepted() {
+    let server = start(4 * 1024 * 1024).await;
+    let (client, _) = client(&server, Client::builder());
+    let (service, seen) = recording(client.channel("greeter"), vec![("grpc-encoding", "snappy")]);
+    let status = GreeterClient::new(service)
+        .say_hello(hello("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("snappy"), "{status:?}");
+    let headers = seen.lock().unwrap().pop().unwrap();
+    assert!(headers.get("grpc-accept-encoding").is_some(), "{headers:?}");
     server.shutdown().await.unwrap();
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, header::USER_AGENT};
 use tokio::{
     sync::{OnceCell, watch},
     time::Instant,
@@ -40,6 +40,10 @@ pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// How long a call waits for the registry cache to show nodes that the registry itself
 /// already lists: a registration the cache's watch has not delivered yet.
 const CATCH_UP: Duration = Duration::from_secs(1);
+
+/// The `user-agent` of micro's calls, structured as gRPC's PROTOCOL-HTTP2.md asks
+/// (`grpc-<language>-<implementation>/<version>`); constant, so HPACK sends it as one byte.
+const MICRO_USER_AGENT: &str = concat!("grpc-rust-micro/", env!("CARGO_PKG_VERSION"));
 
 /// A channel to every node of one named service; any tonic-generated client runs on it.
 ///
@@ -286,6 +290,11 @@ impl Shared {
         self: Arc<Self>,
         mut request: Request<Body>,
     ) -> Result<Response<DeadlineBody>, BoxError> {
+        // The specification's structured user agent; a call may set its own.
+        request
+            .headers_mut()
+            .entry(USER_AGENT)
+            .or_insert(HeaderValue::from_static(MICRO_USER_AGENT));
         let options = request
             .extensions_mut()
             .remove::<CallOptions>()
