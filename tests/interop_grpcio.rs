@@ -1,7 +1,8 @@
 //! Interop with a gRPC client micro did not write: Python's grpcio lists the services
 //! through reflection (v1alpha, as grpcio-reflection asks), calls SayHello with the
 //! descriptors it fetched, sees a gRPC error for bad input, and checks health; and it reads
-//! the trailing metadata micro handlers send with their OK replies, unary and streaming.
+//! the trailing metadata micro handlers send with their OK replies, unary and streaming,
+//! and gets RESOURCE_EXHAUSTED for a request over the server's limit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -71,7 +72,7 @@ async fn grpcio_reflection_call_and_health() {
 }
 
 #[tokio::test]
-async fn grpcio_reads_the_trailers_of_ok_replies() {
+async fn grpcio_reads_trailers_and_resource_exhausted_over_the_limit() {
     let python = python();
     let registry = RegistryDir::new();
     let mut server = Proc::spawn(
@@ -82,7 +83,7 @@ async fn grpcio_reads_the_trailers_of_ok_replies() {
     let ready = server.ready().await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/grpcio_trailers.py"
+        "/tests/interop/grpcio_spec.py"
     );
     let output = tokio::process::Command::new(&python)
         .args([script, &ready.addr])
@@ -103,6 +104,8 @@ async fn grpcio_reads_the_trailers_of_ok_replies() {
             // grpcio decodes -bin values from base64 into bytes.
             "unary-trailers x-greeted='trailers-py' x-greeted-bin=b'trailers-py'",
             "plain-trailers none",
+            "oversized RESOURCE_EXHAUSTED names-limit",
+            "after Hello, after!",
             "stream OK 3",
             "stream-trailers x-sent='3'",
         ],

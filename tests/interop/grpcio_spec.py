@@ -1,6 +1,6 @@
 """Trailing metadata a micro handler sends, read by a gRPC client micro did not write.
 
-Usage: grpcio_trailers.py ADDRESS (a greeter-fixture node)
+Usage: grpcio_spec.py ADDRESS (a greeter-fixture node)
 Prints one `key value` line per check; exits non-zero on any failure. The messages are
 encoded by hand (greeter.v1: HelloRequest{name=1}, StreamHellosRequest{name=1, count=2},
 HelloReply{message=1}), so no generated code or reflection is involved.
@@ -51,6 +51,15 @@ def main():
 
     reply, call = say_hello.with_call(string_field(1, "plain"), timeout=10)
     print("plain-trailers", show(call.trailing_metadata()) or "none")
+
+    try:
+        say_hello(string_field(1, "x" * (5 * 1024 * 1024)), timeout=10)
+        print("oversized OK")
+    except grpc.RpcError as err:
+        limit = "limit of 4194304 bytes" in err.details()
+        print("oversized", err.code().name, "names-limit" if limit else err.details())
+    reply = say_hello(string_field(1, "after"), timeout=10)
+    print("after", reply_message(reply))
 
     stream_hellos = channel.unary_stream("/greeter.v1.Greeter/StreamHellos", **identity)
     request = string_field(1, "trailers-stream") + varint(2 << 3) + varint(3)
