@@ -81,10 +81,7 @@ async fn grpcio_reads_trailers_and_resource_exhausted_over_the_limit() {
         &[("MICRO_REGISTRY", &registry.url)],
     );
     let ready = server.ready().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/grpcio_spec.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/grpcio_spec.py");
     let output = tokio::process::Command::new(&python)
         .args([script, &ready.addr])
         .output()
