@@ -21,6 +21,9 @@ use crate::lock::lock;
 /// usual: tonic merges them into a unary reply's metadata and returns them from
 /// `Streaming::trailers`; grpcio returns them from `trailing_metadata()`.
 ///
+/// A handler that fails returns a `Status` and no reply, so nothing to attach these to: the
+/// status's own metadata (`Status::with_metadata`) is sent with it instead.
+///
 /// Names starting with `grpc-` are reserved for gRPC itself (`grpc-status`,
 /// `grpc-message`, …) and are not sent, nor are HTTP/2's connection-specific headers; each
 /// dropped name is logged at debug level. Binary values (names ending in `-bin`) are sent
