@@ -11,13 +11,17 @@
 //!   ends by itself;
 //! - the caller's `x-request-id` echoed on the `SayHello` reply (metadata passing through
 //!   the gateway);
+//! - trailing metadata on OK replies for a name starting with `trailers` (`SayHello`:
+//!   `x-greeted` and `x-greeted-bin`, the name; `StreamHellos`: `x-sent`, the greetings
+//!   sent, counted as the stream goes), for clients we did not write to read;
 //! - [`FixtureGreeter::arrived`]: notified as each `SayHello` call reaches the handler.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::{Stream, StreamExt};
+use micro::context::Trailers;
 use tokio::sync::Notify;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use pb::{HelloReply, HelloRequest, StreamHellosRequest, greeter_server::Greeter};
 
@@ -86,6 +90,14 @@ impl Greeter for FixtureGreeter {
         if let Some(id) = request_id {
             reply.metadata_mut().insert("x-request-id", id);
         }
+        if name.starts_with("trailers") {
+            let text = MetadataValue::try_from(name)
+                .map_err(|_| Status::invalid_argument("a trailers name must be ASCII"))?;
+            Trailers::of(&mut reply).with(|trailers| {
+                trailers.insert("x-greeted", text);
+                trailers.insert_bin("x-greeted-bin", MetadataValue::from_bytes(name.as_bytes()));
+            });
+        }
         Ok(reply)
     }
 
@@ -111,7 +123,11 @@ impl Greeter for FixtureGreeter {
         }
         let interval = Duration::from_millis(request.interval_ms.into());
         let stall = name == STALL;
+        let trailers = Trailers::new();
+        let sent = trailers.clone();
+        let counted = name.starts_with("trailers");
         let replies = (1..=request.count).map(move |i| {
+            sent.with(|map| map.insert("x-sent", i.into()));
             Ok(HelloReply {
                 message: format!("Hello #{i}, {name}!"),
             })
@@ -124,12 +140,15 @@ impl Greeter for FixtureGreeter {
                 }
                 reply
             });
-        if stall {
-            return Ok(Response::new(Box::pin(
-                paced.chain(futures_util::stream::pending()),
-            )));
+        let mut reply: Response<Self::StreamHellosStream> = if stall {
+            Response::new(Box::pin(paced.chain(futures_util::stream::pending())))
+        } else {
+            Response::new(Box::pin(paced))
+        };
+        if counted {
+            trailers.attach(&mut reply);
         }
-        Ok(Response::new(Box::pin(paced)))
+        Ok(reply)
     }
 }
 

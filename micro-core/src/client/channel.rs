@@ -11,7 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, header::USER_AGENT};
 use tokio::{
     sync::{OnceCell, watch},
     time::Instant,
@@ -21,7 +21,9 @@ use tonic::{Status, body::Body};
 use super::{
     AddressError, CallOptions, Client, ClientCore,
     deadline::{self, DeadlineBody},
+    limit::ReceiveLimit,
     node::ClientNode,
+    proxy,
     resolve::{self, Resolver},
     retry::{Hedge, Outcome},
 };
@@ -38,6 +40,10 @@ pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// How long a call waits for the registry cache to show nodes that the registry itself
 /// already lists: a registration the cache's watch has not delivered yet.
 const CATCH_UP: Duration = Duration::from_secs(1);
+
+/// The `user-agent` of micro's calls, structured as gRPC's PROTOCOL-HTTP2.md asks
+/// (`grpc-<language>-<implementation>/<version>`); constant, so HPACK sends it as one byte.
+const MICRO_USER_AGENT: &str = concat!("grpc-rust-micro/", env!("CARGO_PKG_VERSION"));
 
 /// A channel to every node of one named service; any tonic-generated client runs on it.
 ///
@@ -63,6 +69,8 @@ const CATCH_UP: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Channel {
     shared: Arc<Shared>,
+    /// This channel value's receive limit, when it has its own.
+    receive_limit: Option<ReceiveLimit>,
     /// The default client layers around the core: one span and one count per call.
     stack: Defaults<Core>,
 }
@@ -151,7 +159,11 @@ impl Channel {
         }
         let core = Core(Arc::clone(&shared));
         let stack = Defaults::new(core, trace, metrics);
-        Self { shared, stack }
+        Self {
+            shared,
+            receive_limit: None,
+            stack,
+        }
     }
 
     /// A channel to `service` at fixed `addresses` (`host:port` or `unix:/path`), with no
@@ -201,6 +213,32 @@ impl Channel {
     pub fn service(&self) -> &str {
         &self.shared.service
     }
+
+    /// This channel with its own receive limit: a reply message longer than `bytes` ends
+    /// the call with RESOURCE_EXHAUSTED naming the size and the limit. Other clones of the
+    /// channel keep theirs. Default is the client's
+    /// ([`ClientBuilder::max_receive_message_size`](super::ClientBuilder::max_receive_message_size)).
+    ///
+    /// A tonic stub has its own limit too (`max_decoding_message_size`, 4 MiB by default,
+    /// answered with OUT_OF_RANGE): the lower applies, so raise both.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), micro_core::client::AddressError> {
+    /// const LIMIT: usize = 64 * 1024 * 1024;
+    /// let channel = micro_core::Channel::from_addresses("store", ["127.0.0.1:7700"])?
+    ///     .max_receive_message_size(LIMIT);
+    /// // let kv = KvClient::new(channel).max_decoding_message_size(LIMIT);
+    /// # let _ = channel;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
+        self.receive_limit = Some(ReceiveLimit(bytes));
+        self
+    }
 }
 
 impl fmt::Debug for Channel {
@@ -223,7 +261,10 @@ impl tower_service::Service<Request<Body>> for Channel {
         self.stack.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        if let Some(limit) = self.receive_limit {
+            request.extensions_mut().insert(limit);
+        }
         ResponseFuture {
             inner: self.stack.call(request),
         }
@@ -252,10 +293,19 @@ impl Shared {
         self: Arc<Self>,
         mut request: Request<Body>,
     ) -> Result<Response<DeadlineBody>, BoxError> {
+        // The specification's structured user agent; a call may set its own.
+        request
+            .headers_mut()
+            .entry(USER_AGENT)
+            .or_insert(HeaderValue::from_static(MICRO_USER_AGENT));
         let options = request
             .extensions_mut()
             .remove::<CallOptions>()
             .unwrap_or_default();
+        let receive_limit = request
+            .extensions_mut()
+            .remove::<ReceiveLimit>()
+            .map_or(self.client.receive_limit, |ReceiveLimit(limit)| limit);
         let requested = options.timeout.or_else(|| {
             request
                 .headers()
@@ -287,9 +337,13 @@ impl Shared {
             {
                 Err(deadline::exceeded(&self.service, timeout).into())
             }
-            Ok(response) => {
+            Ok(mut response) => {
+                let not_grpc = proxy::answer_not_grpc(&mut response, &self.service);
                 let service = Arc::clone(&self.service);
-                Ok(response.map(|body| DeadlineBody::new(body, sleep, timeout, service)))
+                Ok(response.map(|body| {
+                    let body = DeadlineBody::new(body, sleep, timeout, service, receive_limit);
+                    if not_grpc { body.ended() } else { body }
+                }))
             }
             Err(status) => Err(status.into()),
         }

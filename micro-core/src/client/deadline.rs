@@ -1,9 +1,10 @@
 //! Call deadlines on the client: a response body that ends the call when its deadline
-//! passes. The `grpc-timeout` header itself lives in [`crate::context::grpc_timeout`].
+//! passes (or when a message is over the receive limit, see [`super::limit`]). The
+//! `grpc-timeout` header itself lives in [`crate::context::grpc_timeout`].
 
 use std::{
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
@@ -14,11 +15,14 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tonic::Status;
 
+use super::limit::MessageLimit;
+
 pub(crate) use crate::context::grpc_timeout::{GRPC_TIMEOUT, encode, parse};
 
 pin_project! {
     /// A response body cut off with DEADLINE_EXCEEDED when the call's deadline passes: a
-    /// deadline covers the whole call, streamed responses included.
+    /// deadline covers the whole call, streamed responses included. A message over the
+    /// receive limit cuts it off with RESOURCE_EXHAUSTED.
     pub(crate) struct DeadlineBody {
         #[pin]
         inner: Incoming,
@@ -26,6 +30,10 @@ pin_project! {
         sleep: Pin<Box<Sleep>>,
         service: std::sync::Arc<str>,
         timeout: Duration,
+        limit: MessageLimit,
+        // A message over the limit, reported after the messages before it.
+        over_limit: Option<Status>,
+        // Ended early: the deadline passed, or a message was over the limit.
         expired: bool,
     }
 }
@@ -36,14 +44,25 @@ impl DeadlineBody {
         sleep: Pin<Box<Sleep>>,
         timeout: Duration,
         service: std::sync::Arc<str>,
+        limit: usize,
     ) -> Self {
         Self {
             inner,
             sleep,
             service,
             timeout,
+            limit: MessageLimit::new(limit),
+            over_limit: None,
             expired: false,
         }
+    }
+}
+
+impl DeadlineBody {
+    /// This body ended at once, unread: the answer is all in the headers.
+    pub(crate) fn ended(mut self) -> Self {
+        self.expired = true;
+        self
     }
 }
 
@@ -64,10 +83,26 @@ impl HttpBody for DeadlineBody {
             *this.expired = true;
             return Poll::Ready(Some(Err(exceeded(this.service, *this.timeout))));
         }
-        this.inner
-            .as_mut()
-            .poll_frame(cx)
-            .map_err(|err| Status::from_error(Box::new(err)))
+        if let Some(status) = this.over_limit.take() {
+            *this.expired = true;
+            return Poll::Ready(Some(Err(status)));
+        }
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+            && let Err((at, status)) = this.limit.data(data, this.service)
+        {
+            // The rest is never read: the stub drops the body, which resets this stream
+            // only; the connection goes on serving other calls. The messages before the
+            // long one go first.
+            if at == 0 {
+                *this.expired = true;
+                return Poll::Ready(Some(Err(status)));
+            }
+            *this.over_limit = Some(status);
+            return Poll::Ready(Some(Ok(Frame::data(data.slice(..at)))));
+        }
+        Poll::Ready(frame.map(|frame| frame.map_err(|err| Status::from_error(Box::new(err)))))
     }
 
     fn is_end_stream(&self) -> bool {

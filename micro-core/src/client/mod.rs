@@ -17,8 +17,10 @@ mod call;
 mod channel;
 mod connector;
 mod deadline;
+mod limit;
 mod node;
 mod options;
+mod proxy;
 mod resolve;
 pub mod retry;
 
@@ -28,6 +30,7 @@ pub use connector::{
     BoxIo, ConnectFuture, Connector, DEFAULT_CONNECT_TIMEOUT, FnConnector, Io, TcpConnector,
     connector_fn,
 };
+pub use limit::DEFAULT_MAX_RECEIVE_MESSAGE_SIZE;
 pub use node::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, KeepAlive};
 pub use options::{CallOptions, RequestExt};
 pub use resolve::AddressError;
@@ -87,6 +90,7 @@ pub(crate) struct ClientCore {
     connector: Arc<dyn Connector>,
     pub(crate) tls: Option<ClientTls>,
     timeout: Duration,
+    receive_limit: usize,
     retry: RetryPolicy,
     budget: RetryBudget,
     buffer_limit: usize,
@@ -126,6 +130,7 @@ pub struct ClientBuilder {
     connector: Arc<dyn Connector>,
     tls: Option<ClientTls>,
     timeout: Duration,
+    receive_limit: usize,
     retry: RetryPolicy,
     budget: RetryBudget,
     buffer_limit: usize,
@@ -166,6 +171,7 @@ impl Client {
                     connector: builder.connector,
                     tls: builder.tls,
                     timeout: builder.timeout,
+                    receive_limit: builder.receive_limit,
                     retry: builder.retry,
                     budget: builder.budget,
                     buffer_limit: builder.buffer_limit,
@@ -201,6 +207,7 @@ impl Client {
             connector: Arc::new(TcpConnector::new()),
             tls: None,
             timeout: DEFAULT_TIMEOUT,
+            receive_limit: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
             retry: RetryPolicy::default(),
             budget: RetryBudget::default(),
             buffer_limit: DEFAULT_BUFFER_LIMIT,
@@ -295,6 +302,17 @@ impl ClientBuilder {
     /// Sets the timeout of calls that set none. Default is [`DEFAULT_TIMEOUT`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the largest reply message a call receives: a longer one ends the call with
+    /// RESOURCE_EXHAUSTED naming its size and the limit, as the gRPC status code table asks
+    /// (tonic's stubs answer OUT_OF_RANGE). The connection goes on serving other calls. A
+    /// channel can have its own ([`Channel::max_receive_message_size`]); a tonic stub's
+    /// `max_decoding_message_size` applies too, so raise both. Default is
+    /// [`DEFAULT_MAX_RECEIVE_MESSAGE_SIZE`] (4 MiB).
+    pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
+        self.receive_limit = bytes;
         self
     }
 

@@ -39,17 +39,24 @@
 //! # }
 //! ```
 //!
+//! # Trailers
+//!
+//! The other way, a handler sends trailing metadata with its reply through [`Trailers`]
+//! attached to the response (grpc-go's `grpc.SetTrailer`; tonic has no way to).
+//!
 //! Cancellation needs no context: when the caller cancels or its deadline passes, the
 //! server drops the handler's future, and with it every call the handler was awaiting.
 
 pub(crate) mod grpc_timeout;
 pub(crate) mod set;
 mod trace;
+mod trailers;
 
 pub(crate) use grpc_timeout::{GRPC_TIMEOUT, parse as parse_grpc_timeout};
 pub use trace::{TRACEPARENT, TRACESTATE, TraceContext, TraceParentError};
 
 pub use set::ContextLayer;
+pub use trailers::Trailers;
 
 use std::{
     future::Future,

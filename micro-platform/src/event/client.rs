@@ -128,7 +128,7 @@ impl EventClient {
 
     fn with_name(channel: Channel, name: String) -> Self {
         Self {
-            stub: Stub::new(channel)
+            stub: Stub::new(channel.max_receive_message_size(MAX_MESSAGE_SIZE))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
             name: Arc::from(name),

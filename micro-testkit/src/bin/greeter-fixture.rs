@@ -1,6 +1,7 @@
 //! greeter-fixture: [`micro_testkit::FixtureGreeter`] as a process, registered as
 //! `greeter`: examples/greeter's API with what tests need on top (`delay_ms`, a stalling
-//! stream, the caller's `x-request-id` echoed). Prints `ready addr=<address> node=<id>` on
+//! stream, the caller's `x-request-id` echoed, trailing metadata for names starting with
+//! `trailers`). Prints `ready addr=<address> node=<id>` on
 //! stdout once it serves and is registered, then runs until SIGINT or SIGTERM and exits 0
 //! after a graceful shutdown.
 //!

@@ -69,6 +69,6 @@ pub use policy::{
 };
 
 pub(crate) use body::{ReplayableRequest, buffer};
-pub(crate) use classify::Outcome;
+pub(crate) use classify::{Outcome, http_status_to_code};
 pub(crate) use hedge::Hedge;
 pub(crate) use policy::Decision;

@@ -13,8 +13,8 @@ use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
-use super::budget::MessageBudget;
-use crate::lock::lock;
+use super::{budget::MessageBudget, limit};
+use crate::{context::Trailers, lock::lock};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -52,8 +52,9 @@ pin_project! {
 }
 
 pin_project! {
-    /// The response of [`Conformance`](super::Conformance): the inner service's, or nothing
-    /// for a call answered from its headers (the status is in the headers).
+    /// The response of [`Conformance`](super::Conformance): the inner service's, its
+    /// trailers corrected (see [`limit`]) and given the handler's [`Trailers`], or nothing for a call answered from its headers
+    /// (the status is in the headers).
     #[project = ResponseBodyProj]
     #[derive(Debug)]
     pub(crate) enum ResponseBody<B> {
@@ -62,6 +63,8 @@ pin_project! {
             body: B,
             // Released when the answer is done (or dropped).
             held: Option<Held>,
+            // The handler's, added to the trailers.
+            trailers: Option<Trailers>,
         },
         Empty,
     }
@@ -214,11 +217,24 @@ where
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project() {
-            ResponseBodyProj::Inner { body, held } => {
-                let frame = ready!(body.poll_frame(cx));
-                if frame.is_none() {
+            ResponseBodyProj::Inner {
+                body,
+                held,
+                trailers,
+            } => {
+                let mut frame = ready!(body.poll_frame(cx));
+                match &mut frame {
+                    Some(Ok(frame)) => {
+                        if let Some(sent) = frame.trailers_mut() {
+                            limit::rewrite(sent);
+                            if let Some(trailers) = trailers.take() {
+                                trailers.add_to(sent);
+                            }
+                        }
+                    }
                     // The answer is done: the request's budget goes back now.
-                    held.take();
+                    None => drop(held.take()),
+                    Some(Err(_)) => {}
                 }
                 Poll::Ready(frame)
             }

@@ -9,7 +9,8 @@ use std::{
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::{Held, ResponseBody};
+use super::{Held, ResponseBody, limit};
+use crate::context::Trailers;
 
 pin_project! {
     /// The inner service's response, or the answer to a call rejected from its headers.
@@ -43,9 +44,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project() {
             ResponseFutureProj::Inner { future, held } => {
-                let response = ready!(future.poll(cx))?;
+                let mut response = ready!(future.poll(cx))?;
+                // A trailers-only answer carries its status in the headers.
+                limit::rewrite(response.headers_mut());
                 let held = held.take();
-                Poll::Ready(Ok(response.map(|body| ResponseBody::Inner { body, held })))
+                let trailers = response.extensions_mut().remove::<Trailers>();
+                Poll::Ready(Ok(response.map(|body| ResponseBody::Inner {
+                    body,
+                    held,
+                    trailers,
+                })))
             }
             ResponseFutureProj::Rejected { response } => {
                 // Polled again after Ready would be a caller's bug: answer the same way.

@@ -1,6 +1,8 @@
 //! [`Conformance`]: what the gRPC over HTTP/2 specification asks of a server and tonic leaves
 //! to it, checked before a call reaches anything of the user's.
 //!
+//! - A request whose method is not POST (PROTOCOL-HTTP2.md: "Method → \":method POST\"")
+//!   gets HTTP 405 with `allow: POST`, and `grpc-status` INTERNAL; tonic ran it.
 //! - A request whose `content-type` is not `application/grpc` or `application/grpc+<codec>`
 //!   (parameters allowed) gets HTTP 415 ("If Content-Type does not begin with
 //!   `application/grpc`, gRPC servers SHOULD respond with HTTP status of 415"), with
@@ -19,6 +21,12 @@
 //!   call's answer is done; one that does not fit fails with RESOURCE_EXHAUSTED. This bounds
 //!   the memory of concurrent large messages (100 concurrent 3.9 MB puts peaked at 435 MB; the
 //!   length of a compressed message is its compressed length).
+//! - A message over a size limit (a request over the method's receive limit, a reply over
+//!   its send limit) ends with RESOURCE_EXHAUSTED, naming the size and the limit, as the
+//!   status code table asks ("Sent or received message was larger than configured limit")
+//!   and grpc-go and grpc's C core answer; tonic answers OUT_OF_RANGE. See [`limit`].
+//! - A handler's [`Trailers`](crate::context::Trailers), attached to its reply, are sent in
+//!   the reply's trailers; a tonic handler can set headers only.
 //!
 //! HTTP level: it reads headers, and watches the 5-byte message prefixes of request bodies
 //! as they stream by (no copy, no buffering).
@@ -26,6 +34,7 @@
 mod body;
 pub(crate) mod budget;
 mod future;
+mod limit;
 
 pub(crate) use body::{Held, RequestBody, ResponseBody};
 pub(crate) use budget::MessageBudget;
@@ -37,7 +46,10 @@ use std::{
     task::{Context as TaskContext, Poll},
 };
 
-use http::{HeaderValue, Request, Response, StatusCode, header::CONTENT_TYPE};
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode,
+    header::{ALLOW, CONTENT_TYPE},
+};
 use tonic::{Status, body::Body};
 use tower_service::Service;
 
@@ -138,6 +150,19 @@ where
 
 /// The answer to a request that breaks the specification in its headers.
 fn reject<B>(request: &Request<B>) -> Option<Response<()>> {
+    if request.method() != Method::POST {
+        let method = request.method();
+        tracing::debug!(%method, path = request.uri().path(), "not a gRPC request: 405");
+        let mut response = Status::internal(format!(
+            "invalid gRPC request method {method}: gRPC calls are HTTP POST requests"
+        ))
+        .into_http::<()>();
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return Some(response);
+    }
     let headers = request.headers();
     let content_type = headers.get(CONTENT_TYPE);
     if !content_type.is_some_and(is_grpc) {
@@ -172,7 +197,7 @@ fn reject<B>(request: &Request<B>) -> Option<Response<()>> {
 
 /// `application/grpc`, or `application/grpc+<codec>`, with any parameters; case-insensitive
 /// as media types are.
-fn is_grpc(value: &HeaderValue) -> bool {
+pub(crate) fn is_grpc(value: &HeaderValue) -> bool {
     const GRPC: &[u8] = b"application/grpc";
     let bytes = value.as_bytes();
     let media = bytes

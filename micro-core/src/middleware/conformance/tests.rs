@@ -180,6 +180,18 @@ async fn headers_that_break_the_spec_never_reach_the_handler() {
             "{message:?}"
         );
     }
+    for method in [http::Method::GET, http::Method::PUT] {
+        let mut request = grpc_request(path, Some("application/grpc"), message(b""));
+        *request.method_mut() = method.clone();
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method}"
+        );
+        assert_eq!(response.headers()["allow"], "POST");
+        assert_eq!(grpc_status(&response), Some("13"), "{method}");
+    }
     assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
 
     // And a good call does.
