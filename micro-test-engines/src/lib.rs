@@ -31,6 +31,7 @@ pub mod probe;
 mod process;
 mod redis;
 
+pub use binary::{optional_tool, under_ci};
 pub use etcd::{EtcdCluster, EtcdMember, EtcdServer};
 pub use memcached::MemcachedServer;
 pub use nats::{NatsCluster, NatsNode, NatsServer};
