@@ -305,7 +305,10 @@ async fn s04_all_nodes_failing_retry_budget_and_recovery() {
     const RATE: u32 = 200;
 
     let start = Instant::now();
-    let load = OpenLoop::new(RATE, Duration::from_secs(14)).spawn({
+    // The scenario's steps are sleeps plus control RPCs, which a busy machine slows: the
+    // load runs well past the recovery window (asserted below) rather than ending at a
+    // fixed 14 s, which left no call after healing when the RPCs took a few seconds.
+    let load = OpenLoop::new(RATE, Duration::from_secs(18)).spawn({
         let probe = probe.clone();
         move |_| work_call(&probe)
     });
@@ -353,6 +356,20 @@ async fn s04_all_nodes_failing_retry_budget_and_recovery() {
     );
 
     let recovered_by = healed + Duration::from_secs(2);
+    eprintln!(
+        "s04: healed {:?} after the load started; {calls_failing} attempts for {requests} \
+         requests while failing",
+        healed.duration_since(start)
+    );
+    assert!(
+        report
+            .records
+            .last()
+            .is_some_and(|r| r.start > recovered_by + Duration::from_secs(1)),
+        "the load ended before the recovery window did: healed {:?} after it started ({})",
+        healed.duration_since(start),
+        report.summary()
+    );
     let late_failures: Vec<_> = report
         .records
         .iter()
