@@ -322,9 +322,10 @@ impl Report {
             .map(|r| {
                 let failure = r.outcome.as_ref().err();
                 format!(
-                    "#{} +{:?}: {:?} {}",
+                    "#{} +{:?} (took {:?}): {:?} {}",
                     r.seq,
                     r.start.saturating_duration_since(self.started),
+                    r.end.saturating_duration_since(r.start),
                     failure.map(|f| f.code),
                     failure.map_or("", |f| f.message.as_str())
                 )
