@@ -6,8 +6,9 @@
 //!   documented, schema-violating requests refused.
 //!
 //! `scripts/test` installs both in its virtualenv and sets `MICRO_TEST_PYTHON` and
-//! `MICRO_TEST_SCHEMATHESIS`. Without them (plain `cargo test`) the tests say loudly that
-//! they did not run; under CI (`CI` set) that is a failure.
+//! `MICRO_TEST_SCHEMATHESIS`; without them the tests look in that virtualenv. When the tools
+//! are nowhere (plain `cargo test` on a fresh machine) the tests say loudly that they did not
+//! run; under CI (`CI=true`) they fail instead (`micro_test_engines::optional_tool`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -93,22 +94,14 @@ impl Setup {
     }
 }
 
-/// The tool in `var`, or `None` after saying loudly why the test does not run.
-fn tool(var: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{var} is not set under CI: run the tests through scripts/test"
-            );
-            eprintln!(
-                "\n*** SKIPPED: {var} is not set. scripts/test installs schemathesis and \
-                 openapi-spec-validator and sets it; this test did NOT run. ***\n"
-            );
-            None
-        }
-    }
+/// The tool in `var` or in scripts/test's virtualenv; `None` after a loud `SKIPPED` banner
+/// when it is nowhere, a failure instead under CI.
+fn tool(name: &str, var: &str) -> Option<PathBuf> {
+    micro_test_engines::optional_tool(
+        name,
+        var,
+        "schemathesis and openapi-spec-validator in its virtualenv",
+    )
 }
 
 /// Runs `command` to completion within [`TOOL_TIMEOUT`]; exit status and output.
@@ -132,7 +125,7 @@ async fn run(mut command: tokio::process::Command) -> (std::process::ExitStatus,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_is_valid_openapi() {
-    let Some(python) = tool("MICRO_TEST_PYTHON") else {
+    let Some(python) = tool("python", "MICRO_TEST_PYTHON") else {
         return;
     };
     let setup = Setup::start().await;
@@ -177,7 +170,7 @@ async fn the_document_is_valid_openapi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing() {
-    let Some(schemathesis) = tool("MICRO_TEST_SCHEMATHESIS") else {
+    let Some(schemathesis) = tool("schemathesis", "MICRO_TEST_SCHEMATHESIS") else {
         return;
     };
     let setup = Setup::start().await;

@@ -397,3 +397,70 @@ async fn a_killed_leader_process_is_replaced_within_ttl() {
     leadership.resign().await.unwrap();
     assert_eq!(count(&mut raw, &prefix).await, 0);
 }
+
+/// etcd stalls (SIGSTOP) past the TTL while one process holds a lock and another waits for
+/// it: both leases run out. The holder learns it lost the lock; the waiter, which held
+/// nothing, queues again and gets the lock within its wait, with a higher token, instead of
+/// failing with "the lease was lost while waiting" (a stall on a loaded machine did that
+/// to the fencing test's children).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_lease_ran_out_queues_again_and_gets_the_lock() {
+    init_tracing();
+    let etcd = EtcdServer::start().await;
+    let holder = EtcdSync::connect([etcd.endpoint()]).await.unwrap();
+    let waiter = EtcdSync::connect([etcd.endpoint()]).await.unwrap();
+    let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
+    let name = fresh("stalled");
+    // etcd's shortest lease: 2 s with its default election timeout.
+    let ttl = Duration::from_secs(2);
+    let mut held = holder
+        .lock(
+            &name,
+            LockOptions {
+                ttl,
+                wait: Some(Duration::from_secs(10)),
+            },
+        )
+        .await
+        .unwrap();
+    let token = held.token();
+    let waiting = tokio::spawn({
+        let name = name.clone();
+        async move {
+            waiter
+                .lock(
+                    &name,
+                    LockOptions {
+                        ttl,
+                        wait: Some(Duration::from_secs(60)),
+                    },
+                )
+                .await
+        }
+    });
+    // Readiness: the waiter's key is queued behind the holder's.
+    let prefix = format!("{LOCK_PREFIX}{name}/");
+    wait_for("the waiter queued", Duration::from_secs(10), || {
+        let mut raw = raw.clone();
+        let prefix = prefix.clone();
+        async move { count(&mut raw, &prefix).await == 2 }
+    })
+    .await;
+
+    // The fault: etcd answers nothing for twice the TTL, so no renewal is confirmed.
+    etcd.pause();
+    tokio::time::sleep(2 * ttl).await;
+    etcd.resume();
+
+    tokio::time::timeout(Duration::from_secs(10), held.lost())
+        .await
+        .expect("the holder learns it lost the lock");
+    let next = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiter gets the lock within its wait")
+        .unwrap()
+        .unwrap_or_else(|err| panic!("the waiter failed instead of queueing again: {err}"));
+    assert!(next.token() > token, "{} > {token}", next.token());
+    next.release().await.unwrap();
+    assert_eq!(count(&mut raw, &prefix).await, 0, "nothing left behind");
+}

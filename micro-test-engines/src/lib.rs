@@ -34,6 +34,7 @@ mod nats;
 pub mod probe;
 mod redis;
 
+pub use binary::{optional_tool, under_ci};
 pub use etcd::{EtcdCluster, EtcdMember, EtcdServer};
 pub use memcached::MemcachedServer;
 pub use nats::{NatsCluster, NatsNode, NatsServer};

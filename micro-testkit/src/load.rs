@@ -234,6 +234,27 @@ impl Report {
         )
     }
 
+    /// The most calls in flight at once (started, outcome not yet known) at any moment
+    /// between `from` and `to`: how many a client had sent that it could not yet have
+    /// learnt anything from.
+    pub fn max_in_flight_between(&self, from: Instant, to: Instant) -> usize {
+        // +1 when a call starts (or at `from` if it started before), -1 when it ends; ends
+        // sort before starts at the same instant.
+        let mut changes: Vec<(Instant, i32)> = self
+            .records
+            .iter()
+            .filter(|r| r.start <= to && r.end >= from)
+            .flat_map(|r| [(r.start.max(from), 1), (r.end, -1)])
+            .collect();
+        changes.sort_unstable();
+        let (mut now, mut most) = (0_i32, 0_i32);
+        for (_, change) in changes {
+            now += change;
+            most = most.max(now);
+        }
+        usize::try_from(most).unwrap_or(0)
+    }
+
     /// The calls answered by `node` that started after `after`.
     pub fn answered_by_after(&self, node: &str, after: Instant) -> Vec<&Record> {
         self.records
@@ -301,9 +322,10 @@ impl Report {
             .map(|r| {
                 let failure = r.outcome.as_ref().err();
                 format!(
-                    "#{} +{:?}: {:?} {}",
+                    "#{} +{:?} (took {:?}): {:?} {}",
                     r.seq,
                     r.start.saturating_duration_since(self.started),
+                    r.end.saturating_duration_since(r.start),
                     failure.map(|f| f.code),
                     failure.map_or("", |f| f.message.as_str())
                 )
@@ -352,5 +374,35 @@ mod tests {
         let shares = report.share_per_node();
         assert!((shares["node-1"] - 0.5).abs() < 1e-9, "{shares:?}");
         assert!((shares["node-0"] - 0.4).abs() < 1e-9, "{shares:?}");
+    }
+
+    #[test]
+    fn counts_the_most_calls_in_flight_at_once() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let record = |seq: u64, start: u64, end: u64| Record {
+            seq,
+            start: at(start),
+            end: at(end),
+            outcome: Ok("n".into()),
+        };
+        let report = Report {
+            // 0-10 alone; 20-50 overlaps 30-40 and 35-60; 60-70 starts as 35-60 ends.
+            records: vec![
+                record(0, 0, 10),
+                record(1, 20, 50),
+                record(2, 30, 40),
+                record(3, 35, 60),
+                record(4, 60, 70),
+            ],
+            started: t0,
+            rate: 100,
+            max_lag: Duration::ZERO,
+        };
+        assert_eq!(report.max_in_flight_between(at(0), at(100)), 3);
+        assert_eq!(report.max_in_flight_between(at(0), at(15)), 1);
+        assert_eq!(report.max_in_flight_between(at(41), at(100)), 2);
+        assert_eq!(report.max_in_flight_between(at(55), at(100)), 1);
+        assert_eq!(report.max_in_flight_between(at(80), at(100)), 0);
     }
 }

@@ -45,7 +45,9 @@
 //! **Locks** use the classic create-revision queue: an acquirer puts its key, and holds the
 //! lock when no key of the lock has a lower create revision; otherwise it watches the key
 //! just ahead of it until that is deleted. A bounded wait ([`LockOptions::wait`]) that runs
-//! out revokes the lease, so nothing is left behind. The **fencing token** is the create
+//! out revokes the lease, so nothing is left behind. A waiter whose lease runs out while it
+//! queues (its process or etcd stalled past the TTL) held nothing: it queues again, at the
+//! back, with a new lease, until its wait ends. The **fencing token** is the create
 //! revision of the holder's key: etcd revisions are global and only grow, and holders
 //! acquire in create-revision order, so tokens strictly increase per lock.
 //!
@@ -89,6 +91,17 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct EtcdSync {
     inner: Arc<Inner>,
+}
+
+/// How a wait in a lock's queue ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// No key ahead: the lock is ours.
+    Acquired,
+    /// The wait's deadline passed first.
+    TimedOut,
+    /// The lease (and with it the key, our place in the queue) ran out first.
+    LeaseLost,
 }
 
 struct Inner {
@@ -203,15 +216,32 @@ impl EtcdSync {
         })
     }
 
-    /// Waits until no key under `prefix` was created before `revision`, until `deadline`
-    /// (then `Ok(false)`), or fails when the lease is lost meanwhile.
+    /// Puts the lock key `key` under `lease`: its place in the lock's queue. Returns the
+    /// key's creation revision, which becomes the lock's token.
+    async fn enqueue(&self, key: &str, lease: &LeaseHandle) -> Result<i64, SyncError> {
+        let mut client = self.inner.client.clone();
+        let put = self
+            .call(
+                "putting a lock key",
+                client.put(key, "", Some(PutOptions::new().with_lease(lease.id))),
+            )
+            .await?;
+        match put.header().map(|h| h.revision()) {
+            Some(revision) if revision > 0 => Ok(revision),
+            _ => Err(self.error("putting a lock key", "etcd answered without a revision")),
+        }
+    }
+
+    /// Waits until no key under `prefix` was created before `revision` ([`Turn::Acquired`]),
+    /// until `deadline` ([`Turn::TimedOut`]), or until the lease is lost meanwhile
+    /// ([`Turn::LeaseLost`]).
     async fn wait_turn(
         &self,
         prefix: &str,
         revision: i64,
         deadline: Option<Instant>,
         lease: &LeaseHandle,
-    ) -> Result<bool, SyncError> {
+    ) -> Result<Turn, SyncError> {
         let mut held = lease.held.subscribe();
         loop {
             let mut client = self.inner.client.clone();
@@ -225,10 +255,10 @@ impl EtcdSync {
                 .call("reading a lock queue", client.get(prefix, Some(options)))
                 .await?;
             let Some(kv) = ahead.kvs().first() else {
-                return Ok(true);
+                return Ok(Turn::Acquired);
             };
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                return Ok(false);
+                return Ok(Turn::TimedOut);
             }
             let key = kv.key().to_vec();
             let from = ahead.header().map_or(0, |h| h.revision()) + 1;
@@ -263,9 +293,9 @@ impl EtcdSync {
             };
             tokio::select! {
                 result = deleted => result?,
-                () = until_deadline => return Ok(false),
+                () = until_deadline => return Ok(Turn::TimedOut),
                 () = async { let _ = held.wait_for(|held| !held).await; } => {
-                    return Err(self.error("waiting for a lock", "the lease was lost while waiting"));
+                    return Ok(Turn::LeaseLost);
                 }
             }
         }
@@ -301,59 +331,60 @@ impl Sync for EtcdSync {
         let started = Instant::now();
         let deadline = options.wait.map(|wait| started + wait);
         let prefix = format!("{LOCK_PREFIX}{}/", escape(name));
-        let lease = self.grant(options.ttl, format!("lock {name:?}")).await?;
-        let key = format!("{prefix}{:x}", lease.id);
-        let mut client = self.inner.client.clone();
-        let put = self
-            .call(
-                "putting a lock key",
-                client.put(
-                    key.as_str(),
-                    "",
-                    Some(PutOptions::new().with_lease(lease.id)),
-                ),
-            )
-            .await;
-        let revision = match put {
-            Ok(put) if put.header().is_some_and(|h| h.revision() > 0) => {
-                put.header().map_or(0, |h| h.revision())
-            }
-            Ok(_) => {
-                lease.revoke().await;
-                return Err(self.error("putting a lock key", "etcd answered without a revision"));
-            }
-            Err(err) => {
-                lease.revoke().await;
-                return Err(err);
-            }
-        };
-        match self.wait_turn(&prefix, revision, deadline, &lease).await {
-            Ok(true) => {
-                tracing::debug!(lock = %name, %key, token = revision, "lock acquired");
-                let mut lease = lease;
-                lease.watch_key(key.into_bytes(), revision);
-                let held = lease.held.subscribe();
-                Ok(Lock::new(
-                    name,
-                    u64::try_from(revision).unwrap_or(0),
-                    held,
-                    Box::new(EtcdRelease {
-                        lease,
-                        leader: None,
-                    }),
-                ))
-            }
-            Ok(false) => {
-                lease.revoke().await;
-                Err(SyncError::Timeout {
-                    what: "lock",
-                    name: name.to_owned(),
-                    waited: started.elapsed(),
-                })
-            }
-            Err(err) => {
-                lease.revoke().await;
-                Err(err)
+        loop {
+            let lease = self.grant(options.ttl, format!("lock {name:?}")).await?;
+            let key = format!("{prefix}{:x}", lease.id);
+            let revision = self.enqueue(&key, &lease).await;
+            let revision = match revision {
+                Ok(revision) => revision,
+                Err(err) => {
+                    lease.revoke().await;
+                    return Err(err);
+                }
+            };
+            match self.wait_turn(&prefix, revision, deadline, &lease).await {
+                Ok(Turn::Acquired) => {
+                    tracing::debug!(lock = %name, %key, token = revision, "lock acquired");
+                    let mut lease = lease;
+                    lease.watch_key(key.into_bytes(), revision);
+                    let held = lease.held.subscribe();
+                    return Ok(Lock::new(
+                        name,
+                        u64::try_from(revision).unwrap_or(0),
+                        held,
+                        Box::new(EtcdRelease {
+                            lease,
+                            leader: None,
+                        }),
+                    ));
+                }
+                Ok(Turn::TimedOut) => {
+                    lease.revoke().await;
+                    return Err(SyncError::Timeout {
+                        what: "lock",
+                        name: name.to_owned(),
+                        waited: started.elapsed(),
+                    });
+                }
+                // The waiter's lease ran out while it only queued (this process or etcd
+                // stalled past the TTL): it held nothing, so nothing is unsafe, but its
+                // place in the queue is gone. Queue again with a new lease: the caller
+                // asked to wait `options.wait`, and a stall is no reason to give up early.
+                Ok(Turn::LeaseLost) => {
+                    lease.revoke().await;
+                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                        return Err(SyncError::Timeout {
+                            what: "lock",
+                            name: name.to_owned(),
+                            waited: started.elapsed(),
+                        });
+                    }
+                    tracing::info!(lock = %name, %key, "lease lost while waiting for the lock; queueing again");
+                }
+                Err(err) => {
+                    lease.revoke().await;
+                    return Err(err);
+                }
             }
         }
     }

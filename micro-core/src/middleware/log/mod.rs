@@ -111,3 +111,6 @@ fn level(code: Code) -> tracing::Level {
         _ => tracing::Level::INFO,
     }
 }
+
+#[cfg(test)]
+mod tests;
