@@ -256,7 +256,10 @@ impl Shared {
         let mut more: Option<FuturesUnordered<_>> = None;
         let mut timer = std::pin::pin!(tokio::time::sleep(hedge.delay()));
         let mut timer_armed = true;
-        let mut started = 1u32;
+        // Copies running now, and attempts made (a copy that never reached its node is
+        // not one).
+        let mut in_flight = 1u32;
+        let mut attempts = 1u32;
         let mut tried = Vec::new();
         let mut last = None;
         loop {
@@ -268,23 +271,33 @@ impl Shared {
                     done
                 }
                 Some(done) = next_of(&mut more), if more_running => done,
-                () = &mut timer, if timer_armed && started < max_copies.min(max_attempts) => {
-                    // No answer within the delay: one more copy, if the budgets allow.
-                    timer_armed = false;
-                    if core.hedge_budget.try_withdraw()
-                        && core.budget.try_withdraw()
-                        && let Some(node) = order.next()
-                    {
-                        started += 1;
-                        more.get_or_insert_with(FuturesUnordered::new)
-                            .push(launch(node, replay.request()));
-                        timer.as_mut().reset(Instant::now() + hedge.delay());
-                        timer_armed = true;
+                () = &mut timer, if timer_armed
+                    && in_flight < max_copies
+                    && attempts < max_attempts => {
+                    // No answer within the delay: one more copy, if the budgets allow;
+                    // if they do not yet, ask again after another delay (they refill as
+                    // calls are made), while the copies out keep running.
+                    let granted = core.hedge_budget.try_withdraw() && core.budget.try_withdraw();
+                    match granted.then(|| order.next()) {
+                        Some(Some(node)) => {
+                            in_flight += 1;
+                            attempts += 1;
+                            more.get_or_insert_with(FuturesUnordered::new)
+                                .push(launch(node, replay.request()));
+                        }
+                        // No node left to send a copy to.
+                        Some(None) => {
+                            timer_armed = false;
+                            continue;
+                        }
+                        None => {}
                     }
+                    timer.as_mut().reset(Instant::now() + hedge.delay());
                     continue;
                 }
                 else => break,
             };
+            in_flight -= 1;
             let free_retry = match attempt {
                 Attempt::Answered(response, outcome, latency) => {
                     if outcome == Outcome::Success {
@@ -298,6 +311,7 @@ impl Shared {
                 }
                 Attempt::NotSent(_, reason) => {
                     tried.push(format!("{} ({reason})", node.address()));
+                    attempts -= 1;
                     true
                 }
                 Attempt::Failed(reason) => {
@@ -305,23 +319,25 @@ impl Shared {
                     false
                 }
             };
+            if in_flight > 0 {
+                // Others still run (one may hang): a replacement goes out now, as a hedge.
+                timer.as_mut().reset(Instant::now());
+                continue;
+            }
             // Every copy failed: the next is a retry (a copy that never reached its node
             // goes on at once and costs no attempt, backoff or budget).
-            let running = !first_done || more.as_ref().is_some_and(|more| !more.is_empty());
-            if !running {
-                let allowed = if free_retry {
-                    started -= 1;
-                    Instant::now() < deadline
-                } else {
-                    self.back_off(started, max_attempts, deadline).await
-                };
-                if let Some(node) = order.next().filter(|_| allowed) {
-                    started += 1;
-                    more.get_or_insert_with(FuturesUnordered::new)
-                        .push(launch(node, replay.request()));
-                    timer.as_mut().reset(Instant::now() + hedge.delay());
-                    timer_armed = true;
-                }
+            let allowed = if free_retry {
+                Instant::now() < deadline
+            } else {
+                self.back_off(attempts, max_attempts, deadline).await
+            };
+            if let Some(node) = order.next().filter(|_| allowed) {
+                in_flight += 1;
+                attempts += 1;
+                more.get_or_insert_with(FuturesUnordered::new)
+                    .push(launch(node, replay.request()));
+                timer.as_mut().reset(Instant::now() + hedge.delay());
+                timer_armed = true;
             }
         }
         match last {
