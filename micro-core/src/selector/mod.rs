@@ -90,3 +90,21 @@ impl<S: Selector + ?Sized> Selector for Arc<S> {
         (**self).select(candidates, call)
     }
 }
+
+/// Node handles `node-<i>` at `127.0.0.1:<9000 + i>` for each `i` of `ids`, version
+/// `1.0.0`: the selectors' unit tests' nodes.
+#[cfg(test)]
+fn test_nodes(ids: impl IntoIterator<Item = usize>) -> Vec<Arc<NodeHandle>> {
+    ids.into_iter()
+        .map(|i| {
+            Arc::new(NodeHandle::new(
+                crate::registry::Node {
+                    id: format!("node-{i}"),
+                    address: format!("127.0.0.1:{}", 9000 + i),
+                    ..crate::registry::Node::default()
+                },
+                "1.0.0",
+            ))
+        })
+        .collect()
+}

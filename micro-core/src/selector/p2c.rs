@@ -49,22 +49,8 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use super::*;
-    use crate::{node::NodeHandle, registry::Node};
-
-    fn nodes(n: usize) -> Vec<Arc<NodeHandle>> {
-        (0..n)
-            .map(|i| {
-                Arc::new(NodeHandle::new(
-                    Node {
-                        id: format!("node-{i}"),
-                        address: format!("127.0.0.1:{}", 9000 + i),
-                        ..Node::default()
-                    },
-                    "1.0.0",
-                ))
-            })
-            .collect()
-    }
+    use crate::node::NodeHandle;
+    use crate::selector::test_nodes;
 
     fn first_counts(nodes: &[Arc<NodeHandle>], calls: usize) -> Vec<usize> {
         let candidates = Candidates::new(nodes, 1);
@@ -79,7 +65,7 @@ mod tests {
     #[test]
     fn every_node_once() {
         for n in 0..6 {
-            let nodes = nodes(n);
+            let nodes = test_nodes(0..n);
             let candidates = Candidates::new(&nodes, 1);
             let mut order: Vec<_> = PeakEwma.select(&candidates, &CallInfo::default()).collect();
             order.sort_unstable();
@@ -89,7 +75,7 @@ mod tests {
 
     #[test]
     fn cheaper_of_two_goes_first() {
-        let nodes = nodes(2);
+        let nodes = test_nodes(0..2);
         nodes[0].load().end(Some(Duration::from_millis(50)));
         nodes[1].load().end(Some(Duration::from_millis(5)));
         let candidates = Candidates::new(&nodes, 1);
@@ -107,7 +93,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn equal_nodes_share_evenly() {
-        let nodes = nodes(4);
+        let nodes = test_nodes(0..4);
         let counts = first_counts(&nodes, 40_000);
         for count in counts {
             assert!((8_000..12_000).contains(&count), "{count}");
@@ -117,7 +103,7 @@ mod tests {
     // Paused, so equal latencies decay alike and tie exactly.
     #[tokio::test(start_paused = true)]
     async fn slow_node_gets_least() {
-        let nodes = nodes(4);
+        let nodes = test_nodes(0..4);
         for (i, node) in nodes.iter().enumerate() {
             let rtt = if i == 3 { 100 } else { 10 };
             node.load().end(Some(Duration::from_millis(rtt)));

@@ -20,27 +20,10 @@ fn picks<R: Rng + ?Sized>(rng: &mut R, len: usize) -> Picks {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use rand::{SeedableRng, rngs::StdRng};
 
     use super::*;
-    use crate::{node::NodeHandle, registry::Node};
-
-    fn nodes(n: usize) -> Vec<Arc<NodeHandle>> {
-        (0..n)
-            .map(|i| {
-                Arc::new(NodeHandle::new(
-                    Node {
-                        id: format!("node-{i}"),
-                        address: format!("127.0.0.1:{}", 9000 + i),
-                        ..Node::default()
-                    },
-                    "1.0.0",
-                ))
-            })
-            .collect()
-    }
+    use crate::selector::test_nodes;
 
     /// How often each candidate is tried first, and second, over `calls` seeded calls.
     fn spread(seed: u64, len: usize, calls: usize) -> (Vec<usize>, Vec<usize>) {
@@ -114,7 +97,7 @@ mod tests {
     fn the_selector_reaches_every_node() {
         // The thread RNG, as calls use it. Not statistical in practice: a node missing
         // from 3,000 uniform draws over 3 has probability 3 × (2/3)^3000 ≈ 10^-528.
-        let nodes = nodes(3);
+        let nodes = test_nodes(0..3);
         let candidates = Candidates::new(&nodes, 1);
         let mut first = [0_usize; 3];
         for _ in 0..3_000 {

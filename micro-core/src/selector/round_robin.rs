@@ -33,25 +33,10 @@ impl Clone for RoundRobin {
 
 #[cfg(test)]
 mod tests {
-    use std::{sync::Arc, thread};
+    use std::thread;
 
     use super::*;
-    use crate::{node::NodeHandle, registry::Node};
-
-    fn nodes(n: usize) -> Vec<Arc<NodeHandle>> {
-        (0..n)
-            .map(|i| {
-                Arc::new(NodeHandle::new(
-                    Node {
-                        id: format!("node-{i}"),
-                        address: format!("127.0.0.1:{}", 9000 + i),
-                        ..Node::default()
-                    },
-                    "1.0.0",
-                ))
-            })
-            .collect()
-    }
+    use crate::selector::test_nodes;
 
     fn order(selector: &RoundRobin, candidates: &Candidates<'_>) -> Vec<usize> {
         selector.select(candidates, &CallInfo::default()).collect()
@@ -59,7 +44,7 @@ mod tests {
 
     #[test]
     fn each_node_in_turn_then_the_rest_in_rotation() {
-        let nodes = nodes(3);
+        let nodes = test_nodes(0..3);
         let candidates = Candidates::new(&nodes, 1);
         let selector = RoundRobin::new();
         for call in 0..9 {
@@ -76,7 +61,7 @@ mod tests {
     fn concurrent_callers_share_exactly_evenly() {
         // Each call takes its own position, so 4 threads × 3,000 calls over 3 nodes give
         // exactly 4,000 first picks each, however the threads interleave.
-        let nodes = nodes(3);
+        let nodes = test_nodes(0..3);
         let selector = RoundRobin::new();
         let counts = thread::scope(|scope| {
             let workers: Vec<_> = (0..4)
@@ -105,8 +90,8 @@ mod tests {
     #[test]
     fn a_changed_node_set_keeps_the_spread_even() {
         let selector = RoundRobin::new();
-        let three = nodes(3);
-        let five = nodes(5);
+        let three = test_nodes(0..3);
+        let five = test_nodes(0..5);
         // One call on three nodes, then 500 on five: each of the five is first 100 times.
         let _ = order(&selector, &Candidates::new(&three, 1));
         let candidates = Candidates::new(&five, 2);
@@ -120,7 +105,7 @@ mod tests {
 
     #[test]
     fn a_clone_goes_on_from_the_same_position_independently() {
-        let nodes = nodes(4);
+        let nodes = test_nodes(0..4);
         let candidates = Candidates::new(&nodes, 1);
         let selector = RoundRobin::new();
         let _ = order(&selector, &candidates);

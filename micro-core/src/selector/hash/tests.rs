@@ -1,22 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::node::NodeHandle;
-
-fn handles(ids: impl IntoIterator<Item = usize>) -> Vec<Arc<NodeHandle>> {
-    ids.into_iter()
-        .map(|i| {
-            Arc::new(NodeHandle::new(
-                Node {
-                    id: format!("node-{i}"),
-                    address: format!("127.0.0.1:{}", 9000 + i),
-                    ..Node::default()
-                },
-                "1.0.0",
-            ))
-        })
-        .collect()
-}
+use crate::{node::NodeHandle, selector::test_nodes};
 
 fn keyed(key: &str) -> CallInfo<'_> {
     CallInfo {
@@ -54,13 +39,13 @@ fn hash_is_pinned() {
 
 #[test]
 fn same_key_same_node() {
-    let nodes = handles(0..10);
+    let nodes = test_nodes(0..10);
     let keys = keys(1000);
     let a = ConsistentHash::new();
     let first = owners(&a, &nodes, 1, &keys);
     assert_eq!(owners(&a, &nodes, 1, &keys), first);
     // Another selector, another order, another generation: same owners.
-    let mut shuffled = handles(0..10);
+    let mut shuffled = test_nodes(0..10);
     shuffled.reverse();
     shuffled.swap(2, 7);
     assert_eq!(owners(&ConsistentHash::new(), &shuffled, 9, &keys), first);
@@ -80,7 +65,7 @@ fn same_key_same_node() {
 fn removing_a_node_moves_only_its_keys() {
     let keys = keys(10_000);
     let selector = ConsistentHash::new();
-    let all = handles(0..10);
+    let all = test_nodes(0..10);
     let before = owners(&selector, &all, 1, &keys);
     let without: Vec<_> = all.iter().filter(|n| n.id() != "node-3").cloned().collect();
     let after = owners(&selector, &without, 2, &keys);
@@ -97,7 +82,7 @@ fn removing_a_node_moves_only_its_keys() {
 #[test]
 fn fallbacks_are_distinct_ring_successors() {
     for n in [2, 3, 8, 20] {
-        let nodes = handles(0..n);
+        let nodes = test_nodes(0..n);
         let candidates = Candidates::new(&nodes, 1);
         let selector = ConsistentHash::new();
         for key in keys(200) {
@@ -115,8 +100,8 @@ fn fallbacks_are_distinct_ring_successors() {
 #[test]
 fn ring_is_cached_per_set() {
     let selector = ConsistentHash::new();
-    let a = handles(0..5);
-    let b = handles(0..5);
+    let a = test_nodes(0..5);
+    let b = test_nodes(0..5);
     let keys = keys(100);
     // Two channels with equal generations: told apart by node identity.
     let owners_a = owners(&selector, &a, 1, &keys);
@@ -136,11 +121,11 @@ fn stale_ring_is_rebuilt() {
     // Same generation, length, first and last node, but a different node in the middle:
     // a caller breaking the generation contract still gets a consistent answer.
     let selector = ConsistentHash::new();
-    let nodes = handles(0..3);
+    let nodes = test_nodes(0..3);
     let keys = keys(300);
     owners(&selector, &nodes, 1, &keys);
     let mut changed = nodes.clone();
-    changed[1] = handles([7]).remove(0);
+    changed[1] = test_nodes([7]).remove(0);
     let got = owners(&selector, &changed, 1, &keys);
     let fresh = owners(&ConsistentHash::new(), &changed, 1, &keys);
     assert_eq!(got, fresh);
@@ -148,7 +133,7 @@ fn stale_ring_is_rebuilt() {
 
 #[test]
 fn no_key_uses_fallback() {
-    let nodes = handles(0..4);
+    let nodes = test_nodes(0..4);
     let candidates = Candidates::new(&nodes, 1);
     let selector = ConsistentHash::new().fallback(super::super::RoundRobin::new());
     let firsts: Vec<_> = (0..4)
@@ -162,13 +147,13 @@ fn no_key_uses_fallback() {
 fn tiny_sets() {
     let selector = ConsistentHash::new().virtual_nodes(0);
     for n in 0..2 {
-        let nodes = handles(0..n);
+        let nodes = test_nodes(0..n);
         let order: Vec<_> = selector
             .select(&Candidates::new(&nodes, 1), &keyed("k"))
             .collect();
         assert_eq!(order, (0..n).collect::<Vec<_>>());
     }
-    let nodes = handles(0..2);
+    let nodes = test_nodes(0..2);
     let order: Vec<_> = selector
         .select(&Candidates::new(&nodes, 1), &keyed("k"))
         .collect();
